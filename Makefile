@@ -37,6 +37,7 @@ fmt:
 ## Regenerate crds/*.yaml from the Rust types.
 crds:
 	cargo run --quiet -p eventpipe-operator -- crds --out-dir crds
+	cargo run --quiet -p eventpipe-operator -- crds --out-dir charts/eventpipe/crds
 
 test: venv tools lint
 	cargo test --workspace

@@ -1,1 +1,8 @@
-pub fn x(){}
+//! What the ingress, the worker and the operator share: the CloudEvent envelope,
+//! telemetry (JSON logs, OpenTelemetry traces, W3C propagation), the ops endpoints
+//! (`/metrics`, `/healthz`, `/readyz`) and AWS client set-up.
+
+pub mod aws;
+pub mod envelope;
+pub mod ops;
+pub mod telemetry;

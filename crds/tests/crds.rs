@@ -36,6 +36,16 @@ fn committed_yaml_matches_the_types() {
 }
 
 #[test]
+fn the_chart_ships_the_same_crds() {
+    let chart = crd_dir().join("../charts/eventpipe/crds");
+    for crd in schema::crds() {
+        let file = chart.join(schema::file_name(&crd));
+        let shipped = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(shipped == schema::to_yaml(&crd), "{} differs from crds/: run `make crds`", file.display());
+    }
+}
+
+#[test]
 fn names_scope_status_and_printer_columns() {
     let crds = schema::crds();
     let mut short: Vec<_> = crds.iter().map(|c| c.spec.names.short_names.clone().unwrap()[0].clone()).collect();

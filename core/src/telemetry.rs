@@ -1,0 +1,83 @@
+//! Logs and traces. Logs are JSON lines (level from `RUST_LOG`, default `info`); spans
+//! of eventpipe's own code go to OpenTelemetry, exported over OTLP when the standard
+//! `OTEL_EXPORTER_OTLP_*` variables name an endpoint (protocol from
+//! `OTEL_EXPORTER_OTLP_PROTOCOL`, service name from `OTEL_SERVICE_NAME`). Trace
+//! context travels as W3C `traceparent` / `tracestate`.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Keeps the tracer provider alive; flushes spans on [`Telemetry::shutdown`].
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn otlp_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()))
+}
+
+/// Installs logging and tracing for a binary; `service` names it unless
+/// `OTEL_SERVICE_NAME` does.
+pub fn init(service: &str) -> Telemetry {
+    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
+    let mut builder =
+        SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(name).build());
+    if otlp_configured() {
+        match opentelemetry_otlp::SpanExporter::builder().build() {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => eprintln!("warning: OTLP export disabled: {e}"),
+        }
+    }
+    let provider = builder.build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer("eventpipe");
+    // Only eventpipe's own spans: the AWS SDK and HTTP stacks emit many internal ones.
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(filter_fn(|meta| meta.target().starts_with("eventpipe")));
+    let logs = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let _ = tracing_subscriber::registry().with(traces).with(logs).try_init();
+    Telemetry { provider }
+}
+
+/// The W3C trace context of `span`, as `(traceparent, ...)` pairs to carry along.
+pub fn inject(span: &tracing::Span) -> Vec<(String, String)> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    let mut pairs: Vec<_> = carrier.into_iter().collect();
+    pairs.sort();
+    pairs
+}
+
+/// Makes `span` continue the trace described by `pairs` (`traceparent`, `tracestate`);
+/// without a valid `traceparent`, the span starts a new trace.
+pub fn continue_trace<'a>(span: &tracing::Span, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    let carrier: HashMap<String, String> = pairs.into_iter().map(|(k, v)| (k.to_lowercase(), v.to_string())).collect();
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The trace id of `span` (32 hex digits), for log lines and summaries.
+pub fn trace_id(span: &tracing::Span) -> String {
+    span.context().span().span_context().trace_id().to_string()
+}
