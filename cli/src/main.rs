@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use eventpipe_crds::Manifest;
 
 #[derive(Parser)]
-#[command(name = "eventpipe", version, about = "Event-driven pipelines on SQS and DynamoDB Streams")]
+#[command(
+    name = "eventpipe",
+    version,
+    about = "Event-driven pipelines on SQS and DynamoDB Streams"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

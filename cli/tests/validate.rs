@@ -6,14 +6,27 @@ fn eventpipe(args: &[&str]) -> (bool, String, String) {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn validate_accepts_the_examples() {
-    let (ok, out, err) = eventpipe(&["validate", "-f", "examples/github-analytics.yaml", "-f", "examples/notes.yaml"]);
+    let (ok, out, err) = eventpipe(&[
+        "validate",
+        "-f",
+        "examples/github-analytics.yaml",
+        "-f",
+        "examples/notes.yaml",
+    ]);
     assert!(ok, "{err}");
-    assert!(out.contains("4 EventPipeline(s) (github-ingest, github-aggregate, notes, note-notifier)"), "{out}");
+    assert!(
+        out.contains("4 EventPipeline(s) (github-ingest, github-aggregate, notes, note-notifier)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -24,7 +37,12 @@ fn validate_names_the_problem_and_fails() {
     std::fs::write(&file, "apiVersion: eventpipe.dev/v1alpha1\nkind: QueueBinding\nmetadata: {name: q}\nspec: {sqs: {queueName: q, waitTime: soon}}\n").unwrap();
     let (ok, _, err) = eventpipe(&["validate", "-f", file.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("bad.yaml: document 1 (QueueBinding \"q\"): spec.sqs.waitTime: must be a duration"), "{err}");
+    assert!(
+        err.contains(
+            "bad.yaml: document 1 (QueueBinding \"q\"): spec.sqs.waitTime: must be a duration"
+        ),
+        "{err}"
+    );
     let (ok, _, err) = eventpipe(&["validate", "-f", "no/such/file.yaml"]);
     assert!(!ok);
     assert!(err.contains("no/such/file.yaml: No such file"), "{err}");

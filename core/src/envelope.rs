@@ -76,10 +76,11 @@ pub fn trace_context(event: &Event) -> Vec<(String, String)> {
 pub fn data_json(event: &Event) -> Value {
     match event.data() {
         Some(Data::Json(v)) => v.clone(),
-        Some(Data::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
-        Some(Data::Binary(b)) => serde_json::from_slice(b).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(b).into_owned())
-        }),
+        Some(Data::String(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+        }
+        Some(Data::Binary(b)) => serde_json::from_slice(b)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
         None => Value::Null,
     }
 }
@@ -142,7 +143,10 @@ mod tests {
             correlation_id: "42".into(),
             data: json!({"issue": {"number": 42}}),
             trace: vec![
-                (TRACEPARENT.into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+                (
+                    TRACEPARENT.into(),
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                ),
                 ("baggage".into(), "ignored".into()),
             ],
         })
@@ -156,10 +160,15 @@ mod tests {
         assert_eq!(v["id"], "d-1");
         assert_eq!(v["type"], "issue_comment");
         assert_eq!(v["correlationid"], "42");
-        assert_eq!(v["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_eq!(
+            v["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
         assert!(v.get("baggage").is_none());
         assert_eq!(v["data"]["issue"]["number"], 42);
-        let Decoded::Event(back) = decode(&body, "m-1", "q") else { panic!("not decoded") };
+        let Decoded::Event(back) = decode(&body, "m-1", "q") else {
+            panic!("not decoded")
+        };
         assert_eq!(correlation_id(&back).as_deref(), Some("42"));
         assert_eq!(trace_context(&back).len(), 1);
         assert_eq!(as_json(&back)["data"]["issue"]["number"], 42);
@@ -167,16 +176,23 @@ mod tests {
 
     #[test]
     fn foreign_messages_are_wrapped_not_rejected() {
-        let Decoded::Wrapped(e) = decode(r#"{"order": 7}"#, "m-1", "sqs://orders") else { panic!() };
+        let Decoded::Wrapped(e) = decode(r#"{"order": 7}"#, "m-1", "sqs://orders") else {
+            panic!()
+        };
         assert_eq!(e.id(), "m-1");
         assert_eq!(data_json(&e), json!({"order": 7}));
-        let Decoded::Wrapped(e) = decode("plain text", "m-2", "sqs://orders") else { panic!() };
+        let Decoded::Wrapped(e) = decode("plain text", "m-2", "sqs://orders") else {
+            panic!()
+        };
         assert_eq!(data_json(&e), json!("plain text"));
     }
 
     #[test]
     fn a_broken_cloudevent_is_undecodable() {
-        let Decoded::Undecodable(why) = decode(r#"{"specversion": "1.0", "id": 5}"#, "m", "q") else { panic!() };
+        let Decoded::Undecodable(why) = decode(r#"{"specversion": "1.0", "id": 5}"#, "m", "q")
+        else {
+            panic!()
+        };
         assert!(why.starts_with("invalid CloudEvent"), "{why}");
     }
 }

@@ -6,7 +6,9 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
 /// Readiness, flipped by the component once its config and connections are in place.
@@ -41,11 +43,21 @@ pub fn router(registry: Arc<Registry>, ready: Ready) -> Router {
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     let mut body = String::new();
     encode(&mut body, &ops.registry).expect("metrics encode to a String");
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
-    if ops.ready.get() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+    if ops.ready.get() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 /// Serves the ops endpoints on `listener` until `shutdown` completes.
@@ -55,7 +67,9 @@ pub async fn serve(
     ready: Ready,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry, ready)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(registry, ready))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -10,7 +10,9 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 /// Keeps the tracer provider alive; flushes spans on [`Telemetry::shutdown`].
 pub struct Telemetry {
@@ -24,17 +26,20 @@ impl Telemetry {
 }
 
 fn otlp_configured() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()))
 }
 
 /// Installs logging and tracing for a binary; `service` names it unless
 /// `OTEL_SERVICE_NAME` does.
 pub fn init(service: &str) -> Telemetry {
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
-    let mut builder =
-        SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(name).build());
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(name).build());
     if otlp_configured() {
         match opentelemetry_otlp::SpanExporter::builder().build() {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
@@ -54,7 +59,10 @@ pub fn init(service: &str) -> Telemetry {
         .with_current_span(true)
         .with_span_list(false)
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
-    let _ = tracing_subscriber::registry().with(traces).with(logs).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(traces)
+        .with(logs)
+        .try_init();
     Telemetry { provider }
 }
 
@@ -69,8 +77,14 @@ pub fn inject(span: &tracing::Span) -> Vec<(String, String)> {
 
 /// Makes `span` continue the trace described by `pairs` (`traceparent`, `tracestate`);
 /// without a valid `traceparent`, the span starts a new trace.
-pub fn continue_trace<'a>(span: &tracing::Span, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
-    let carrier: HashMap<String, String> = pairs.into_iter().map(|(k, v)| (k.to_lowercase(), v.to_string())).collect();
+pub fn continue_trace<'a>(
+    span: &tracing::Span,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    let carrier: HashMap<String, String> = pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v.to_string()))
+        .collect();
     let parent = TraceContextPropagator::new().extract(&carrier);
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);

@@ -19,10 +19,22 @@ use crate::Duration;
     category = "eventpipe",
     doc = "Retries, backoff and the dead-letter queue shared by the QueueBindings that name it.",
     derive = "PartialEq",
-    printcolumn(name = "Max Receives", type_ = "integer", json_path = ".spec.maxReceiveCount"),
+    printcolumn(
+        name = "Max Receives",
+        type_ = "integer",
+        json_path = ".spec.maxReceiveCount"
+    ),
     printcolumn(name = "DLQ Depth", type_ = "integer", json_path = ".status.depth"),
-    printcolumn(name = "Alert", type_ = "string", json_path = ".status.conditions[?(@.type==\"AlertThresholdExceeded\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Alert",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"AlertThresholdExceeded\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterPolicySpec {

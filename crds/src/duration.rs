@@ -46,7 +46,9 @@ impl FromStr for Duration {
             return Err(invalid());
         }
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .ok_or_else(invalid)?;
             let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
             rest = &rest[digits..];
             let (unit_ms, len) = match rest.as_bytes() {
@@ -133,14 +135,31 @@ mod tests {
 
     #[test]
     fn rejects_what_the_schema_pattern_rejects() {
-        for text in ["", "soon", "30", "s", "1.5s", "-1s", "30 s", "1w", "5min", "99999999999999999999s"] {
-            assert!(text.parse::<Duration>().is_err(), "{text:?} should be rejected");
+        for text in [
+            "",
+            "soon",
+            "30",
+            "s",
+            "1.5s",
+            "-1s",
+            "30 s",
+            "1w",
+            "5min",
+            "99999999999999999999s",
+        ] {
+            assert!(
+                text.parse::<Duration>().is_err(),
+                "{text:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn deserializes_with_a_clear_error() {
         let err = serde_json::from_str::<Duration>("\"soon\"").unwrap_err();
-        assert!(err.to_string().contains("\"soon\" is not a duration"), "{err}");
+        assert!(
+            err.to_string().contains("\"soon\" is not a duration"),
+            "{err}"
+        );
     }
 }

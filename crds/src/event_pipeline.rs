@@ -24,12 +24,20 @@ use crate::{Duration, ObjectRef, SecretKeyRef, ValueSource};
     category = "eventpipe",
     doc = "Where events come from (webhooks, queues, streams), what processes them, and how its workers scale.",
     derive = "PartialEq",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Webhook", type_ = "string", json_path = ".status.webhookUrl"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Depth", type_ = "integer", json_path = ".status.queueDepth"),
     printcolumn(name = "DLQ", type_ = "integer", json_path = ".status.dlqDepth"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EventPipelineSpec {

@@ -44,15 +44,32 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{origin}: not valid YAML: {message}")]
     Yaml { origin: Origin, message: String },
     #[error("{origin}{}", list(.errors))]
-    Invalid { origin: Origin, errors: Vec<FieldError> },
+    Invalid {
+        origin: Origin,
+        errors: Vec<FieldError>,
+    },
     #[error("{origin}: {kind} {name:?} is defined twice (first in {first})")]
-    Duplicate { origin: Origin, kind: String, name: String, first: Origin },
+    Duplicate {
+        origin: Origin,
+        kind: String,
+        name: String,
+        first: Origin,
+    },
     #[error("{origin}: {path}: {kind} {name:?} not found{}", known(.defined))]
-    MissingRef { origin: Origin, path: String, kind: String, name: String, defined: Vec<String> },
+    MissingRef {
+        origin: Origin,
+        path: String,
+        kind: String,
+        name: String,
+        defined: Vec<String>,
+    },
     #[error("no EventPipeline named {name:?}{}", known(.defined))]
     NoSuchPipeline { name: String, defined: Vec<String> },
 }
@@ -60,12 +77,18 @@ pub enum ManifestError {
 fn list(errors: &[FieldError]) -> String {
     match errors {
         [one] => format!(": {one}"),
-        many => std::iter::once(":".to_string()).chain(many.iter().map(|e| format!("\n  - {e}"))).collect(),
+        many => std::iter::once(":".to_string())
+            .chain(many.iter().map(|e| format!("\n  - {e}")))
+            .collect(),
     }
 }
 
 fn known(defined: &[String]) -> String {
-    if defined.is_empty() { " (none defined)".into() } else { format!(" (defined: {})", defined.join(", ")) }
+    if defined.is_empty() {
+        " (none defined)".into()
+    } else {
+        format!(" (defined: {})", defined.join(", "))
+    }
 }
 
 /// One pipeline with everything it references, resolved: what an ingress or a
@@ -89,7 +112,11 @@ impl Pipeline {
 
     /// The dead-letter policy of a binding, when it names one.
     pub fn policy_of(&self, binding: &QueueBinding) -> Option<&DeadLetterPolicy> {
-        binding.spec.dead_letter_policy_ref.as_ref().map(|r| &self.policies[&r.name])
+        binding
+            .spec
+            .dead_letter_policy_ref
+            .as_ref()
+            .map(|r| &self.policies[&r.name])
     }
 
     /// The documents again, as one YAML stream the loader reads back unchanged.
@@ -121,8 +148,10 @@ impl Manifest {
         for path in paths {
             let path = path.as_ref();
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ManifestError::Read { file: file.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+                file: file.clone(),
+                source,
+            })?;
             all.add_yaml(&file, &text)?;
         }
         Ok(all)
@@ -141,8 +170,12 @@ impl Manifest {
 
     fn add_yaml(&mut self, file: &str, text: &str) -> Result<(), ManifestError> {
         for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let mut origin =
-                Origin { file: file.to_string(), document: index + 1, kind: None, name: None };
+            let mut origin = Origin {
+                file: file.to_string(),
+                document: index + 1,
+                kind: None,
+                name: None,
+            };
             let value = Value::deserialize(document).map_err(|e| ManifestError::Yaml {
                 origin: origin.clone(),
                 message: e.to_string(),
@@ -150,8 +183,14 @@ impl Manifest {
             if value.is_null() {
                 continue; // an empty document, e.g. after a trailing `---`
             }
-            origin.kind = value.get("kind").and_then(Value::as_str).map(str::to_string);
-            origin.name = value.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
+            origin.kind = value
+                .get("kind")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            origin.name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             self.add_document(origin, value)?;
         }
         Ok(())
@@ -160,14 +199,23 @@ impl Manifest {
     fn add_document(&mut self, origin: Origin, value: Value) -> Result<(), ManifestError> {
         let invalid = |path: &str, message: String| ManifestError::Invalid {
             origin: origin.clone(),
-            errors: vec![FieldError { path: path.into(), message }],
+            errors: vec![FieldError {
+                path: path.into(),
+                message,
+            }],
         };
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if api_version.split('/').next() != Some(GROUP) {
             return Ok(()); // other kinds (Secrets, Deployments) are kubectl's business
         }
         if api_version != API_VERSION {
-            return Err(invalid("apiVersion", format!("must be {API_VERSION}, got {api_version:?}")));
+            return Err(invalid(
+                "apiVersion",
+                format!("must be {API_VERSION}, got {api_version:?}"),
+            ));
         }
         match origin.kind.as_deref() {
             Some("EventPipeline") => self.pipelines.push(typed(&origin, &value)?),
@@ -176,11 +224,16 @@ impl Manifest {
             other => {
                 return Err(invalid(
                     "kind",
-                    format!("must be EventPipeline, QueueBinding or DeadLetterPolicy, got {other:?}"),
+                    format!(
+                        "must be EventPipeline, QueueBinding or DeadLetterPolicy, got {other:?}"
+                    ),
                 ));
             }
         }
-        let key = (origin.kind.clone().unwrap_or_default(), origin.name.clone().unwrap_or_default());
+        let key = (
+            origin.kind.clone().unwrap_or_default(),
+            origin.name.clone().unwrap_or_default(),
+        );
         if let Some(first) = self.origins.get(&key) {
             return Err(ManifestError::Duplicate {
                 origin: origin.clone(),
@@ -200,9 +253,14 @@ impl Manifest {
 
     /// One pipeline with its references resolved.
     pub fn pipeline(&self, name: &str) -> Result<Pipeline, ManifestError> {
-        let pipeline = self.pipelines.iter().find(|p| p.name_any() == name).ok_or_else(|| {
-            ManifestError::NoSuchPipeline { name: name.into(), defined: self.pipeline_names() }
-        })?;
+        let pipeline = self
+            .pipelines
+            .iter()
+            .find(|p| p.name_any() == name)
+            .ok_or_else(|| ManifestError::NoSuchPipeline {
+                name: name.into(),
+                defined: self.pipeline_names(),
+            })?;
         self.resolve(pipeline)
     }
 
@@ -224,26 +282,39 @@ impl Manifest {
                 policies.insert(r.name.clone(), policy.clone());
             }
         }
-        Ok(Pipeline { pipeline: pipeline.clone(), bindings, policies })
+        Ok(Pipeline {
+            pipeline: pipeline.clone(),
+            bindings,
+            policies,
+        })
     }
 
     /// Finds the object `r` names in the namespace of `from`.
-    fn find<'a, T, F>(&self, pool: &'a [T], from: &F, path: &str, r: &ObjectRef) -> Result<&'a T, ManifestError>
+    fn find<'a, T, F>(
+        &self,
+        pool: &'a [T],
+        from: &F,
+        path: &str,
+        r: &ObjectRef,
+    ) -> Result<&'a T, ManifestError>
     where
         T: Resource<DynamicType = ()>,
         F: Resource<DynamicType = ()>,
     {
         let same_ns = |o: &&T| o.meta().namespace == from.meta().namespace;
-        pool.iter().filter(same_ns).find(|o| o.name_any() == r.name).ok_or_else(|| {
-            let from_key = (F::kind(&()).to_string(), from.name_any());
-            ManifestError::MissingRef {
-                origin: self.origins[&from_key].clone(),
-                path: path.into(),
-                kind: T::kind(&()).to_string(),
-                name: r.name.clone(),
-                defined: pool.iter().filter(same_ns).map(|o| o.name_any()).collect(),
-            }
-        })
+        pool.iter()
+            .filter(same_ns)
+            .find(|o| o.name_any() == r.name)
+            .ok_or_else(|| {
+                let from_key = (F::kind(&()).to_string(), from.name_any());
+                ManifestError::MissingRef {
+                    origin: self.origins[&from_key].clone(),
+                    path: path.into(),
+                    kind: T::kind(&()).to_string(),
+                    name: r.name.clone(),
+                    defined: pool.iter().filter(same_ns).map(|o| o.name_any()).collect(),
+                }
+            })
     }
 }
 
@@ -254,34 +325,62 @@ fn binding_refs(p: &EventPipeline) -> Vec<(String, &ObjectRef)> {
         .sources
         .iter()
         .enumerate()
-        .map(|(i, s)| (format!("spec.sources[{i}].queueBindingRef"), &s.queue_binding_ref))
+        .map(|(i, s)| {
+            (
+                format!("spec.sources[{i}].queueBindingRef"),
+                &s.queue_binding_ref,
+            )
+        })
         .collect();
-    if let Some(r) = p.spec.ingress.as_ref().and_then(|i| i.publish_to.queue_binding_ref.as_ref()) {
+    if let Some(r) = p
+        .spec
+        .ingress
+        .as_ref()
+        .and_then(|i| i.publish_to.queue_binding_ref.as_ref())
+    {
         refs.push(("spec.ingress.publishTo.queueBindingRef".into(), r));
     }
     if let Some(sqs) = &p.spec.processor.sqs {
-        refs.push(("spec.processor.sqs.queueBindingRef".into(), &sqs.queue_binding_ref));
+        refs.push((
+            "spec.processor.sqs.queueBindingRef".into(),
+            &sqs.queue_binding_ref,
+        ));
     }
     if let Some(d) = &p.spec.destinations {
         let outcomes = [("onSuccess", &d.on_success), ("onFailure", &d.on_failure)];
         for (field, target) in outcomes {
             if let Some(t) = target {
-                refs.push((format!("spec.destinations.{field}.queueBindingRef"), &t.queue_binding_ref));
+                refs.push((
+                    format!("spec.destinations.{field}.queueBindingRef"),
+                    &t.queue_binding_ref,
+                ));
             }
         }
         if let Some(reply) = &d.reply {
-            refs.push(("spec.destinations.reply.queueBindingRef".into(), &reply.queue_binding_ref));
+            refs.push((
+                "spec.destinations.reply.queueBindingRef".into(),
+                &reply.queue_binding_ref,
+            ));
         }
     }
     refs
 }
 
 /// Validates a document as the API server would, then reads it into its type.
-fn typed<T: DeserializeOwned + Serialize>(origin: &Origin, value: &Value) -> Result<T, ManifestError> {
-    let invalid = |errors| ManifestError::Invalid { origin: origin.clone(), errors };
+fn typed<T: DeserializeOwned + Serialize>(
+    origin: &Origin,
+    value: &Value,
+) -> Result<T, ManifestError> {
+    let invalid = |errors| ManifestError::Invalid {
+        origin: origin.clone(),
+        errors,
+    };
     let kind = origin.kind.as_deref().unwrap_or_default();
     let defaulted = schema::validate(kind, value).map_err(invalid)?;
     serde_path_to_error::deserialize(defaulted).map_err(|e| {
-        invalid(vec![FieldError { path: e.path().to_string(), message: e.inner().to_string() }])
+        invalid(vec![FieldError {
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        }])
     })
 }

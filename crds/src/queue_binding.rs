@@ -18,12 +18,25 @@ use crate::{Duration, ObjectRef};
     category = "eventpipe",
     doc = "An SQS queue or a DynamoDB stream, how to reach it and how to read it.",
     derive = "PartialEq",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Queue", type_ = "string", json_path = ".status.queueUrl"),
-    printcolumn(name = "Stream", type_ = "string", json_path = ".status.streamArn", priority = 1),
+    printcolumn(
+        name = "Stream",
+        type_ = "string",
+        json_path = ".status.streamArn",
+        priority = 1
+    ),
     printcolumn(name = "Depth", type_ = "integer", json_path = ".status.depth"),
     printcolumn(name = "DLQ", type_ = "integer", json_path = ".status.dlqDepth"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.sqs) != has(self.dynamodbStream)").message("exactly one of sqs or dynamodbStream must be set"))]

@@ -12,7 +12,11 @@ use crate::{DeadLetterPolicy, EventPipeline, QueueBinding};
 
 /// The three CRDs, in the order they are applied.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![DeadLetterPolicy::crd(), QueueBinding::crd(), EventPipeline::crd()]
+    vec![
+        DeadLetterPolicy::crd(),
+        QueueBinding::crd(),
+        EventPipeline::crd(),
+    ]
 }
 
 /// One CRD as a YAML document.
@@ -22,7 +26,10 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
 
 /// All CRDs as one multi-document YAML stream.
 pub fn all_yaml() -> String {
-    crds().iter().map(|c| format!("---\n{}", to_yaml(c))).collect()
+    crds()
+        .iter()
+        .map(|c| format!("---\n{}", to_yaml(c)))
+        .collect()
 }
 
 /// The file a CRD lives in under `crds/`: `<plural>.yaml`.
@@ -62,7 +69,10 @@ static SCHEMAS: LazyLock<Vec<(String, KindSchema)>> = LazyLock::new(|| {
         .map(|crd| {
             let version = &crd.spec.versions[0];
             let served = serde_json::to_value(
-                version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()),
+                version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref()),
             )
             .expect("schema serializes");
             let mut closed = served.clone();
@@ -114,9 +124,17 @@ fn close_objects(node: &mut Value) {
     }
     for (key, child) in map.iter_mut() {
         match key.as_str() {
-            "properties" => child.as_object_mut().into_iter().flatten().for_each(|(_, v)| close_objects(v)),
+            "properties" => child
+                .as_object_mut()
+                .into_iter()
+                .flatten()
+                .for_each(|(_, v)| close_objects(v)),
             "items" | "additionalProperties" => close_objects(child),
-            "allOf" | "anyOf" | "oneOf" => child.as_array_mut().into_iter().flatten().for_each(close_objects),
+            "allOf" | "anyOf" | "oneOf" => child
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .for_each(close_objects),
             _ => {}
         }
     }
@@ -124,7 +142,9 @@ fn close_objects(node: &mut Value) {
 
 /// The fields every object has, which the API server checks before the CRD schema.
 fn add_object_meta(root: &mut Value) {
-    let properties = root["properties"].as_object_mut().expect("root has properties");
+    let properties = root["properties"]
+        .as_object_mut()
+        .expect("root has properties");
     properties.insert("apiVersion".into(), serde_json::json!({"type": "string"}));
     properties.insert("kind".into(), serde_json::json!({"type": "string"}));
     properties.insert(
@@ -168,7 +188,10 @@ fn describe(schema: &Value, error: &jsonschema::ValidationError<'_>) -> Vec<Fiel
         .rsplit_once('/')
         .map(|(parent, _)| parent.to_string())
         .unwrap_or_default();
-    let node = schema.pointer(&keyword_parent).cloned().unwrap_or(Value::Null);
+    let node = schema
+        .pointer(&keyword_parent)
+        .cloned()
+        .unwrap_or(Value::Null);
     let bound = |k: &str| node.get(k).map(number);
     let (path, message) = match error.kind() {
         K::Minimum { .. } | K::Maximum { .. } => match (bound("minimum"), bound("maximum")) {
@@ -182,7 +205,10 @@ fn describe(schema: &Value, error: &jsonschema::ValidationError<'_>) -> Vec<Fiel
             format!("must be a duration such as 500ms, 30s, 5m, 2h or 14d, got {got}"),
         ),
         K::Pattern { pattern } => (path, format!("must match {pattern}, got {got}")),
-        K::Type { kind } => (path, format!("must be of type {}, got {got}", type_name(kind))),
+        K::Type { kind } => (
+            path,
+            format!("must be of type {}, got {got}", type_name(kind)),
+        ),
         K::Required { property } => (
             join(&path, property.as_str().unwrap_or_default()),
             "is required".to_string(),
@@ -190,7 +216,10 @@ fn describe(schema: &Value, error: &jsonschema::ValidationError<'_>) -> Vec<Fiel
         K::AdditionalProperties { unexpected } => {
             return unexpected
                 .iter()
-                .map(|field| FieldError { path: join(&path, field), message: "unknown field".into() })
+                .map(|field| FieldError {
+                    path: join(&path, field),
+                    message: "unknown field".into(),
+                })
                 .collect();
         }
         K::Enum { options } => (path, format!("must be one of {}, got {got}", list(options))),
@@ -206,16 +235,23 @@ fn describe(schema: &Value, error: &jsonschema::ValidationError<'_>) -> Vec<Fiel
 fn type_name(kind: &jsonschema::error::TypeKind) -> String {
     match kind {
         jsonschema::error::TypeKind::Single(t) => t.to_string(),
-        jsonschema::error::TypeKind::Multiple(ts) => {
-            ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
-        }
+        jsonschema::error::TypeKind::Multiple(ts) => ts
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(" or "),
     }
 }
 
 fn list(options: &Value) -> String {
     options
         .as_array()
-        .map(|a| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
+        .map(|a| {
+            a.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default()
 }
 
@@ -229,7 +265,11 @@ fn number(value: &Value) -> String {
 
 fn short(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(57)]) } else { text }
+    if text.len() > 60 {
+        format!("{}…", &text[..text.floor_char_boundary(57)])
+    } else {
+        text
+    }
 }
 
 /// `/spec/sources/0/queueBindingRef` → `spec.sources[0].queueBindingRef`.
@@ -247,5 +287,9 @@ pub(crate) fn dotted(pointer: &str) -> String {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }

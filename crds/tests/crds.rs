@@ -16,7 +16,15 @@ fn schemas() -> Vec<(String, Value)> {
         .iter()
         .map(|crd| {
             let v = &crd.spec.versions[0];
-            let s = serde_json::to_value(v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
+            let s = serde_json::to_value(
+                v.schema
+                    .as_ref()
+                    .unwrap()
+                    .open_api_v3_schema
+                    .as_ref()
+                    .unwrap(),
+            )
+            .unwrap();
             (crd.spec.names.kind.clone(), s)
         })
         .collect()
@@ -41,14 +49,21 @@ fn the_chart_ships_the_same_crds() {
     for crd in schema::crds() {
         let file = chart.join(schema::file_name(&crd));
         let shipped = std::fs::read_to_string(&file).unwrap_or_default();
-        assert!(shipped == schema::to_yaml(&crd), "{} differs from crds/: run `make crds`", file.display());
+        assert!(
+            shipped == schema::to_yaml(&crd),
+            "{} differs from crds/: run `make crds`",
+            file.display()
+        );
     }
 }
 
 #[test]
 fn names_scope_status_and_printer_columns() {
     let crds = schema::crds();
-    let mut short: Vec<_> = crds.iter().map(|c| c.spec.names.short_names.clone().unwrap()[0].clone()).collect();
+    let mut short: Vec<_> = crds
+        .iter()
+        .map(|c| c.spec.names.short_names.clone().unwrap()[0].clone())
+        .collect();
     short.sort();
     assert_eq!(short, ["dlp", "ep", "qb"]);
     for crd in &crds {
@@ -56,11 +71,27 @@ fn names_scope_status_and_printer_columns() {
         assert_eq!(crd.spec.scope, "Namespaced");
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().unwrap().status.is_some(), "{} has a status subresource", crd.spec.names.kind);
+        assert!(
+            v.subresources.as_ref().unwrap().status.is_some(),
+            "{} has a status subresource",
+            crd.spec.names.kind
+        );
     }
-    let ep = crds.iter().find(|c| c.spec.names.kind == "EventPipeline").unwrap();
-    let columns: Vec<_> = ep.spec.versions[0].additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Ready", "Webhook", "Replicas", "Depth", "DLQ", "Age"]);
+    let ep = crds
+        .iter()
+        .find(|c| c.spec.names.kind == "EventPipeline")
+        .unwrap();
+    let columns: Vec<_> = ep.spec.versions[0]
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Ready", "Webhook", "Replicas", "Depth", "DLQ", "Age"]
+    );
 }
 
 /// Walks every schema node with its dotted path.
@@ -87,21 +118,40 @@ fn schemas_are_structural() {
         walk(&kind, &root, &mut |path, node| {
             let obj = node.as_object().unwrap();
             let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-            assert!(obj.contains_key("type") || int_or_string, "{path} has no type");
-            for banned in ["$ref", "definitions", "$defs", "$schema", "oneOf", "anyOf", "allOf", "not"] {
+            assert!(
+                obj.contains_key("type") || int_or_string,
+                "{path} has no type"
+            );
+            for banned in [
+                "$ref",
+                "definitions",
+                "$defs",
+                "$schema",
+                "oneOf",
+                "anyOf",
+                "allOf",
+                "not",
+            ] {
                 assert!(!obj.contains_key(banned), "{path} uses {banned}");
             }
             assert!(
                 !(obj.contains_key("properties") && obj.contains_key("additionalProperties")),
                 "{path} has both properties and additionalProperties"
             );
-            assert_ne!(obj.get("additionalProperties"), Some(&Value::Bool(false)), "{path}");
+            assert_ne!(
+                obj.get("additionalProperties"),
+                Some(&Value::Bool(false)),
+                "{path}"
+            );
             if obj.contains_key("x-kubernetes-preserve-unknown-fields") {
                 assert!(free_form.contains(&path), "{path} preserves unknown fields");
             }
             if let Some(default) = obj.get("default") {
                 let check = jsonschema::validator_for(node).unwrap();
-                assert!(check.is_valid(default), "{path}: default {default} does not match its schema");
+                assert!(
+                    check.is_valid(default),
+                    "{path}: default {default} does not match its schema"
+                );
             }
         });
     }
@@ -125,7 +175,9 @@ fn durations_are_strings_with_the_duration_pattern() {
     let mut seen = vec![];
     for (kind, root) in schemas() {
         walk(&kind, &root, &mut |path, node| {
-            if node.get("pattern").and_then(Value::as_str) == Some(eventpipe_crds::duration_pattern()) {
+            if node.get("pattern").and_then(Value::as_str)
+                == Some(eventpipe_crds::duration_pattern())
+            {
                 assert_eq!(node["type"], "string", "{path}");
                 seen.push(path.to_string());
             }
@@ -142,12 +194,24 @@ fn cel_rules_compile_and_fit_the_cost_budget() {
     let mut rules = 0;
     for (kind, root) in schemas() {
         let compiled = cel::compile_schema(&root);
-        assert!(!compiled.has_errors(), "{kind}: {:?}", compiled.compilation_errors());
+        assert!(
+            !compiled.has_errors(),
+            "{kind}: {:?}",
+            compiled.compilation_errors()
+        );
         walk(&kind, &root, &mut |path, node| {
-            for rule in node.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
+            for rule in node
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 rules += 1;
                 let text = rule["rule"].as_str().unwrap();
-                assert!(rule["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {text} has no message");
+                assert!(
+                    rule["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{path}: {text} has no message"
+                );
                 let here = cel::compile_schema(node);
                 // Cost only: the scope analysis does not know comprehension variables;
                 // scope errors surface when the rules run in tests/validation.rs.

@@ -47,7 +47,10 @@ fn problems(object: &Value) -> Vec<String> {
 
 fn assert_rejected(object: &Value, want: &str) {
     let got = problems(object);
-    assert!(got.iter().any(|p| p.contains(want)), "want a problem containing {want:?}, got {got:?}");
+    assert!(
+        got.iter().any(|p| p.contains(want)),
+        "want a problem containing {want:?}, got {got:?}"
+    );
 }
 
 #[test]
@@ -55,9 +58,16 @@ fn valid_objects_pass_with_defaults_applied() {
     let p = pipeline(|_| {});
     assert_eq!(problems(&p), Vec::<String>::new());
     let defaulted = schema::validate("EventPipeline", &p).unwrap();
-    assert_eq!(defaulted["spec"]["ingress"]["webhooks"][0]["maxBodyBytes"], 1048576);
+    assert_eq!(
+        defaulted["spec"]["ingress"]["webhooks"][0]["maxBodyBytes"],
+        1048576
+    );
     assert_eq!(defaulted["spec"]["delivery"]["ordering"], "none");
-    let b = schema::validate("QueueBinding", &binding(json!({"sqs": {"queueName": "orders"}}))).unwrap();
+    let b = schema::validate(
+        "QueueBinding",
+        &binding(json!({"sqs": {"queueName": "orders"}})),
+    )
+    .unwrap();
     assert_eq!(b["spec"]["sqs"]["visibilityTimeout"], "30s");
     assert_eq!(b["spec"]["sqs"]["batchSize"], 10);
     let d = schema::validate("DeadLetterPolicy", &policy(json!({}))).unwrap();
@@ -70,31 +80,63 @@ fn valid_objects_pass_with_defaults_applied() {
 fn a_binding_needs_exactly_one_of_sqs_or_dynamodb_stream() {
     let both = binding(json!({"sqs": {"queueName": "a"}, "dynamodbStream": {"tableName": "tbl"}}));
     assert_rejected(&both, "exactly one of sqs or dynamodbStream must be set");
-    assert_rejected(&binding(json!({"region": "eu-west-1"})), "exactly one of sqs or dynamodbStream must be set");
+    assert_rejected(
+        &binding(json!({"region": "eu-west-1"})),
+        "exactly one of sqs or dynamodbStream must be set",
+    );
     assert!(problems(&binding(json!({"dynamodbStream": {"tableName": "tbl"}}))).is_empty());
 }
 
 #[test]
 fn sqs_takes_a_queue_name_or_a_url_not_both() {
-    let both = binding(json!({"sqs": {"queueName": "a", "queueUrl": "http://localhost:4566/000/a"}}));
-    assert_rejected(&both, "spec.sqs: exactly one of queueName or queueUrl must be set");
-    assert_rejected(&binding(json!({"sqs": {}})), "exactly one of queueName or queueUrl must be set");
-    assert!(problems(&binding(json!({"sqs": {"queueUrl": "https://sqs.eu-west-1.amazonaws.com/1/a"}}))).is_empty());
+    let both =
+        binding(json!({"sqs": {"queueName": "a", "queueUrl": "http://localhost:4566/000/a"}}));
+    assert_rejected(
+        &both,
+        "spec.sqs: exactly one of queueName or queueUrl must be set",
+    );
+    assert_rejected(
+        &binding(json!({"sqs": {}})),
+        "exactly one of queueName or queueUrl must be set",
+    );
+    assert!(
+        problems(&binding(
+            json!({"sqs": {"queueUrl": "https://sqs.eu-west-1.amazonaws.com/1/a"}})
+        ))
+        .is_empty()
+    );
 }
 
 #[test]
 fn fifo_queues_and_names_agree_and_create_needs_a_name() {
-    assert_rejected(&binding(json!({"sqs": {"queueName": "a.fifo"}})), "a FIFO queue's name ends in .fifo");
-    assert_rejected(&binding(json!({"sqs": {"queueName": "a", "fifo": true}})), "a FIFO queue's name ends in .fifo");
-    assert!(problems(&binding(json!({"sqs": {"queueName": "a.fifo", "fifo": true}}))).is_empty());
+    assert_rejected(
+        &binding(json!({"sqs": {"queueName": "a.fifo"}})),
+        "a FIFO queue's name ends in .fifo",
+    );
+    assert_rejected(
+        &binding(json!({"sqs": {"queueName": "a", "fifo": true}})),
+        "a FIFO queue's name ends in .fifo",
+    );
+    assert!(
+        problems(&binding(
+            json!({"sqs": {"queueName": "a.fifo", "fifo": true}})
+        ))
+        .is_empty()
+    );
     let by_url = binding(json!({"sqs": {"queueUrl": "http://x/1/a", "create": true}}));
     assert_rejected(&by_url, "create needs queueName");
 }
 
 #[test]
 fn max_receive_count_is_between_1_and_1000() {
-    assert_rejected(&policy(json!({"maxReceiveCount": 0})), "spec.maxReceiveCount: must be between 1 and 1000, got 0");
-    assert_rejected(&policy(json!({"maxReceiveCount": 1001})), "must be between 1 and 1000, got 1001");
+    assert_rejected(
+        &policy(json!({"maxReceiveCount": 0})),
+        "spec.maxReceiveCount: must be between 1 and 1000, got 0",
+    );
+    assert_rejected(
+        &policy(json!({"maxReceiveCount": 1001})),
+        "must be between 1 and 1000, got 1001",
+    );
     assert!(problems(&policy(json!({"maxReceiveCount": 1}))).is_empty());
     assert!(problems(&policy(json!({"maxReceiveCount": 1000}))).is_empty());
 }
@@ -102,10 +144,17 @@ fn max_receive_count_is_between_1_and_1000() {
 #[test]
 fn a_processor_names_exactly_one_kind() {
     let two = pipeline(|s| s["processor"]["sqs"] = json!({"queueBindingRef": {"name": "orders"}}));
-    assert_rejected(&two, "processor must name exactly one of http, container, dynamodb or sqs");
+    assert_rejected(
+        &two,
+        "processor must name exactly one of http, container, dynamodb or sqs",
+    );
     let none = pipeline(|s| s["processor"] = json!({}));
-    assert_rejected(&none, "processor must name exactly one of http, container, dynamodb or sqs");
-    let container = pipeline(|s| s["processor"] = json!({"container": {"image": "ghcr.io/acme/p:1"}}));
+    assert_rejected(
+        &none,
+        "processor must name exactly one of http, container, dynamodb or sqs",
+    );
+    let container =
+        pipeline(|s| s["processor"] = json!({"container": {"image": "ghcr.io/acme/p:1"}}));
     assert!(problems(&container).is_empty());
 }
 
@@ -126,28 +175,46 @@ fn a_webhook_path_starts_with_a_slash() {
 #[test]
 fn durations_must_be_durations() {
     let p = pipeline(|s| s["processor"]["http"]["timeout"] = json!("soon"));
-    assert_rejected(&p, "spec.processor.http.timeout: must be a duration such as 500ms, 30s, 5m, 2h or 14d, got \"soon\"");
+    assert_rejected(
+        &p,
+        "spec.processor.http.timeout: must be a duration such as 500ms, 30s, 5m, 2h or 14d, got \"soon\"",
+    );
     for ok in ["500ms", "30s", "5m", "2h", "14d", "1h30m"] {
         let p = policy(json!({"retention": ok, "backoff": {"initial": ok}}));
         assert!(problems(&p).is_empty(), "{ok} should be a duration");
     }
-    assert_rejected(&policy(json!({"backoff": {"max": "5 minutes"}})), "spec.backoff.max: must be a duration");
+    assert_rejected(
+        &policy(json!({"backoff": {"max": "5 minutes"}})),
+        "spec.backoff.max: must be a duration",
+    );
 }
 
 #[test]
 fn cross_field_rules_of_signatures_publish_targets_and_value_sources() {
     let hmac_without_header = pipeline(|s| {
-        s["ingress"]["webhooks"][0]["signature"] = json!({"scheme": "hmac-sha256", "secretRef": {"name": "s", "key": "k"}})
+        s["ingress"]["webhooks"][0]["signature"] =
+            json!({"scheme": "hmac-sha256", "secretRef": {"name": "s", "key": "k"}})
     });
     assert_rejected(&hmac_without_header, "scheme hmac-sha256 needs header");
     let replay_on_github = pipeline(|s| {
         s["ingress"]["webhooks"][0]["signature"]["timestamp"] = json!({"header": "X-Timestamp"})
     });
-    assert_rejected(&replay_on_github, "timestamp (a replay window) applies to scheme hmac-sha256 only");
-    let two_targets = pipeline(|s| s["ingress"]["publishTo"]["dynamodb"] = json!({"tableName": "events"}));
-    assert_rejected(&two_targets, "exactly one of queueBindingRef or dynamodb must be set");
-    let both_sources = pipeline(|s| s["ingress"]["webhooks"][0]["eventType"]["jsonPointer"] = json!("/type"));
-    assert_rejected(&both_sources, "exactly one of header or jsonPointer must be set");
+    assert_rejected(
+        &replay_on_github,
+        "timestamp (a replay window) applies to scheme hmac-sha256 only",
+    );
+    let two_targets =
+        pipeline(|s| s["ingress"]["publishTo"]["dynamodb"] = json!({"tableName": "events"}));
+    assert_rejected(
+        &two_targets,
+        "exactly one of queueBindingRef or dynamodb must be set",
+    );
+    let both_sources =
+        pipeline(|s| s["ingress"]["webhooks"][0]["eventType"]["jsonPointer"] = json!("/type"));
+    assert_rejected(
+        &both_sources,
+        "exactly one of header or jsonPointer must be set",
+    );
     let twice = pipeline(|s| {
         let hook = s["ingress"]["webhooks"][0].clone();
         s["ingress"]["webhooks"].as_array_mut().unwrap().push(hook);
@@ -200,8 +267,14 @@ spec:
 fn several_problems_in_one_document_are_all_listed() {
     let text = "apiVersion: eventpipe.dev/v1alpha1\nkind: DeadLetterPolicy\nmetadata: {name: p}\nspec: {maxReceiveCount: 0, retention: soon}\n";
     let err = Manifest::from_yaml("f.yaml", text).unwrap_err().to_string();
-    assert!(err.starts_with("f.yaml: document 1 (DeadLetterPolicy \"p\"):\n  - "), "{err}");
-    assert!(err.contains("spec.maxReceiveCount: must be between 1 and 1000, got 0"), "{err}");
+    assert!(
+        err.starts_with("f.yaml: document 1 (DeadLetterPolicy \"p\"):\n  - "),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.maxReceiveCount: must be between 1 and 1000, got 0"),
+        "{err}"
+    );
     assert!(err.contains("spec.retention: must be a duration"), "{err}");
 }
 
@@ -209,8 +282,14 @@ fn several_problems_in_one_document_are_all_listed() {
 fn a_missing_reference_is_named_with_what_exists() {
     let text = format!(
         "{}---\n{}",
-        serde_yaml::to_string(&binding(json!({"sqs": {"queueName": "orders", "create": true}}))).unwrap(),
-        serde_yaml::to_string(&pipeline(|s| s["sources"][0]["queueBindingRef"]["name"] = json!("orderz"))).unwrap()
+        serde_yaml::to_string(&binding(
+            json!({"sqs": {"queueName": "orders", "create": true}})
+        ))
+        .unwrap(),
+        serde_yaml::to_string(&pipeline(
+            |s| s["sources"][0]["queueBindingRef"]["name"] = json!("orderz")
+        ))
+        .unwrap()
     );
     let m = Manifest::from_yaml("p.yaml", &text).unwrap();
     let err = m.pipeline("hooks").unwrap_err().to_string();
@@ -221,9 +300,18 @@ fn a_missing_reference_is_named_with_what_exists() {
     let err = m.pipeline("nope").unwrap_err().to_string();
     assert_eq!(err, r#"no EventPipeline named "nope" (defined: hooks)"#);
 
-    let dangling = binding(json!({"sqs": {"queueName": "orders"}, "deadLetterPolicyRef": {"name": "gone"}}));
-    let text = format!("{}---\n{}", serde_yaml::to_string(&dangling).unwrap(), serde_yaml::to_string(&pipeline(|_| {})).unwrap());
-    let err = Manifest::from_yaml("p.yaml", &text).unwrap().pipeline("hooks").unwrap_err().to_string();
+    let dangling =
+        binding(json!({"sqs": {"queueName": "orders"}, "deadLetterPolicyRef": {"name": "gone"}}));
+    let text = format!(
+        "{}---\n{}",
+        serde_yaml::to_string(&dangling).unwrap(),
+        serde_yaml::to_string(&pipeline(|_| {})).unwrap()
+    );
+    let err = Manifest::from_yaml("p.yaml", &text)
+        .unwrap()
+        .pipeline("hooks")
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         r#"p.yaml: document 1 (QueueBinding "orders"): spec.deadLetterPolicyRef: DeadLetterPolicy "gone" not found (none defined)"#
@@ -234,10 +322,22 @@ fn a_missing_reference_is_named_with_what_exists() {
 fn bad_documents_get_clear_errors() {
     let cases = [
         ("kind: [unclosed", "f.yaml: document 1: not valid YAML"),
-        ("apiVersion: eventpipe.dev/v1\nkind: QueueBinding\nmetadata: {name: a}\nspec: {}\n", "apiVersion: must be eventpipe.dev/v1alpha1, got \"eventpipe.dev/v1\""),
-        ("apiVersion: eventpipe.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: a}\n", "kind: must be EventPipeline, QueueBinding or DeadLetterPolicy, got Some(\"Pipeline\")"),
-        ("apiVersion: eventpipe.dev/v1alpha1\nkind: DeadLetterPolicy\nspec: {}\n", "metadata: is required"),
-        ("apiVersion: eventpipe.dev/v1alpha1\nkind: DeadLetterPolicy\nmetadata: {name: Bad_Name}\nspec: {}\n", "metadata.name: must match"),
+        (
+            "apiVersion: eventpipe.dev/v1\nkind: QueueBinding\nmetadata: {name: a}\nspec: {}\n",
+            "apiVersion: must be eventpipe.dev/v1alpha1, got \"eventpipe.dev/v1\"",
+        ),
+        (
+            "apiVersion: eventpipe.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: a}\n",
+            "kind: must be EventPipeline, QueueBinding or DeadLetterPolicy, got Some(\"Pipeline\")",
+        ),
+        (
+            "apiVersion: eventpipe.dev/v1alpha1\nkind: DeadLetterPolicy\nspec: {}\n",
+            "metadata: is required",
+        ),
+        (
+            "apiVersion: eventpipe.dev/v1alpha1\nkind: DeadLetterPolicy\nmetadata: {name: Bad_Name}\nspec: {}\n",
+            "metadata.name: must match",
+        ),
     ];
     for (text, want) in cases {
         let err = Manifest::from_yaml("f.yaml", text).unwrap_err().to_string();
@@ -254,5 +354,11 @@ fn an_object_defined_twice_is_an_error_and_other_kinds_are_left_to_kubectl() {
         err.to_string(),
         r#"f.yaml: document 3 (DeadLetterPolicy "p"): DeadLetterPolicy "p" is defined twice (first in f.yaml: document 1 (DeadLetterPolicy "p"))"#
     );
-    assert_eq!(Manifest::from_yaml("f.yaml", &format!("{doc}---\n{secret}---\n")).unwrap().policies.len(), 1);
+    assert_eq!(
+        Manifest::from_yaml("f.yaml", &format!("{doc}---\n{secret}---\n"))
+            .unwrap()
+            .policies
+            .len(),
+        1
+    );
 }

@@ -8,7 +8,9 @@ use kube::Client;
 /// A client for the cluster in `KUBECONFIG`; `None`, after saying why, when there is none.
 pub async fn cluster() -> Option<Client> {
     if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!("SKIP: KUBECONFIG is not set; point it at a cluster (e.g. kind) to run the e2e suite");
+        eprintln!(
+            "SKIP: KUBECONFIG is not set; point it at a cluster (e.g. kind) to run the e2e suite"
+        );
         return None;
     }
     let client = match Client::try_default().await {
@@ -36,6 +38,9 @@ pub async fn cluster() -> Option<Client> {
 
 /// A namespace name unique to this run.
 pub fn test_namespace(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{nanos:x}", std::process::id())
 }

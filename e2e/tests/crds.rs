@@ -17,13 +17,22 @@ const MANAGER: &str = "eventpipe-e2e";
 async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in schema::crds() {
-        crds.patch(&crd.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await.unwrap();
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
     }
     for crd in schema::crds() {
         let established = kube::runtime::wait::conditions::is_crd_established();
         let name = crd.name_any();
         let wait = kube::runtime::wait::await_condition(crds.clone(), &name, established);
-        tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -35,7 +44,10 @@ fn api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
 fn examples() -> Vec<Value> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let mut docs = vec![];
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -53,24 +65,43 @@ fn examples() -> Vec<Value> {
 async fn dry_run(client: &Client, ns: &str, object: &Value) -> Result<(), String> {
     let kind = object["kind"].as_str().unwrap();
     let obj: DynamicObject = serde_json::from_value(object.clone()).unwrap();
-    let pp = PostParams { dry_run: true, ..Default::default() };
-    api(client, ns, kind).create(&pp, &obj).await.map(|_| ()).map_err(|e| e.to_string())
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api(client, ns, kind)
+        .create(&pp, &obj)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
 async fn crds_and_examples_apply_and_invalid_objects_are_rejected_by_the_api_server() {
-    let Some(client) = eventpipe_e2e::cluster().await else { return };
+    let Some(client) = eventpipe_e2e::cluster().await else {
+        return;
+    };
     install_crds(&client).await;
     let ns = eventpipe_e2e::test_namespace("eventpipe-crds");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
 
     let docs = examples();
     for doc in &docs {
         let kind = doc["kind"].as_str().unwrap();
         let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
         api(&client, &ns, kind)
-            .patch(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
+            .patch(
+                &obj.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
             .await
             .unwrap_or_else(|e| panic!("applying {kind} {}: {e}", obj.name_any()));
     }
@@ -83,25 +114,70 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_by_the_api_ser
         d
     };
     let cases: Vec<(Value, &str)> = vec![
-        (with("QueueBinding", &|s| s["dynamodbStream"] = json!({"tableName": "tbl"})), "exactly one of sqs or dynamodbStream must be set"),
-        (with("QueueBinding", &|s| *s = json!({"region": "eu-west-1"})), "exactly one of sqs or dynamodbStream must be set"),
-        (with("QueueBinding", &|s| s["sqs"]["queueUrl"] = json!("http://localhost/1/q")), "exactly one of queueName or queueUrl must be set"),
-        (with("DeadLetterPolicy", &|s| s["maxReceiveCount"] = json!(0)), "maxReceiveCount"),
-        (with("DeadLetterPolicy", &|s| s["maxReceiveCount"] = json!(1001)), "maxReceiveCount"),
-        (with("EventPipeline", &|s| s["processor"]["http"] = json!({"url": "http://x"})), "processor must name exactly one of"),
-        (with("EventPipeline", &|s| s["processor"] = json!({})), "processor must name exactly one of"),
-        (with("EventPipeline", &|s| s["scaling"] = json!({"minReplicas": 6, "maxReplicas": 5})), "minReplicas must not exceed maxReplicas"),
-        (with("EventPipeline", &|s| s["ingress"]["webhooks"][0]["path"] = json!("hooks")), "path must start with /"),
-        (with("DeadLetterPolicy", &|s| s["retention"] = json!("soon")), "retention"),
+        (
+            with("QueueBinding", &|s| {
+                s["dynamodbStream"] = json!({"tableName": "tbl"})
+            }),
+            "exactly one of sqs or dynamodbStream must be set",
+        ),
+        (
+            with("QueueBinding", &|s| *s = json!({"region": "eu-west-1"})),
+            "exactly one of sqs or dynamodbStream must be set",
+        ),
+        (
+            with("QueueBinding", &|s| {
+                s["sqs"]["queueUrl"] = json!("http://localhost/1/q")
+            }),
+            "exactly one of queueName or queueUrl must be set",
+        ),
+        (
+            with("DeadLetterPolicy", &|s| s["maxReceiveCount"] = json!(0)),
+            "maxReceiveCount",
+        ),
+        (
+            with("DeadLetterPolicy", &|s| s["maxReceiveCount"] = json!(1001)),
+            "maxReceiveCount",
+        ),
+        (
+            with("EventPipeline", &|s| {
+                s["processor"]["http"] = json!({"url": "http://x"})
+            }),
+            "processor must name exactly one of",
+        ),
+        (
+            with("EventPipeline", &|s| s["processor"] = json!({})),
+            "processor must name exactly one of",
+        ),
+        (
+            with("EventPipeline", &|s| {
+                s["scaling"] = json!({"minReplicas": 6, "maxReplicas": 5})
+            }),
+            "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            with("EventPipeline", &|s| {
+                s["ingress"]["webhooks"][0]["path"] = json!("hooks")
+            }),
+            "path must start with /",
+        ),
+        (
+            with("DeadLetterPolicy", &|s| s["retention"] = json!("soon")),
+            "retention",
+        ),
     ];
     let mut failures = vec![];
     for (object, want) in &cases {
         match dry_run(&client, &ns, object).await {
             Ok(()) => failures.push(format!("accepted, want rejection with {want:?}: {object}")),
-            Err(e) if !e.contains(want) => failures.push(format!("rejected with {e}, want {want:?}")),
+            Err(e) if !e.contains(want) => {
+                failures.push(format!("rejected with {e}, want {want:?}"))
+            }
             Err(_) => {}
         }
     }
-    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
 }

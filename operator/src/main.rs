@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "eventpipe-operator", version, about = "Reconciles EventPipelines, QueueBindings and DeadLetterPolicies")]
+#[command(
+    name = "eventpipe-operator",
+    version,
+    about = "Reconciles EventPipelines, QueueBindings and DeadLetterPolicies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

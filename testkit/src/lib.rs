@@ -19,14 +19,20 @@ pub struct Moto {
 
 /// Where `make venv` puts moto's server; `EVENTPIPE_MOTO_SERVER` overrides it.
 pub fn moto_server_path() -> PathBuf {
-    std::env::var_os("EVENTPIPE_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server")
-    })
+    std::env::var_os("EVENTPIPE_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server")
+        })
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Moto {
@@ -46,7 +52,10 @@ impl Moto {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("moto_server starts");
-            let mut moto = Self { addr: SocketAddr::from(([127, 0, 0, 1], port)), child };
+            let mut moto = Self {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                child,
+            };
             if moto.wait_ready(Duration::from_secs(30)) {
                 return moto;
             }
