@@ -4,5 +4,6 @@
 
 pub mod aws;
 pub mod envelope;
+pub mod item;
 pub mod ops;
 pub mod telemetry;
