@@ -6,4 +6,5 @@ pub mod aws;
 pub mod envelope;
 pub mod item;
 pub mod ops;
+pub mod provision;
 pub mod telemetry;
