@@ -1,5 +1,8 @@
 //! `EventPipeline`: where events come from, what processes them, how workers scale.
 
+// kube's `printcolumn(...)` repeats keys by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::{borrow::Cow, collections::BTreeMap};
 
 use k8s_openapi::api::{

@@ -49,22 +49,25 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     #[error("{origin}: not valid YAML: {message}")]
-    Yaml { origin: Origin, message: String },
+    Yaml {
+        origin: Box<Origin>,
+        message: String,
+    },
     #[error("{origin}{}", list(.errors))]
     Invalid {
-        origin: Origin,
+        origin: Box<Origin>,
         errors: Vec<FieldError>,
     },
     #[error("{origin}: {kind} {name:?} is defined twice (first in {first})")]
     Duplicate {
-        origin: Origin,
+        origin: Box<Origin>,
         kind: String,
         name: String,
-        first: Origin,
+        first: Box<Origin>,
     },
     #[error("{origin}: {path}: {kind} {name:?} not found{}", known(.defined))]
     MissingRef {
-        origin: Origin,
+        origin: Box<Origin>,
         path: String,
         kind: String,
         name: String,
@@ -177,7 +180,7 @@ impl Manifest {
                 name: None,
             };
             let value = Value::deserialize(document).map_err(|e| ManifestError::Yaml {
-                origin: origin.clone(),
+                origin: origin.clone().into(),
                 message: e.to_string(),
             })?;
             if value.is_null() {
@@ -198,7 +201,7 @@ impl Manifest {
 
     fn add_document(&mut self, origin: Origin, value: Value) -> Result<(), ManifestError> {
         let invalid = |path: &str, message: String| ManifestError::Invalid {
-            origin: origin.clone(),
+            origin: origin.clone().into(),
             errors: vec![FieldError {
                 path: path.into(),
                 message,
@@ -236,10 +239,10 @@ impl Manifest {
         );
         if let Some(first) = self.origins.get(&key) {
             return Err(ManifestError::Duplicate {
-                origin: origin.clone(),
+                origin: origin.clone().into(),
                 kind: key.0,
                 name: key.1,
-                first: first.clone(),
+                first: first.clone().into(),
             });
         }
         self.origins.insert(key, origin);
@@ -308,7 +311,7 @@ impl Manifest {
             .ok_or_else(|| {
                 let from_key = (F::kind(&()).to_string(), from.name_any());
                 ManifestError::MissingRef {
-                    origin: self.origins[&from_key].clone(),
+                    origin: self.origins[&from_key].clone().into(),
                     path: path.into(),
                     kind: T::kind(&()).to_string(),
                     name: r.name.clone(),
@@ -372,7 +375,7 @@ fn typed<T: DeserializeOwned + Serialize>(
     value: &Value,
 ) -> Result<T, ManifestError> {
     let invalid = |errors| ManifestError::Invalid {
-        origin: origin.clone(),
+        origin: origin.clone().into(),
         errors,
     };
     let kind = origin.kind.as_deref().unwrap_or_default();

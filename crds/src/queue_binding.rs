@@ -1,5 +1,8 @@
 //! `QueueBinding`: a concrete SQS queue or DynamoDB stream, and how to read it.
 
+// kube's `printcolumn(...)` repeats keys by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
