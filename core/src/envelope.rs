@@ -1,7 +1,7 @@
 //! The event envelope: CloudEvents 1.0 in structured JSON mode, with the extensions
 //! that carry one correlation id and one trace from the webhook to the last sink.
 
-use cloudevents::{Data, Event, EventBuilder, EventBuilderV10};
+use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
 use serde_json::Value;
 
 /// CloudEvent extension names (lowercase alphanumerics, as the spec requires).
@@ -85,6 +85,25 @@ pub fn data_json(event: &Event) -> Value {
     }
 }
 
+/// The event with JSON text or bytes as JSON data, so it travels as readable JSON in
+/// structured mode (binary-mode bodies arrive as bytes).
+pub fn with_json_data(mut event: Event) -> Event {
+    let json = match event.data() {
+        Some(Data::Binary(b)) => serde_json::from_slice::<Value>(b).ok(),
+        Some(Data::String(s)) => serde_json::from_str::<Value>(s).ok(),
+        _ => None,
+    };
+    let content_type = event
+        .datacontenttype()
+        .unwrap_or("application/json")
+        .to_string();
+    let is_json = content_type.starts_with("application/json") || content_type.ends_with("+json");
+    if let (Some(value), true) = (json, is_json) {
+        event.set_data(content_type, value);
+    }
+    event
+}
+
 /// The whole event as one JSON object (attributes, extensions and `data`): what
 /// filters and JSON pointers look at.
 pub fn as_json(event: &Event) -> Value {
@@ -131,7 +150,6 @@ pub fn decode(body: &str, id: &str, source: &str) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudevents::AttributesReader;
     use serde_json::json;
 
     fn sample() -> Event {
@@ -185,6 +203,23 @@ mod tests {
             panic!()
         };
         assert_eq!(data_json(&e), json!("plain text"));
+    }
+
+    #[test]
+    fn json_bytes_become_json_data() {
+        let mut e = sample();
+        e.set_data(
+            "application/json",
+            cloudevents::Data::Binary(br#"{"a": 1}"#.to_vec()),
+        );
+        let e = with_json_data(e);
+        assert_eq!(
+            serde_json::from_str::<Value>(&to_json(&e)).unwrap()["data"]["a"],
+            1
+        );
+        let mut text = sample();
+        text.set_data("text/plain", cloudevents::Data::Binary(b"{}".to_vec()));
+        assert!(matches!(with_json_data(text).data(), Some(Data::Binary(_))));
     }
 
     #[test]

@@ -1,1 +1,16 @@
-pub fn x() {}
+//! The worker: consumes the sources of its pipelines and delivers each event to the
+//! pipeline's processor, with filtering, idempotency, backoff and dead-lettering.
+
+pub mod backoff;
+pub mod filter;
+pub mod handler;
+pub mod idempotency;
+pub mod metrics;
+pub mod policy;
+pub mod processor;
+pub mod publish;
+pub mod sqs;
+
+mod runtime;
+
+pub use runtime::{Options, Worker};

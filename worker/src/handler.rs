@@ -1,0 +1,250 @@
+//! One event through a pipeline: filter, idempotency claim, processor (with the
+//! delivery timeout), destinations (reply, outcome events), and the dead-letter
+//! policy's verdict on failures. Shared by every source kind.
+
+use std::time::{Duration, Instant};
+
+use cloudevents::{AttributesReader, Event};
+use eventpipe_core::envelope::{self, NewEvent};
+use eventpipe_crds::DeadLetterPolicySpec;
+use serde_json::json;
+
+use crate::filter::Pattern;
+use crate::idempotency::{Claim, Idempotency};
+use crate::metrics::{Metrics, Source};
+use crate::policy::{Verdict, judge};
+use crate::processor::{Delivery, Failure, Outcome, Processor, with_trace};
+use crate::publish::Publisher;
+
+/// What the source should do with the message or record.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// Done (delivered, filtered out, or a duplicate): acknowledge.
+    Ack(&'static str),
+    /// Deliver again later; `None` leaves the delay to the queue.
+    Retry(Option<Duration>, String),
+    /// Send to the dead-letter queue with this error.
+    DeadLetter(String),
+}
+
+/// Where this delivery stands.
+pub struct Attempt<'a> {
+    /// 1-based count of deliveries so far, this one included.
+    pub receive_count: u32,
+    /// FIFO message group or stream partition key.
+    pub group: Option<&'a str>,
+    pub policy: Option<&'a DeadLetterPolicySpec>,
+}
+
+/// An outcome event: its type and the queue it goes to.
+pub struct OutcomeTarget {
+    pub publisher: Publisher,
+    pub event_type: String,
+}
+
+pub struct Handler {
+    pub pipeline: String,
+    pub filter: Option<Pattern>,
+    pub processor: Box<dyn Processor>,
+    pub idempotency: Option<Idempotency>,
+    pub timeout: Duration,
+    pub on_success: Option<OutcomeTarget>,
+    pub on_failure: Option<OutcomeTarget>,
+    pub reply: Option<Publisher>,
+    pub metrics: Metrics,
+}
+
+impl Handler {
+    pub async fn handle(&self, event: &Event, attempt: &Attempt<'_>, source: &Source) -> Decision {
+        if let Some(filter) = &self.filter
+            && !filter.matches(&envelope::as_json(event))
+        {
+            return Decision::Ack("filtered");
+        }
+        let claimed = match &self.idempotency {
+            None => false,
+            Some(store) => match store.claim(event.id()).await {
+                Ok(Claim::Claimed) => true,
+                Ok(Claim::Completed) => return Decision::Ack("duplicate"),
+                // Not the event's fault, so not judged: look again soon (the other
+                // delivery is usually quick), at the latest when its claim expires.
+                Ok(Claim::InProgress(remaining)) => {
+                    let soon =
+                        Duration::from_secs(2 << attempt.receive_count.saturating_sub(1).min(10));
+                    let message = "another delivery of this event is in progress".to_string();
+                    return Decision::Retry(Some(remaining.min(soon)), message);
+                }
+                Err(e) => return self.verdict(Failure::transient(e), attempt),
+            },
+        };
+        let trace = eventpipe_core::telemetry::inject(&tracing::Span::current());
+        let started = Instant::now();
+        let delivery = Delivery {
+            event,
+            trace: trace.clone(),
+            group: attempt.group,
+        };
+        let outcome = tokio::time::timeout(self.timeout, self.processor.deliver(delivery))
+            .await
+            .unwrap_or_else(|_| {
+                Outcome::Failed(Failure::transient(format!(
+                    "delivery timed out after {:?}",
+                    self.timeout
+                )))
+            });
+        self.metrics
+            .delivery_seconds
+            .get_or_create(source)
+            .observe(started.elapsed().as_secs_f64());
+        let result = match outcome {
+            Outcome::Delivered { reply } => {
+                self.send_on(event, reply.as_deref(), &trace, attempt.group)
+                    .await
+            }
+            Outcome::Failed(failure) => Err(failure),
+        };
+        match (result, &self.idempotency) {
+            (Ok(()), Some(store)) if claimed => {
+                if let Err(e) = store.complete(event.id()).await {
+                    tracing::warn!(error = %e, "delivered, but not marked completed; a redelivery may repeat it");
+                }
+                Decision::Ack("delivered")
+            }
+            (Ok(()), _) => Decision::Ack("delivered"),
+            (Err(failure), store) => {
+                if let (Some(store), true) = (store, claimed)
+                    && let Err(e) = store.release(event.id()).await
+                {
+                    tracing::warn!(error = %e, "claim not released; the retry waits for it to expire");
+                }
+                self.verdict(failure, attempt)
+            }
+        }
+    }
+
+    /// The policy's decision on a failure that happened before delivery (e.g. a body
+    /// that cannot be decoded).
+    pub fn judge(&self, failure: Failure, attempt: &Attempt<'_>) -> Decision {
+        self.verdict(failure, attempt)
+    }
+
+    fn verdict(&self, failure: Failure, attempt: &Attempt<'_>) -> Decision {
+        match judge(
+            attempt.policy,
+            &failure,
+            attempt.receive_count,
+            fastrand::f64(),
+        ) {
+            Verdict::Retry(delay) => Decision::Retry(delay, failure.message),
+            Verdict::DeadLetter => Decision::DeadLetter(failure.message),
+        }
+    }
+
+    /// The reply and the success outcome event; a failure to send them fails the
+    /// delivery, so they are retried rather than lost.
+    async fn send_on(
+        &self,
+        event: &Event,
+        reply: Option<&Event>,
+        trace: &[(String, String)],
+        group: Option<&str>,
+    ) -> Result<(), Failure> {
+        if let (Some(publisher), Some(reply)) = (&self.reply, reply) {
+            let mut reply = with_trace(reply, trace);
+            if envelope::correlation_id(&reply).is_none() {
+                reply.set_extension(
+                    envelope::CORRELATION_ID,
+                    envelope::correlation_id(event).unwrap_or_default(),
+                );
+            }
+            publisher
+                .send(&reply, group)
+                .await
+                .map_err(Failure::transient)?;
+        }
+        if let Some(target) = &self.on_success {
+            let outcome = outcome_event(event, &self.pipeline, &target.event_type, None, trace);
+            target
+                .publisher
+                .send(&outcome, group)
+                .await
+                .map_err(Failure::transient)?;
+        }
+        Ok(())
+    }
+
+    /// Announces a dead-lettered event on the failure destination, when there is one.
+    pub async fn dead_lettered(
+        &self,
+        event: &Event,
+        error: &str,
+        group: Option<&str>,
+    ) -> Result<(), String> {
+        let Some(target) = &self.on_failure else {
+            return Ok(());
+        };
+        let trace = eventpipe_core::telemetry::inject(&tracing::Span::current());
+        let outcome = outcome_event(
+            event,
+            &self.pipeline,
+            &target.event_type,
+            Some(error),
+            &trace,
+        );
+        target.publisher.send(&outcome, group).await
+    }
+}
+
+/// The outcome of `input`: same correlation id, the input's id as subject, and an id
+/// derived from the input's so a repeated outcome is recognisably the same event.
+pub fn outcome_event(
+    input: &Event,
+    pipeline: &str,
+    event_type: &str,
+    error: Option<&str>,
+    trace: &[(String, String)],
+) -> Event {
+    let mut data = json!({
+        "eventId": input.id(),
+        "eventType": input.ty(),
+        "data": envelope::data_json(input),
+    });
+    if let Some(error) = error {
+        data["error"] = json!(error);
+    }
+    envelope::build(NewEvent {
+        id: format!("{}:{event_type}", input.id()),
+        source: format!("/eventpipe/{pipeline}"),
+        event_type: event_type.to_string(),
+        subject: Some(input.id().to_string()),
+        correlation_id: envelope::correlation_id(input).unwrap_or_else(|| input.id().to_string()),
+        data,
+        trace: trace.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_events_keep_the_correlation_and_point_at_their_input() {
+        let input = envelope::build(NewEvent {
+            id: "n-1".into(),
+            source: "/eventpipe/notes/create-note".into(),
+            event_type: "note-created".into(),
+            correlation_id: "req-7".into(),
+            data: json!({"text": "hi"}),
+            ..Default::default()
+        });
+        let out = outcome_event(&input, "notes", "note-failed", Some("HTTP 500"), &[]);
+        assert_eq!(out.id(), "n-1:note-failed");
+        assert_eq!(out.ty(), "note-failed");
+        assert_eq!(out.subject(), Some("n-1"));
+        assert_eq!(envelope::correlation_id(&out).as_deref(), Some("req-7"));
+        let data = envelope::data_json(&out);
+        assert_eq!(data["data"]["text"], "hi");
+        assert_eq!(data["error"], "HTTP 500");
+        assert_eq!(data["eventType"], "note-created");
+    }
+}

@@ -1,0 +1,152 @@
+//! Exactly-once effects: an event id is claimed in a DynamoDB table with a conditional
+//! put (`IN_PROGRESS` until an expiry) before delivery and marked `COMPLETED` after.
+//! A duplicate of a completed event is skipped; a claim left by a crash expires, so
+//! the event is retried rather than lost. Items expire by TTL on `expires_at`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::{error::SdkError, operation::put_item::PutItemError, types::AttributeValue};
+
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+const IN_PROGRESS: &str = "IN_PROGRESS";
+const COMPLETED: &str = "COMPLETED";
+
+#[derive(Clone)]
+pub struct Idempotency {
+    ddb: aws_sdk_dynamodb::Client,
+    table: String,
+    /// How long a completed id is remembered.
+    ttl: Duration,
+    /// How long a claim holds before another delivery may take over.
+    claim_for: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This delivery owns the event.
+    Claimed,
+    /// Already processed: acknowledge without delivering.
+    Completed,
+    /// Another delivery holds a claim for this much longer: try after it.
+    InProgress(Duration),
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn err(e: impl std::error::Error) -> String {
+    format!(
+        "idempotency: {}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(e)
+    )
+}
+
+impl Idempotency {
+    pub fn new(
+        ddb: aws_sdk_dynamodb::Client,
+        table: String,
+        ttl: Duration,
+        claim_for: Duration,
+    ) -> Self {
+        Self {
+            ddb,
+            table,
+            ttl,
+            claim_for,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub async fn claim(&self, id: &str) -> Result<Claim, String> {
+        let now = now();
+        let put = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(id.into()))
+            .item("status", AttributeValue::S(IN_PROGRESS.into()))
+            .item(TTL_ATTRIBUTE, n(now + self.claim_for.as_secs().max(1)))
+            .condition_expression("attribute_not_exists(id) OR #e < :now")
+            .expression_attribute_names("#e", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let got = self
+                    .ddb
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("id", AttributeValue::S(id.into()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(err)?;
+                let item = got.item.unwrap_or_default();
+                let status = item.get("status").and_then(|s| s.as_s().ok());
+                let expires = item
+                    .get(TTL_ATTRIBUTE)
+                    .and_then(|e| e.as_n().ok())
+                    .and_then(|e| e.parse::<u64>().ok());
+                Ok(match (status.map(String::as_str), expires) {
+                    (Some(COMPLETED), _) => Claim::Completed,
+                    (_, Some(at)) => {
+                        Claim::InProgress(Duration::from_secs(at.saturating_sub(now) + 1))
+                    }
+                    // Gone between the put and the get: whoever held it finished or gave up.
+                    _ => Claim::InProgress(Duration::from_secs(1)),
+                })
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    pub async fn complete(&self, id: &str) -> Result<(), String> {
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(id.into()))
+            .item("status", AttributeValue::S(COMPLETED.into()))
+            .item(TTL_ATTRIBUTE, n(now() + self.ttl.as_secs()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Gives a claim back after a failed delivery, so the retry may claim it at once.
+    pub async fn release(&self, id: &str) -> Result<(), String> {
+        self.ddb
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(id.into()))
+            .condition_expression("#s = :p")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":p", AttributeValue::S(IN_PROGRESS.into()))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e {
+                SdkError::ServiceError(ref s)
+                    if s.err().is_conditional_check_failed_exception() =>
+                {
+                    Ok(())
+                }
+                other => Err(err(other)),
+            })
+    }
+}

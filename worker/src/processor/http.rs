@@ -1,0 +1,177 @@
+//! `http` (and `container`): POST the event as a binary-mode CloudEvent (`ce-*`
+//! headers, `data` as the body, W3C `traceparent`); 2xx is success, and a CloudEvent
+//! in the response is the processor's reply.
+
+use std::time::Duration;
+
+use cloudevents::{AttributesReader, Event, binding::http::to_event};
+use eventpipe_core::envelope;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor};
+
+pub struct HttpProcessor {
+    client: reqwest::Client,
+    url: String,
+    timeout: Duration,
+    headers: HeaderMap,
+}
+
+impl HttpProcessor {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        extra: &std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in extra {
+            headers.insert(
+                HeaderName::try_from(k.as_str())?,
+                HeaderValue::try_from(v.as_str())?,
+            );
+        }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            client,
+            url: url.to_string(),
+            timeout,
+            headers,
+        })
+    }
+}
+
+/// The binary-mode headers of an event, with the delivery's trace context.
+pub fn binary_headers(event: &Event, trace: &[(String, String)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: String, value: String| {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.insert(n, v);
+        }
+    };
+    for (name, value) in event.iter() {
+        match name {
+            "datacontenttype" => put(CONTENT_TYPE.to_string(), value.to_string()),
+            envelope::TRACEPARENT | envelope::TRACESTATE => {}
+            _ => put(format!("ce-{name}"), value.to_string()),
+        }
+    }
+    for (key, value) in trace {
+        put(key.clone(), value.clone());
+    }
+    headers
+}
+
+fn body(event: &Event) -> Vec<u8> {
+    match event.data() {
+        Some(cloudevents::Data::Binary(b)) => b.clone(),
+        Some(cloudevents::Data::String(s)) => s.clone().into_bytes(),
+        Some(cloudevents::Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+        None => vec![],
+    }
+}
+
+impl Processor for HttpProcessor {
+    fn deliver<'a>(&'a self, d: Delivery<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let request = self
+                .client
+                .post(&self.url)
+                .timeout(self.timeout)
+                .headers(self.headers.clone())
+                .headers(binary_headers(d.event, &d.trace))
+                .body(body(d.event));
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_timeout() => {
+                    return Outcome::Failed(Failure::transient(format!(
+                        "timed out after {:?}",
+                        self.timeout
+                    )));
+                }
+                Err(e) => return Outcome::Failed(Failure::transient(format!("{}: {e}", self.url))),
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.unwrap_or_default();
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+                return Outcome::Failed(Failure {
+                    kind: FailureKind::Status(status.as_u16()),
+                    message: format!("HTTP {status}: {text}"),
+                });
+            }
+            Outcome::Delivered {
+                reply: reply(&headers, bytes.to_vec()).map(Box::new),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("http {}", self.url)
+    }
+}
+
+/// A CloudEvent in a response, binary (`ce-*` headers) or structured.
+fn reply(headers: &HeaderMap, body: Vec<u8>) -> Option<Event> {
+    let structured = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/cloudevents+json"));
+    if !structured && !headers.contains_key("ce-id") {
+        return None;
+    }
+    let event = envelope::with_json_data(to_event(headers, body).ok()?);
+    (!event.id().is_empty()).then_some(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventpipe_core::envelope::{NewEvent, build};
+    use serde_json::json;
+
+    #[test]
+    fn binary_mode_headers_carry_attributes_and_the_delivery_trace() {
+        let event = build(NewEvent {
+            id: "e1".into(),
+            source: "/s".into(),
+            event_type: "t".into(),
+            correlation_id: "c-9".into(),
+            data: json!({"a": 1}),
+            trace: vec![(
+                "traceparent".into(),
+                "00-11111111111111111111111111111111-2222222222222222-01".into(),
+            )],
+            ..Default::default()
+        });
+        let mine = "00-11111111111111111111111111111111-3333333333333333-01".to_string();
+        let h = binary_headers(&event, &[("traceparent".into(), mine.clone())]);
+        assert_eq!(h["ce-id"], "e1");
+        assert_eq!(h["ce-specversion"], "1.0");
+        assert_eq!(h["ce-type"], "t");
+        assert_eq!(h["ce-correlationid"], "c-9");
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["traceparent"], mine.as_str());
+        assert!(!h.contains_key("ce-traceparent"));
+        assert_eq!(body(&event), br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn replies_are_read_from_binary_headers_and_ignored_otherwise() {
+        let mut h = HeaderMap::new();
+        assert!(reply(&h, b"ok".to_vec()).is_none());
+        for (k, v) in [
+            ("ce-id", "r1"),
+            ("ce-source", "/pay"),
+            ("ce-type", "PaymentCompleted"),
+            ("ce-specversion", "1.0"),
+            ("content-type", "application/json"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        let r = reply(&h, br#"{"orderId": "o1"}"#.to_vec()).unwrap();
+        assert_eq!(r.ty(), "PaymentCompleted");
+    }
+}

@@ -1,0 +1,85 @@
+//! Processors: where events are delivered. One module per kind behind [`Processor`];
+//! `container` is the user's sidecar, reached over HTTP on localhost.
+
+mod dynamodb;
+mod http;
+mod sqs;
+
+use std::{future::Future, pin::Pin};
+
+use cloudevents::Event;
+
+pub use self::dynamodb::DynamoDbProcessor;
+pub use self::http::HttpProcessor;
+pub use self::sqs::SqsProcessor;
+
+/// What became of one delivery.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The processor took the event; `reply` is a CloudEvent it answered with.
+    Delivered {
+        reply: Option<Box<Event>>,
+    },
+    Failed(Failure),
+}
+
+/// Why a delivery failed, for the dead-letter policy to judge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The processor answered with this HTTP status.
+    Status(u16),
+    /// The event cannot be processed as it is (a key part missing, not a valid event).
+    Invalid,
+    /// Timeouts, connection errors, throttling: worth retrying.
+    Transient,
+}
+
+impl Failure {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Invalid,
+            message: message.into(),
+        }
+    }
+}
+
+/// Context of one delivery.
+pub struct Delivery<'a> {
+    pub event: &'a Event,
+    /// Trace context of the delivery span, for what the processor sends on.
+    pub trace: Vec<(String, String)>,
+    /// FIFO message group of the source message, kept when forwarding.
+    pub group: Option<&'a str>,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub trait Processor: Send + Sync {
+    fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, Outcome>;
+
+    /// Short description for logs and spans, e.g. `http http://analytics/events`.
+    fn describe(&self) -> String;
+}
+
+/// The event with its trace context replaced by the delivery's, so what it causes
+/// downstream (a table's stream, another queue) continues the same trace.
+pub fn with_trace(event: &Event, trace: &[(String, String)]) -> Event {
+    let mut event = event.clone();
+    for (key, value) in trace {
+        event.set_extension(key, value.as_str());
+    }
+    event
+}
