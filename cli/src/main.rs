@@ -1,5 +1,7 @@
 //! `eventpipe`: the command line for pipelines, with or without a cluster.
 
+mod dlq;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -24,20 +26,23 @@ enum Command {
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Inspect and redrive a pipeline's dead letters.
+    Dlq(dlq::Dlq),
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Validate { files } => match validate(&files) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let result = match Cli::parse().command {
+        Command::Validate { files } => validate(&files).map(|summary| println!("{summary}")),
+        Command::Dlq(dlq) => dlq.run().await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

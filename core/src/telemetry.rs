@@ -75,17 +75,24 @@ pub fn inject(span: &tracing::Span) -> Vec<(String, String)> {
     pairs
 }
 
+/// The trace context described by `pairs` (`traceparent`, `tracestate`).
+pub fn context_of<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> opentelemetry::Context {
+    let carrier: HashMap<String, String> = pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v.to_string()))
+        .collect();
+    TraceContextPropagator::new().extract(&carrier)
+}
+
 /// Makes `span` continue the trace described by `pairs` (`traceparent`, `tracestate`);
 /// without a valid `traceparent`, the span starts a new trace.
 pub fn continue_trace<'a>(
     span: &tracing::Span,
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) {
-    let carrier: HashMap<String, String> = pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_lowercase(), v.to_string()))
-        .collect();
-    let parent = TraceContextPropagator::new().extract(&carrier);
+    let parent = context_of(pairs);
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }

@@ -2,6 +2,7 @@
 //! pipeline's processor, with filtering, idempotency, backoff and dead-lettering.
 
 pub mod backoff;
+pub mod dlq;
 pub mod filter;
 pub mod handler;
 pub mod idempotency;

@@ -131,7 +131,7 @@ impl Worker {
 
 /// The DLQ of a source: the policy's queue, else the queue's redrive target, else
 /// `<queue>-dlq`.
-async fn dead_letter_queue(
+pub(crate) async fn dead_letter_queue(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     queue: &eventpipe_crds::SqsQueue,

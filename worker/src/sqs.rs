@@ -15,10 +15,12 @@ use aws_sdk_sqs::types::{
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope::{self, Decoded, NewEvent, attribute};
 use eventpipe_crds::{DeadLetterPolicySpec, SqsQueue};
+use opentelemetry::trace::TraceContextExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::backoff::visibility_seconds;
 use crate::handler::{Attempt, Decision, Handler};
@@ -95,6 +97,7 @@ impl SqsSource {
         let release = CancellationToken::new();
         let tasks = TaskTracker::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat(release.clone()));
+        let depth = tokio::spawn(self.clone().report_depth(release.clone()));
         while let Some(held) = reserve(&permits, self.queue.batch_size.max(1) as usize, &stop).await
         {
             let Some(messages) = self.receive(held.len(), &stop).await else {
@@ -126,6 +129,31 @@ impl SqsSource {
         drop(acks);
         let _ = acker.await;
         let _ = heartbeat.await;
+        let _ = depth.await;
+    }
+
+    /// Keeps `eventpipe_queue_depth` and `eventpipe_dlq_depth` current (visible plus in
+    /// flight), every 15 seconds.
+    async fn report_depth(self: Arc<Self>, done: CancellationToken) {
+        loop {
+            if let Some(n) = queue_depth(&self.sqs, &self.url).await {
+                self.handler
+                    .metrics
+                    .queue_depth
+                    .get_or_create(&self.labels)
+                    .set(n);
+            }
+            if let Some(dlq) = &self.dlq_url
+                && let Some(n) = queue_depth(&self.sqs, dlq).await
+            {
+                self.handler
+                    .metrics
+                    .dlq_depth
+                    .get_or_create(&self.labels)
+                    .set(n);
+            }
+            tokio::select! { _ = tokio::time::sleep(Duration::from_secs(15)) => {}, _ = done.cancelled() => return }
+        }
     }
 
     /// One long-poll receive for at most `max` messages; `None` after an error (logged,
@@ -141,8 +169,30 @@ impl SqsSource {
             .message_system_attribute_names(SysAttr::All)
             .message_attribute_names("All")
             .send();
-        match request.await {
-            Ok(out) => Some(out.messages.unwrap_or_default()),
+        let queue = self.queue_name();
+        let span = tracing::info_span!(
+            "receive",
+            otel.name = format!("receive {queue}"),
+            otel.kind = "consumer",
+            messaging.system = "aws_sqs",
+            messaging.operation.type = "receive",
+            messaging.destination.name = queue,
+            messaging.batch.message_count = Empty,
+        );
+        match request.instrument(span.clone()).await {
+            Ok(out) => {
+                let messages = out.messages.unwrap_or_default();
+                // The batch span links to the trace of every message it brought.
+                span.record("messaging.batch.message_count", messages.len());
+                for m in &messages {
+                    let trace = trace_of(m);
+                    let cx = eventpipe_core::telemetry::context_of(
+                        trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    );
+                    span.add_link(cx.span().span_context().clone());
+                }
+                Some(messages)
+            }
             Err(e) => {
                 tracing::error!(queue = self.queue_name(), error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.cancelled() => {} }
@@ -323,23 +373,7 @@ impl SqsSource {
             correlation_id = Empty,
             event_id = Empty,
         );
-        let attrs = message.message_attributes.as_ref();
-        let from_attrs: Vec<(String, String)> = [attribute::TRACEPARENT, attribute::TRACESTATE]
-            .into_iter()
-            .filter_map(|k| {
-                attrs
-                    .and_then(|a| a.get(k))
-                    .and_then(|v| v.string_value.clone())
-                    .map(|v| (k.to_string(), v))
-            })
-            .collect();
-        let trace = if from_attrs.is_empty() {
-            serde_json::from_str::<Event>(message.body.as_deref().unwrap_or_default())
-                .map(|e| envelope::trace_context(&e))
-                .unwrap_or_default()
-        } else {
-            from_attrs
-        };
+        let trace = trace_of(message);
         eventpipe_core::telemetry::continue_trace(
             &span,
             trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -485,6 +519,27 @@ impl SqsSource {
     }
 }
 
+/// The producer's trace context: message attributes first, then the CloudEvent's own
+/// extensions.
+fn trace_of(message: &Message) -> Vec<(String, String)> {
+    let attrs = message.message_attributes.as_ref();
+    let from_attrs: Vec<(String, String)> = [attribute::TRACEPARENT, attribute::TRACESTATE]
+        .into_iter()
+        .filter_map(|k| {
+            attrs
+                .and_then(|a| a.get(k))
+                .and_then(|v| v.string_value.clone())
+                .map(|v| (k.to_string(), v))
+        })
+        .collect();
+    if !from_attrs.is_empty() {
+        return from_attrs;
+    }
+    serde_json::from_str::<Event>(message.body.as_deref().unwrap_or_default())
+        .map(|e| envelope::trace_context(&e))
+        .unwrap_or_default()
+}
+
 /// Waits for capacity for at least one message, then takes what more is free, up to
 /// `batch`; `None` once `stop` is cancelled.
 async fn reserve(
@@ -504,6 +559,27 @@ async fn reserve(
         }
     }
     Some(held)
+}
+
+/// Approximate messages visible and in flight.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<i64> {
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(Attr::ApproximateNumberOfMessages)
+        .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .ok()?;
+    let attrs = out.attributes?;
+    let n = |k: &Attr| {
+        attrs
+            .get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    Some(n(&Attr::ApproximateNumberOfMessages) + n(&Attr::ApproximateNumberOfMessagesNotVisible))
 }
 
 pub fn system_attribute(message: &Message, name: SysAttr) -> Option<String> {
