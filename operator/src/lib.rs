@@ -1,0 +1,9 @@
+//! The operator: reconciles EventPipelines into workloads, provisions the queues and
+//! tables QueueBindings ask for, reports DeadLetterPolicy health, and serves queue
+//! depth and stream lag to the HorizontalPodAutoscaler.
+
+pub mod conditions;
+pub mod context;
+pub mod metrics;
+pub mod pipeline;
+pub mod render;

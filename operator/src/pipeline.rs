@@ -1,0 +1,468 @@
+//! The EventPipeline reconciler: resolve references, check Secrets, apply the rendered
+//! workloads server-side (owned by the pipeline), and report status and events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventpipe_crds::{
+    DeadLetterPolicy, EventPipeline, EventPipelineStatus, ObjectRef, Pipeline, QueueBinding,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use crate::conditions::{self, Observed};
+use crate::context::{Context, Error, MANAGER};
+use crate::render::{self, Workloads};
+
+/// Something only the cluster can tell is wrong, with a reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub async fn reconcile(p: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let kind = crate::metrics::Kind {
+        kind: "EventPipeline".into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&kind).inc();
+    let result = reconcile_inner(&p, &ctx).await;
+    ctx.metrics
+        .duration
+        .get_or_create(&kind)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(p: &EventPipeline, ctx: &Context) -> Result<Action, Error> {
+    let ns = p.namespace().unwrap_or_else(|| "default".into());
+    let resolved = match resolve(ctx, p, &ns).await? {
+        Ok(resolved) => resolved,
+        Err(problem) => return report_problem(ctx, p, problem).await,
+    };
+    if let Some(problem) = check_secrets(ctx, &resolved, &ns).await? {
+        return report_problem(ctx, p, problem).await;
+    }
+    let workloads = render::render(&resolved, &ctx.settings);
+    let applied = apply_all(ctx, p, &ns, &workloads).await?;
+    let observed = observe(&resolved, &applied);
+    write_status(ctx, p, &ns, status(p, &resolved, &applied, &observed)).await?;
+    if p.status.as_ref().and_then(|s| s.observed_generation) != p.metadata.generation {
+        let what = if workloads.ingress.is_some() {
+            "ConfigMap, ingress, workers and autoscaler"
+        } else {
+            "ConfigMap, workers and autoscaler"
+        };
+        ctx.event(
+            p,
+            false,
+            "Applied",
+            format!(
+                "applied {what} for generation {}",
+                p.metadata.generation.unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// The referenced QueueBindings and DeadLetterPolicies, or what is missing.
+async fn resolve(
+    ctx: &Context,
+    p: &EventPipeline,
+    ns: &str,
+) -> Result<Result<Pipeline, Problem>, Error> {
+    let bindings_api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), ns);
+    let policies_api: Api<DeadLetterPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let mut bindings = BTreeMap::new();
+    for r in binding_refs(p) {
+        match bindings_api.get_opt(&r.name).await? {
+            Some(b) => bindings.insert(r.name.clone(), b),
+            None => {
+                let message = format!("QueueBinding {:?} not found in namespace {ns}", r.name);
+                return Ok(Err(Problem {
+                    reason: "QueueBindingNotFound",
+                    message,
+                }));
+            }
+        };
+    }
+    let mut policies = BTreeMap::new();
+    for b in bindings.values() {
+        let Some(r) = &b.spec.dead_letter_policy_ref else {
+            continue;
+        };
+        match policies_api.get_opt(&r.name).await? {
+            Some(d) => policies.insert(r.name.clone(), d),
+            None => {
+                let message = format!(
+                    "DeadLetterPolicy {:?} (of QueueBinding {:?}) not found in namespace {ns}",
+                    r.name,
+                    b.name_any()
+                );
+                return Ok(Err(Problem {
+                    reason: "DeadLetterPolicyNotFound",
+                    message,
+                }));
+            }
+        };
+    }
+    Ok(Ok(Pipeline {
+        pipeline: p.clone(),
+        bindings,
+        policies,
+    }))
+}
+
+/// Every binding a pipeline names, sorted and once each.
+pub fn binding_refs(p: &EventPipeline) -> Vec<ObjectRef> {
+    let s = &p.spec;
+    let mut refs: Vec<ObjectRef> = s
+        .sources
+        .iter()
+        .map(|x| x.queue_binding_ref.clone())
+        .collect();
+    refs.extend(
+        s.ingress
+            .as_ref()
+            .and_then(|i| i.publish_to.queue_binding_ref.clone()),
+    );
+    refs.extend(
+        s.processor
+            .sqs
+            .as_ref()
+            .map(|x| x.queue_binding_ref.clone()),
+    );
+    if let Some(d) = &s.destinations {
+        refs.extend(
+            [&d.on_success, &d.on_failure]
+                .into_iter()
+                .flatten()
+                .map(|t| t.queue_binding_ref.clone()),
+        );
+        refs.extend(d.reply.as_ref().map(|r| r.queue_binding_ref.clone()));
+    }
+    refs.sort_by(|a, b| a.name.cmp(&b.name));
+    refs.dedup();
+    refs
+}
+
+/// Secrets the workloads mount must exist (with the keys webhooks use), or the pods
+/// would never start.
+async fn check_secrets(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    ns: &str,
+) -> Result<Option<Problem>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for hook in pipeline
+        .pipeline
+        .spec
+        .ingress
+        .iter()
+        .flat_map(|i| &i.webhooks)
+    {
+        wanted
+            .entry(hook.signature.secret_ref.name.clone())
+            .or_default()
+            .push(hook.signature.secret_ref.key.clone());
+    }
+    for name in render::credential_secrets(pipeline) {
+        wanted.entry(name).or_default().extend([
+            "AWS_ACCESS_KEY_ID".to_string(),
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+        ]);
+    }
+    for (name, keys) in wanted {
+        let Some(secret) = api.get_opt(&name).await? else {
+            return Ok(Some(Problem {
+                reason: "SecretNotFound",
+                message: format!("Secret {name:?} not found in namespace {ns}"),
+            }));
+        };
+        let has = |k: &str| {
+            secret.data.as_ref().is_some_and(|d| d.contains_key(k))
+                || secret
+                    .string_data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(k))
+        };
+        if let Some(key) = keys.iter().find(|k| !has(k)) {
+            return Ok(Some(Problem {
+                reason: "SecretKeyNotFound",
+                message: format!("Secret {name:?} has no key {key:?}"),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// What the apply calls returned, for status.
+struct Applied {
+    ingress: Option<Deployment>,
+    worker: Deployment,
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let mut obj = obj.clone();
+    obj.meta_mut().managed_fields = None;
+    let params = PatchParams::apply(MANAGER).force();
+    Ok(api
+        .patch(&obj.name_any(), &params, &Patch::Apply(&obj))
+        .await?)
+}
+
+async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn apply_all(
+    ctx: &Context,
+    p: &EventPipeline,
+    ns: &str,
+    w: &Workloads,
+) -> Result<Applied, Error> {
+    apply::<ConfigMap>(ctx, ns, &w.config).await?;
+    let ingress = match &w.ingress {
+        Some((deployment, service)) => {
+            let d = apply::<Deployment>(ctx, ns, deployment).await?;
+            apply::<Service>(ctx, ns, service).await?;
+            Some(d)
+        }
+        None => {
+            // The ingress was removed from the spec: remove what it left.
+            delete_if_present::<Deployment>(ctx, ns, &render::ingress_name(p)).await?;
+            delete_if_present::<Service>(ctx, ns, &render::ingress_name(p)).await?;
+            None
+        }
+    };
+    let worker = apply::<Deployment>(ctx, ns, &w.worker).await?;
+    apply::<HorizontalPodAutoscaler>(ctx, ns, &w.autoscaler).await?;
+    Ok(Applied { ingress, worker })
+}
+
+fn available(d: &Deployment) -> (i32, i32) {
+    let want = d.spec.replicas.unwrap_or(1);
+    let ready = d
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    (ready, want)
+}
+
+/// The pipeline's conditions from what the cluster reports.
+fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
+    let mut observed = vec![];
+    let mut degraded: Vec<(String, String)> = vec![];
+    let ingress_ok = match &applied.ingress {
+        Some(d) => {
+            let (ready, want) = available(d);
+            let ok = ready >= want.max(1);
+            if !ok {
+                degraded.push((
+                    "DeploymentUnavailable".into(),
+                    format!("ingress: {ready}/{want} replicas available"),
+                ));
+            }
+            observed.push(Observed::new(
+                "IngressReady",
+                ok,
+                if ok {
+                    "Available"
+                } else {
+                    "DeploymentUnavailable"
+                },
+                format!("{ready}/{want} replicas available"),
+            ));
+            ok
+        }
+        None => true,
+    };
+    let (ready, _) = available(&applied.worker);
+    let workers_ok = ready >= 1 || pipeline.pipeline.spec.scaling.min_replicas == 0;
+    if !workers_ok {
+        degraded.push((
+            "DeploymentUnavailable".into(),
+            "no worker replica available".into(),
+        ));
+    }
+    observed.push(Observed::new(
+        "WorkersReady",
+        workers_ok,
+        if workers_ok {
+            "Available"
+        } else {
+            "DeploymentUnavailable"
+        },
+        format!("{ready} replicas available"),
+    ));
+    for (name, b) in &pipeline.bindings {
+        let unready = b.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False")
+        });
+        if let Some(c) = unready {
+            degraded.push((
+                c.reason.clone(),
+                format!("QueueBinding {name:?}: {}", c.message),
+            ));
+        }
+    }
+    let ready = ingress_ok && workers_ok && degraded.is_empty();
+    let (reason, message) = degraded
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ("Reconciled".into(), "all workloads available".into()));
+    observed.push(Observed::new(
+        "Ready",
+        ready,
+        if ready {
+            "Reconciled".into()
+        } else {
+            reason.clone()
+        },
+        message.clone(),
+    ));
+    observed.push(Observed::new(
+        "Degraded",
+        !degraded.is_empty(),
+        if degraded.is_empty() {
+            "AsExpected".into()
+        } else {
+            reason
+        },
+        if degraded.is_empty() {
+            String::new()
+        } else {
+            message
+        },
+    ));
+    observed
+}
+
+fn status(
+    p: &EventPipeline,
+    pipeline: &Pipeline,
+    applied: &Applied,
+    observed: &[Observed],
+) -> EventPipelineStatus {
+    let previous = p.status.clone().unwrap_or_default();
+    let sum = |f: fn(&eventpipe_crds::QueueBindingStatus) -> Option<i64>| {
+        let values: Vec<i64> = p
+            .spec
+            .sources
+            .iter()
+            .filter_map(|s| pipeline.bindings.get(&s.queue_binding_ref.name))
+            .filter_map(|b| b.status.as_ref().and_then(f))
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    EventPipelineStatus {
+        observed_generation: p.metadata.generation,
+        conditions: conditions::merge(&previous.conditions, observed, p.metadata.generation),
+        webhook_url: webhook_url(p),
+        replicas: applied
+            .worker
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .or(Some(0)),
+        queue_depth: sum(|s| s.depth),
+        dlq_depth: sum(|s| s.dlq_depth),
+    }
+}
+
+/// Where senders post: the ingress Service, and the first webhook's path.
+pub fn webhook_url(p: &EventPipeline) -> Option<String> {
+    let hook = p.spec.ingress.as_ref()?.webhooks.first()?;
+    Some(format!(
+        "http://{}.{}.svc{}",
+        render::ingress_name(p),
+        p.namespace().unwrap_or_else(|| "default".into()),
+        hook.path
+    ))
+}
+
+async fn write_status(
+    ctx: &Context,
+    p: &EventPipeline,
+    ns: &str,
+    status: EventPipelineStatus,
+) -> Result<(), Error> {
+    let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({"status": status});
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reports a problem in status and as a Warning event (when it is new), and retries soon.
+async fn report_problem(
+    ctx: &Context,
+    p: &EventPipeline,
+    problem: Problem,
+) -> Result<Action, Error> {
+    ctx.metrics.failed("EventPipeline", problem.reason);
+    let ns = p.namespace().unwrap_or_else(|| "default".into());
+    let previous = p.status.clone().unwrap_or_default();
+    let already = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == problem.reason && c.message == problem.message);
+    let observed = [
+        Observed::new("Ready", false, problem.reason, problem.message.clone()),
+        Observed::new("Degraded", true, problem.reason, problem.message.clone()),
+    ];
+    let status = EventPipelineStatus {
+        observed_generation: p.metadata.generation,
+        conditions: conditions::merge(&previous.conditions, &observed, p.metadata.generation),
+        webhook_url: webhook_url(p),
+        ..previous
+    };
+    write_status(ctx, p, &ns, status).await?;
+    if !already {
+        ctx.event(p, true, problem.reason, problem.message).await;
+    }
+    Ok(Action::requeue(Duration::from_secs(15)))
+}
+
+pub fn error_policy(p: Arc<EventPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(pipeline = %p.name_any(), %error, "reconcile failed");
+    ctx.metrics.failed("EventPipeline", "Error");
+    Action::requeue(Duration::from_secs(10))
+}

@@ -1,0 +1,355 @@
+//! EventPipeline → workloads, free of I/O: the ConfigMap the ingress and worker read,
+//! the ingress Deployment and Service, the worker Deployment (with the user's
+//! container processor as a sidecar) and the HorizontalPodAutoscaler on queue depth
+//! or stream lag.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use eventpipe_crds::{EventPipeline, Pipeline};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const PIPELINE_LABEL: &str = "eventpipe.dev/pipeline";
+pub const CONFIG_HASH: &str = "eventpipe.dev/config-hash";
+pub const QUEUE_DEPTH_METRIC: &str = "eventpipe_queue_depth";
+pub const STREAM_LAG_METRIC: &str = "eventpipe_stream_lag_seconds";
+const CONFIG_DIR: &str = "/etc/eventpipe/config";
+const SECRETS_DIR: &str = "/etc/eventpipe/secrets";
+const CONFIG_FILE: &str = "pipeline.yaml";
+
+/// What the operator's own configuration adds to every workload.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub ingress_image: String,
+    pub worker_image: String,
+    /// Passed to ingress and worker containers (AWS region and endpoint, OTLP endpoint, log level).
+    pub env: Vec<EnvVar>,
+    /// A Secret with AWS credentials for the workloads, as environment variables.
+    pub credentials_secret: Option<String>,
+}
+
+/// Everything one pipeline is made of in the cluster.
+#[derive(Clone, Debug)]
+pub struct Workloads {
+    pub config: ConfigMap,
+    pub ingress: Option<(Deployment, Service)>,
+    pub worker: Deployment,
+    pub autoscaler: HorizontalPodAutoscaler,
+}
+
+pub fn config_name(p: &EventPipeline) -> String {
+    format!("{}-pipeline", p.name_any())
+}
+pub fn ingress_name(p: &EventPipeline) -> String {
+    format!("{}-ingress", p.name_any())
+}
+pub fn worker_name(p: &EventPipeline) -> String {
+    format!("{}-worker", p.name_any())
+}
+
+pub fn render(pipeline: &Pipeline, settings: &Settings) -> Workloads {
+    let p = &pipeline.pipeline;
+    let yaml = config_yaml(pipeline);
+    let hash = hex::encode(&Sha256::digest(yaml.as_bytes())[..8]);
+    Workloads {
+        config: from(json!({
+            "metadata": meta(p, &config_name(p), "config"),
+            "data": { CONFIG_FILE: yaml },
+        })),
+        ingress: p
+            .spec
+            .ingress
+            .as_ref()
+            .map(|i| (ingress(pipeline, settings, i.replicas, &hash), service(p))),
+        worker: worker(pipeline, settings, &hash),
+        autoscaler: autoscaler(pipeline),
+    }
+}
+
+/// The pipeline's documents as the binaries read them: names and specs only (all live
+/// in one namespace), no cluster state.
+fn config_yaml(pipeline: &Pipeline) -> String {
+    let mut clean = pipeline.clone();
+    clean.pipeline.metadata = bare(&pipeline.pipeline.metadata);
+    clean.pipeline.status = None;
+    for b in clean.bindings.values_mut() {
+        b.metadata = bare(&b.metadata);
+        b.status = None;
+    }
+    for d in clean.policies.values_mut() {
+        d.metadata = bare(&d.metadata);
+        d.status = None;
+    }
+    clean.to_yaml()
+}
+
+fn bare(m: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name.clone(),
+        ..Default::default()
+    }
+}
+
+fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("rendered object matches its Kubernetes type")
+}
+
+fn labels(p: &EventPipeline, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "eventpipe".into()),
+        ("app.kubernetes.io/instance".into(), p.name_any()),
+        ("app.kubernetes.io/component".into(), component.into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "eventpipe-operator".into(),
+        ),
+        (PIPELINE_LABEL.into(), p.name_any()),
+    ])
+}
+
+fn selector(p: &EventPipeline, component: &str) -> Value {
+    json!({ "app.kubernetes.io/component": component, PIPELINE_LABEL: p.name_any() })
+}
+
+pub fn owner(p: &EventPipeline) -> OwnerReference {
+    p.controller_owner_ref(&())
+        .expect("a stored pipeline has a name and uid")
+}
+
+fn meta(p: &EventPipeline, name: &str, component: &str) -> Value {
+    json!({
+        "name": name,
+        "namespace": p.namespace(),
+        "labels": labels(p, component),
+        "ownerReferences": [owner(p)],
+    })
+}
+
+/// Secrets a component mounts under the secrets directory, `<dir>/<name>/<key>`.
+fn secret_volumes(names: &BTreeSet<String>) -> (Vec<Value>, Vec<Value>) {
+    names
+        .iter()
+        .map(|s| {
+            let volume = format!("secret-{s}");
+            (
+                json!({"name": volume, "secret": {"secretName": s}}),
+                json!({"name": volume, "mountPath": format!("{SECRETS_DIR}/{s}"), "readOnly": true}),
+            )
+        })
+        .unzip()
+}
+
+/// The Secrets the ingress reads: webhook signing keys.
+pub fn ingress_secrets(p: &EventPipeline) -> BTreeSet<String> {
+    p.spec
+        .ingress
+        .iter()
+        .flat_map(|i| &i.webhooks)
+        .map(|w| w.signature.secret_ref.name.clone())
+        .collect()
+}
+
+/// The Secrets every component reads: AWS credentials of the bindings.
+pub fn credential_secrets(pipeline: &Pipeline) -> BTreeSet<String> {
+    pipeline
+        .bindings
+        .values()
+        .filter_map(|b| b.spec.credentials.as_ref())
+        .map(|c| c.secret_ref.name.clone())
+        .collect()
+}
+
+fn container(
+    name: &str,
+    image: &str,
+    args: Vec<String>,
+    settings: &Settings,
+    mounts: Vec<Value>,
+) -> Value {
+    let env_from: Vec<Value> = settings
+        .credentials_secret
+        .iter()
+        .map(|s| json!({"secretRef": {"name": s}}))
+        .collect();
+    json!({
+        "name": name,
+        "image": image,
+        "args": args,
+        "env": settings.env,
+        "envFrom": env_from,
+        "ports": [{"name": "metrics", "containerPort": 9090}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 5},
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {
+            "runAsNonRoot": true,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    })
+}
+
+fn pod_security() -> Value {
+    json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}})
+}
+
+fn config_mount(p: &EventPipeline) -> (Value, Value) {
+    (
+        json!({"name": "config", "configMap": {"name": config_name(p)}}),
+        json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
+    )
+}
+
+fn base_args() -> Vec<String> {
+    vec![
+        format!("--config={CONFIG_DIR}/{CONFIG_FILE}"),
+        "--metrics-listen=0.0.0.0:9090".into(),
+        format!("--secrets-dir={SECRETS_DIR}"),
+    ]
+}
+
+fn ingress(pipeline: &Pipeline, settings: &Settings, replicas: i32, hash: &str) -> Deployment {
+    let p = &pipeline.pipeline;
+    let mut secrets = ingress_secrets(p);
+    secrets.extend(credential_secrets(pipeline));
+    let (mut volumes, mut mounts) = secret_volumes(&secrets);
+    let (v, m) = config_mount(p);
+    volumes.push(v);
+    mounts.push(m);
+    let mut args = base_args();
+    args.push("--listen=0.0.0.0:8080".into());
+    let mut c = container("ingress", &settings.ingress_image, args, settings, mounts);
+    c["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "http", "containerPort": 8080}));
+    from(json!({
+        "metadata": meta(p, &ingress_name(p), "ingress"),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(p, "ingress")},
+            "template": {
+                "metadata": {"labels": labels(p, "ingress"), "annotations": {CONFIG_HASH: hash}},
+                "spec": {"containers": [c], "volumes": volumes, "securityContext": pod_security()},
+            },
+        },
+    }))
+}
+
+fn service(p: &EventPipeline) -> Service {
+    from(json!({
+        "metadata": meta(p, &ingress_name(p), "ingress"),
+        "spec": {
+            "selector": selector(p, "ingress"),
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "metrics", "port": 9090, "targetPort": "metrics"},
+            ],
+        },
+    }))
+}
+
+/// The longest a delivery may take: the pipeline's delivery timeout, or its processor's.
+pub fn longest_delivery_seconds(p: &EventPipeline) -> u64 {
+    let s = &p.spec;
+    let processor = [
+        s.processor.http.as_ref().map(|h| &h.timeout),
+        s.processor.container.as_ref().map(|c| &c.timeout),
+    ];
+    processor
+        .into_iter()
+        .flatten()
+        .map(|d| d.as_std().as_secs())
+        .chain([s.delivery.timeout.as_std().as_secs()])
+        .max()
+        .unwrap_or(30)
+}
+
+fn worker(pipeline: &Pipeline, settings: &Settings, hash: &str) -> Deployment {
+    let p = &pipeline.pipeline;
+    let (mut volumes, mut mounts) = secret_volumes(&credential_secrets(pipeline));
+    let (v, m) = config_mount(p);
+    volumes.push(v);
+    mounts.push(m);
+    // Drain in-flight deliveries on shutdown before Kubernetes kills the pod.
+    let grace = longest_delivery_seconds(p) + 5;
+    let mut args = base_args();
+    args.push(format!("--grace-period={grace}s"));
+    let mut containers = vec![container(
+        "worker",
+        &settings.worker_image,
+        args,
+        settings,
+        mounts,
+    )];
+    if let Some(c) = &p.spec.processor.container {
+        let mut sidecar = json!({
+            "name": "processor",
+            "image": c.image,
+            "ports": [{"name": "processor", "containerPort": c.port}],
+            "env": c.env,
+        });
+        if let Some(r) = &c.resources {
+            sidecar["resources"] = json!(r);
+        }
+        containers.push(sidecar);
+    }
+    from(json!({
+        "metadata": meta(p, &worker_name(p), "worker"),
+        "spec": {
+            "selector": {"matchLabels": selector(p, "worker")},
+            "template": {
+                "metadata": {"labels": labels(p, "worker"), "annotations": {CONFIG_HASH: hash}},
+                "spec": {
+                    "containers": containers,
+                    "volumes": volumes,
+                    "securityContext": pod_security(),
+                    "terminationGracePeriodSeconds": grace + 10,
+                },
+            },
+        },
+    }))
+}
+
+fn autoscaler(pipeline: &Pipeline) -> HorizontalPodAutoscaler {
+    let p = &pipeline.pipeline;
+    let s = &p.spec.scaling;
+    let kinds: Vec<bool> = p
+        .spec
+        .sources
+        .iter()
+        .map(|src| pipeline.binding(&src.queue_binding_ref).spec.sqs.is_some())
+        .collect();
+    let select = json!({"matchLabels": {PIPELINE_LABEL: p.name_any()}});
+    let mut metrics = vec![];
+    if kinds.contains(&true) {
+        metrics.push(json!({"type": "External", "external": {
+            "metric": {"name": QUEUE_DEPTH_METRIC, "selector": select},
+            "target": {"type": "AverageValue", "averageValue": s.target_depth_per_replica.to_string()},
+        }}));
+    }
+    if kinds.contains(&false) {
+        metrics.push(json!({"type": "External", "external": {
+            "metric": {"name": STREAM_LAG_METRIC, "selector": select},
+            "target": {"type": "Value", "value": s.target_lag_seconds.to_string()},
+        }}));
+    }
+    let mut spec = json!({
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": worker_name(p)},
+        // HPAs scale to zero only behind an alpha feature gate.
+        "minReplicas": s.min_replicas.max(1),
+        "maxReplicas": s.max_replicas,
+        "metrics": metrics,
+    });
+    if let Some(b) = &s.behavior {
+        spec["behavior"] = json!(b);
+    }
+    from(json!({"metadata": meta(p, &worker_name(p), "worker"), "spec": spec}))
+}

@@ -1,0 +1,115 @@
+//! A scripted Kubernetes API for reconcile tests: kube's mock service answering from
+//! an in-memory object store, recording every request (the controller-rs pattern).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub body: Value,
+}
+
+/// Objects by API path (e.g. `/api/v1/namespaces/default/secrets/gh`).
+#[derive(Clone, Default)]
+pub struct FakeApi {
+    pub objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    pub calls: Arc<Mutex<Vec<Call>>>,
+    /// Available replicas reported for applied Deployments.
+    pub available: Arc<Mutex<i32>>,
+}
+
+impl FakeApi {
+    pub fn new() -> Self {
+        let api = Self::default();
+        *api.available.lock().unwrap() = 1;
+        api
+    }
+
+    pub fn put(&self, path: &str, object: Value) {
+        self.objects.lock().unwrap().insert(path.into(), object);
+    }
+
+    pub fn client(&self) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_string();
+                api.calls.lock().unwrap().push(Call {
+                    method: parts.method.clone(),
+                    path: path.clone(),
+                    body: body.clone(),
+                });
+                let (status, answer) = api.answer(&parts.method, &path, body);
+                let response = Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap();
+                send.send_response(response);
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    fn answer(&self, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let mut objects = self.objects.lock().unwrap();
+        let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{path} not found")});
+        match *method {
+            Method::GET => match objects.get(path) {
+                Some(o) => (StatusCode::OK, o.clone()),
+                None => (StatusCode::NOT_FOUND, not_found),
+            },
+            Method::DELETE => match objects.remove(path) {
+                Some(o) => (StatusCode::OK, o),
+                None => (StatusCode::NOT_FOUND, not_found),
+            },
+            Method::POST => (StatusCode::CREATED, body),
+            Method::PATCH if path.ends_with("/status") => {
+                let object = objects
+                    .get_mut(path.trim_end_matches("/status"))
+                    .expect("status of a stored object");
+                object["status"] = body["status"].clone();
+                (StatusCode::OK, object.clone())
+            }
+            Method::PATCH => {
+                let mut applied = body;
+                if applied["kind"] == "Deployment" {
+                    let n = *self.available.lock().unwrap();
+                    applied["status"] = json!({"availableReplicas": n, "readyReplicas": n});
+                }
+                objects.insert(path.into(), applied.clone());
+                (StatusCode::OK, applied)
+            }
+            _ => (StatusCode::METHOD_NOT_ALLOWED, Value::Null),
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// `METHOD path` of every call, in order.
+    pub fn log(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.path))
+            .collect()
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.objects.lock().unwrap().get(path).cloned()
+    }
+}
+
+pub const CRD: &str = "/apis/eventpipe.dev/v1alpha1/namespaces/default";

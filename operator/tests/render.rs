@@ -1,0 +1,194 @@
+//! Rendering pipelines into workloads, on the examples a user applies.
+
+use eventpipe_crds::{Manifest, Pipeline};
+use eventpipe_operator::render::{self, Settings};
+use serde_json::{Value, json};
+
+fn example(file: &str, name: &str) -> Pipeline {
+    let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut p = Manifest::load(path).unwrap().pipeline(name).unwrap();
+    p.pipeline.metadata.namespace = Some("shop".into());
+    p.pipeline.metadata.uid = Some("6f1c0c4e-1111-2222-3333-444455556666".into());
+    p
+}
+
+fn settings() -> Settings {
+    Settings {
+        ingress_image: "ghcr.io/eventpipe/ingress:0.1.0".into(),
+        worker_image: "ghcr.io/eventpipe/worker:0.1.0".into(),
+        env: vec![
+            serde_json::from_value(json!({"name": "AWS_REGION", "value": "eu-west-1"})).unwrap(),
+        ],
+        credentials_secret: Some("aws".into()),
+    }
+}
+
+fn v<T: serde::Serialize>(x: &T) -> Value {
+    serde_json::to_value(x).unwrap()
+}
+
+#[test]
+fn the_config_map_holds_the_documents_the_binaries_read() {
+    let p = example("github-analytics.yaml", "github-ingest");
+    let w = render::render(&p, &settings());
+    let yaml = &w.config.data.as_ref().unwrap()["pipeline.yaml"];
+    let back = Manifest::from_yaml("configmap", yaml)
+        .unwrap()
+        .pipeline("github-ingest")
+        .unwrap();
+    assert_eq!(back.pipeline.spec, p.pipeline.spec);
+    assert_eq!(back.bindings.keys().collect::<Vec<_>>(), ["github-events"]);
+    assert!(
+        !yaml.contains("uid"),
+        "cluster state stays out of the config"
+    );
+    assert_eq!(
+        w.config.metadata.name.as_deref(),
+        Some("github-ingest-pipeline")
+    );
+}
+
+#[test]
+fn the_ingress_is_a_hardened_deployment_with_its_secrets_and_a_service() {
+    let p = example("github-analytics.yaml", "github-ingest");
+    let w = render::render(&p, &settings());
+    let (deployment, service) = w.ingress.unwrap();
+    let d = v(&deployment);
+    assert_eq!(d["metadata"]["name"], "github-ingest-ingress");
+    assert_eq!(d["metadata"]["namespace"], "shop");
+    assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "EventPipeline");
+    assert_eq!(d["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/eventpipe/ingress:0.1.0");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+    assert!(
+        c["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--config=/etc/eventpipe/config/pipeline.yaml"))
+    );
+    assert_eq!(c["env"][0]["name"], "AWS_REGION");
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], "aws");
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    assert!(mounts.contains(&json!({"name": "secret-github-webhook", "mountPath": "/etc/eventpipe/secrets/github-webhook", "readOnly": true})));
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(volumes.contains(
+        &json!({"name": "secret-github-webhook", "secret": {"secretName": "github-webhook"}})
+    ));
+    assert!(
+        volumes
+            .contains(&json!({"name": "config", "configMap": {"name": "github-ingest-pipeline"}}))
+    );
+    let s = v(&service);
+    assert_eq!(
+        s["spec"]["ports"][0],
+        json!({"name": "http", "port": 80, "targetPort": "http"})
+    );
+    assert_eq!(s["spec"]["selector"], d["spec"]["selector"]["matchLabels"]);
+}
+
+#[test]
+fn workers_scale_on_queue_depth_and_drain_before_they_are_killed() {
+    let p = example("github-analytics.yaml", "github-ingest");
+    let w = render::render(&p, &settings());
+    let d = v(&w.worker);
+    assert!(
+        d["spec"]["replicas"].is_null(),
+        "the HPA owns the replica count"
+    );
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(grace > 30, "longer than the 30s delivery timeout: {grace}");
+    assert!(
+        pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--grace-period=35s"))
+    );
+    let h = v(&w.autoscaler);
+    assert_eq!(
+        h["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "github-ingest-worker"})
+    );
+    assert_eq!(h["spec"]["minReplicas"], 1);
+    assert_eq!(h["spec"]["maxReplicas"], 5);
+    let metric = &h["spec"]["metrics"][0]["external"];
+    assert_eq!(metric["metric"]["name"], "eventpipe_queue_depth");
+    assert_eq!(
+        metric["metric"]["selector"]["matchLabels"]["eventpipe.dev/pipeline"],
+        "github-ingest"
+    );
+    assert_eq!(
+        metric["target"],
+        json!({"type": "AverageValue", "averageValue": "100"})
+    );
+}
+
+#[test]
+fn stream_pipelines_scale_on_lag_and_have_no_ingress() {
+    let p = example("github-analytics.yaml", "github-aggregate");
+    let w = render::render(&p, &settings());
+    assert!(w.ingress.is_none());
+    let h = v(&w.autoscaler);
+    let metrics = h["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(
+        metrics[0]["external"]["metric"]["name"],
+        "eventpipe_stream_lag_seconds"
+    );
+    assert_eq!(
+        metrics[0]["external"]["target"],
+        json!({"type": "Value", "value": "30"})
+    );
+}
+
+#[test]
+fn a_container_processor_runs_as_a_sidecar_and_behavior_passes_through() {
+    let mut p = example("notes.yaml", "notes");
+    p.pipeline.spec.processor = serde_json::from_value(json!({"container": {"image": "acme/saver:2", "port": 7000, "path": "/save", "env": [{"name": "MODE", "value": "fast"}]}})).unwrap();
+    p.pipeline.spec.scaling.behavior = Some(
+        serde_json::from_value(json!({"scaleDown": {"stabilizationWindowSeconds": 120}})).unwrap(),
+    );
+    p.pipeline.spec.scaling.min_replicas = 0;
+    let w = render::render(&p, &settings());
+    let pod = v(&w.worker)["spec"]["template"]["spec"].clone();
+    let sidecar = &pod["containers"][1];
+    assert_eq!(sidecar["name"], "processor");
+    assert_eq!(sidecar["image"], "acme/saver:2");
+    assert_eq!(sidecar["ports"][0]["containerPort"], 7000);
+    assert_eq!(sidecar["env"][0]["value"], "fast");
+    let h = v(&w.autoscaler);
+    assert_eq!(
+        h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        120
+    );
+    assert_eq!(
+        h["spec"]["minReplicas"], 1,
+        "an HPA cannot go below one replica"
+    );
+}
+
+#[test]
+fn a_changed_spec_rolls_the_pods() {
+    let p = example("notes.yaml", "notes");
+    let hash = |p: &Pipeline| {
+        v(&render::render(p, &settings()).worker)["spec"]["template"]["metadata"]["annotations"]["eventpipe.dev/config-hash"].clone()
+    };
+    let before = hash(&p);
+    let mut changed = p.clone();
+    changed.pipeline.spec.delivery.concurrency = 3;
+    assert_ne!(hash(&changed), before);
+    assert_eq!(hash(&p.clone()), before);
+}
