@@ -2,6 +2,7 @@
 //! tables QueueBindings ask for, reports DeadLetterPolicy health, and serves queue
 //! depth and stream lag to the HorizontalPodAutoscaler.
 
+pub mod binding;
 pub mod conditions;
 pub mod context;
 pub mod metrics;

@@ -82,6 +82,17 @@ impl FakeApi {
                 object["status"] = body["status"].clone();
                 (StatusCode::OK, object.clone())
             }
+            // JSON patches (finalizers) change the stored object in place.
+            Method::PATCH if body.is_array() => {
+                let object = objects.get_mut(path).expect("patch of a stored object");
+                // The API server serializes absent finalizers as null, which patches test for.
+                if object["metadata"].get("finalizers").is_none() {
+                    object["metadata"]["finalizers"] = Value::Null;
+                }
+                let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
+                json_patch::patch(object, &patch).unwrap();
+                (StatusCode::OK, object.clone())
+            }
             Method::PATCH => {
                 let mut applied = body;
                 if applied["kind"] == "Deployment" {

@@ -1,0 +1,398 @@
+//! The QueueBinding reconciler: creates what the binding asks for (queue, DLQ and
+//! redrive policy; stream-enabled table), resolves URLs and ARNs, keeps the depth in
+//! status fresh, and with `deletionPolicy: Delete` removes the queues it created.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
+use eventpipe_core::provision;
+use eventpipe_crds::{
+    DeadLetterPolicy, DeletionPolicy, DynamoDbStream, QueueBinding, QueueBindingStatus, SqsQueue,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use serde_json::json;
+
+use crate::conditions::{self, Observed};
+use crate::context::{Context, Error};
+use crate::pipeline::Problem;
+
+pub const FINALIZER: &str = "eventpipe.dev/delete-queues";
+/// How often depth in status is refreshed.
+const REFRESH: Duration = Duration::from_secs(10);
+
+pub async fn reconcile(b: Arc<QueueBinding>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::Kind {
+            kind: "QueueBinding".into(),
+        })
+        .inc();
+    let ns = b.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    // A finalizer only where deleting the binding must delete something outside the cluster.
+    let deletes = b.spec.deletion_policy == DeletionPolicy::Delete;
+    let has_finalizer = b.finalizers().iter().any(|f| f == FINALIZER);
+    if !deletes && !has_finalizer {
+        return apply(&b, &ctx, &ns).await;
+    }
+    finalizer(&api, FINALIZER, b, |event| async {
+        match event {
+            Finalizer::Apply(b) => apply(&b, &ctx, &ns).await,
+            Finalizer::Cleanup(b) => cleanup(&b, &ctx, &ns).await.map(|_| Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Other(format!("finalizer: {e}")))
+}
+
+/// Clients for the binding: the operator's AWS configuration, overridden by the
+/// binding's region, endpoint and credentials Secret.
+async fn clients(
+    b: &QueueBinding,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<(aws_sdk_sqs::Client, aws_sdk_dynamodb::Client), Problem>, Error> {
+    let mut sqs = aws_sdk_sqs::config::Builder::from(&ctx.aws);
+    let mut ddb = aws_sdk_dynamodb::config::Builder::from(&ctx.aws);
+    if let Some(region) = &b.spec.region {
+        sqs = sqs.region(aws_sdk_sqs::config::Region::new(region.clone()));
+        ddb = ddb.region(aws_sdk_dynamodb::config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &b.spec.endpoint {
+        sqs = sqs.endpoint_url(endpoint);
+        ddb = ddb.endpoint_url(endpoint);
+    }
+    if let Some(c) = &b.spec.credentials {
+        let name = &c.secret_ref.name;
+        let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?
+        else {
+            return Ok(Err(Problem {
+                reason: "SecretNotFound",
+                message: format!("credentials Secret {name:?} not found in namespace {ns}"),
+            }));
+        };
+        let data = secret.data.unwrap_or_default();
+        let read = |k: &str| {
+            data.get(k)
+                .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        };
+        let (Some(id), Some(key)) = (read("AWS_ACCESS_KEY_ID"), read("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Ok(Err(Problem {
+                reason: "SecretKeyNotFound",
+                message: format!(
+                    "credentials Secret {name:?} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                ),
+            }));
+        };
+        let provider = SharedCredentialsProvider::new(Credentials::new(
+            id,
+            key,
+            read("AWS_SESSION_TOKEN"),
+            None,
+            "secret",
+        ));
+        sqs = sqs.credentials_provider(provider.clone());
+        ddb = ddb.credentials_provider(provider);
+    }
+    Ok(Ok((
+        aws_sdk_sqs::Client::from_conf(sqs.build()),
+        aws_sdk_dynamodb::Client::from_conf(ddb.build()),
+    )))
+}
+
+/// A reason a person can act on, from an AWS error.
+pub fn classify(error: &str) -> &'static str {
+    if error.contains("AccessDenied")
+        || error.contains("UnrecognizedClient")
+        || error.contains("InvalidClientTokenId")
+    {
+        "AccessDenied"
+    } else if error.contains("NonExistentQueue") || error.contains("QueueDoesNotExist") {
+        "QueueNotFound"
+    } else if error.contains("ResourceNotFound") {
+        "TableNotFound"
+    } else if error.contains("dispatch failure")
+        || error.contains("timeout")
+        || error.contains("onnection")
+    {
+        "QueueUnreachable"
+    } else {
+        "AwsError"
+    }
+}
+
+fn problem(e: provision::ProvisionError) -> Problem {
+    let text = format!("{}: {}", e.what, e.message);
+    Problem {
+        reason: classify(&text),
+        message: text,
+    }
+}
+
+async fn apply(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let observed = match clients(b, ctx, ns).await? {
+        Err(p) => Err(p),
+        Ok((sqs, ddb)) => match (&b.spec.sqs, &b.spec.dynamodb_stream) {
+            (Some(q), _) => match policy(b, ctx, ns).await? {
+                Ok(policy) => observe_sqs(&sqs, q, policy.as_ref()).await,
+                Err(p) => Err(p),
+            },
+            (None, Some(s)) => observe_stream(&ddb, s).await,
+            (None, None) => Err(Problem {
+                reason: "Invalid",
+                message: "neither sqs nor dynamodbStream is set".into(),
+            }),
+        },
+    };
+    let previous = b.status.clone().unwrap_or_default();
+    let (status, condition, warning) = match observed {
+        Ok(mut status) => {
+            let condition = Observed::new(
+                "Ready",
+                true,
+                "Available",
+                status
+                    .queue_url
+                    .clone()
+                    .or(status.stream_arn.clone())
+                    .unwrap_or_default(),
+            );
+            status.conditions = previous.conditions.clone();
+            (status, condition, None)
+        }
+        Err(p) => {
+            ctx.metrics.failed("QueueBinding", p.reason);
+            let new = !previous
+                .conditions
+                .iter()
+                .any(|c| c.reason == p.reason && c.status == "False");
+            (
+                QueueBindingStatus {
+                    conditions: previous.conditions.clone(),
+                    ..previous.clone()
+                },
+                Observed::new("Ready", false, p.reason, p.message.clone()),
+                new.then_some(p),
+            )
+        }
+    };
+    let status = QueueBindingStatus {
+        observed_generation: b.metadata.generation,
+        conditions: conditions::merge(&status.conditions, &[condition], b.metadata.generation),
+        ..status
+    };
+    let api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch_status(
+        &b.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": status})),
+    )
+    .await?;
+    if let Some(p) = warning {
+        ctx.event(b, true, p.reason, p.message).await;
+    }
+    Ok(Action::requeue(REFRESH))
+}
+
+async fn policy(
+    b: &QueueBinding,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<Option<DeadLetterPolicy>, Problem>, Error> {
+    let Some(r) = &b.spec.dead_letter_policy_ref else {
+        return Ok(Ok(None));
+    };
+    match Api::<DeadLetterPolicy>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&r.name)
+        .await?
+    {
+        Some(p) => Ok(Ok(Some(p))),
+        None => Ok(Err(Problem {
+            reason: "DeadLetterPolicyNotFound",
+            message: format!("DeadLetterPolicy {:?} not found in namespace {ns}", r.name),
+        })),
+    }
+}
+
+async fn observe_sqs(
+    sqs: &aws_sdk_sqs::Client,
+    q: &SqsQueue,
+    policy: Option<&DeadLetterPolicy>,
+) -> Result<QueueBindingStatus, Problem> {
+    let queues = if q.create {
+        provision::ensure_sqs(sqs, q, policy)
+            .await
+            .map_err(problem)?
+    } else {
+        let url = match &q.queue_url {
+            Some(url) => url.clone(),
+            None => provision::url_of(sqs, q.queue_name.as_deref().unwrap_or_default())
+                .await
+                .map_err(problem)?,
+        };
+        let arn = provision::arn_of(sqs, &url).await.map_err(problem)?;
+        provision::Queues {
+            url,
+            arn,
+            dlq_url: None,
+        }
+    };
+    let depth = depth(sqs, &queues.url).await.map_err(problem)?;
+    let dlq_url = match (&queues.dlq_url, policy) {
+        (Some(u), _) => Some(u.clone()),
+        (None, Some(p)) => {
+            match provision::dead_letter_queue_name(q.queue_name.as_deref().unwrap_or_default(), p)
+            {
+                Some(name) => provision::url_of(sqs, &name).await.ok(),
+                None => p
+                    .spec
+                    .dead_letter_queue
+                    .as_ref()
+                    .and_then(|d| d.queue_url.clone()),
+            }
+        }
+        (None, None) => None,
+    };
+    let dlq_depth = match &dlq_url {
+        Some(u) => Some(depth_of(sqs, u).await?),
+        None => None,
+    };
+    Ok(QueueBindingStatus {
+        queue_url: Some(queues.url),
+        queue_arn: Some(queues.arn),
+        dlq_url,
+        depth: Some(depth),
+        dlq_depth,
+        ..Default::default()
+    })
+}
+
+async fn depth_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, Problem> {
+    depth(sqs, url).await.map_err(problem)
+}
+
+/// Visible plus in-flight messages.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, provision::ProvisionError> {
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(Attr::ApproximateNumberOfMessages)
+        .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| provision::ProvisionError {
+            what: url.into(),
+            message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+        })?;
+    let a = out.attributes.unwrap_or_default();
+    let n = |k: &Attr| a.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    Ok(n(&Attr::ApproximateNumberOfMessages) + n(&Attr::ApproximateNumberOfMessagesNotVisible))
+}
+
+async fn observe_stream(
+    ddb: &aws_sdk_dynamodb::Client,
+    s: &DynamoDbStream,
+) -> Result<QueueBindingStatus, Problem> {
+    let arn = match (&s.stream_arn, &s.table_name) {
+        (Some(arn), _) => Some(arn.clone()),
+        (None, Some(table)) if s.create => provision::ensure_table(ddb, table, "id", true)
+            .await
+            .map_err(problem)?,
+        (None, Some(table)) => {
+            let out = ddb
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| {
+                    let text = format!(
+                        "table {table:?}: {}",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    );
+                    Problem {
+                        reason: classify(&text),
+                        message: text,
+                    }
+                })?;
+            out.table.and_then(|t| t.latest_stream_arn)
+        }
+        (None, None) => None,
+    };
+    match arn {
+        Some(arn) => Ok(QueueBindingStatus {
+            stream_arn: Some(arn),
+            ..Default::default()
+        }),
+        None => Err(Problem {
+            reason: "StreamNotEnabled",
+            message: format!(
+                "table {:?} has no stream; enable one with NEW_AND_OLD_IMAGES",
+                s.table_name.as_deref().unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// Deletes what the binding created: its queue and its own DLQ (a DLQ the policy
+/// names may be shared, so it stays), or its table.
+async fn cleanup(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<(), Error> {
+    let (sqs, ddb) = match clients(b, ctx, ns).await? {
+        Ok(c) => c,
+        Err(p) => return Err(Error::Other(p.message)),
+    };
+    if let Some(q) = b.spec.sqs.as_ref().filter(|q| q.create) {
+        let name = q.queue_name.clone().unwrap_or_default();
+        let mut doomed = vec![name.clone()];
+        if let Some(policy) = policy(b, ctx, ns).await?.ok().flatten()
+            && policy.spec.dead_letter_queue.is_none()
+        {
+            doomed.extend(provision::dead_letter_queue_name(&name, &policy));
+        }
+        for queue in doomed {
+            if let Ok(url) = provision::url_of(&sqs, &queue).await {
+                sqs.delete_queue()
+                    .queue_url(&url)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        Error::Other(format!(
+                            "delete queue {queue}: {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(&e)
+                        ))
+                    })?;
+            }
+        }
+    }
+    if let Some(table) = b
+        .spec
+        .dynamodb_stream
+        .as_ref()
+        .filter(|s| s.create)
+        .and_then(|s| s.table_name.clone())
+    {
+        let _ = ddb.delete_table().table_name(&table).send().await;
+    }
+    ctx.event(
+        b,
+        false,
+        "Deleted",
+        "deleted the queues it created (deletionPolicy: Delete)".into(),
+    )
+    .await;
+    Ok(())
+}
+
+pub fn error_policy(b: Arc<QueueBinding>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(binding = %b.name_any(), %error, "reconcile failed");
+    ctx.metrics.failed("QueueBinding", "Error");
+    Action::requeue(Duration::from_secs(10))
+}

@@ -1,0 +1,207 @@
+//! The QueueBinding reconciler against kube's mock API service and moto.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{CRD, FakeApi};
+use eventpipe_crds::QueueBinding;
+use eventpipe_operator::binding::reconcile;
+use eventpipe_operator::context::Context;
+use eventpipe_testkit::Moto;
+use serde_json::{Value, json};
+
+fn binding(spec: Value) -> Value {
+    json!({
+        "apiVersion": "eventpipe.dev/v1alpha1", "kind": "QueueBinding",
+        "metadata": {"name": "orders", "namespace": "default", "uid": "b-1", "generation": 1},
+        "spec": spec
+    })
+}
+
+const PATH: &str = "/apis/eventpipe.dev/v1alpha1/namespaces/default/queuebindings/orders";
+
+async fn run(api: &FakeApi, moto: &Moto) -> QueueBinding {
+    let obj: QueueBinding = serde_json::from_value(api.get(PATH).unwrap()).unwrap();
+    let ctx = Context::new(
+        api.client(),
+        Default::default(),
+        moto.sdk_config(),
+        Default::default(),
+    );
+    reconcile(Arc::new(obj), ctx).await.unwrap();
+    serde_json::from_value(api.get(PATH).unwrap()).unwrap()
+}
+
+fn ready(b: &QueueBinding) -> (String, String, String) {
+    let c = &b.status.as_ref().unwrap().conditions[0];
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+fn cluster(spec: Value) -> FakeApi {
+    let api = FakeApi::new();
+    api.put(PATH, binding(spec));
+    api.put(
+        &format!("{CRD}/deadletterpolicies/p"),
+        json!({"apiVersion": "eventpipe.dev/v1alpha1", "kind": "DeadLetterPolicy", "metadata": {"name": "p", "namespace": "default"}, "spec": {"maxReceiveCount": 4}}),
+    );
+    api
+}
+
+#[tokio::test]
+async fn creates_the_queue_and_dlq_and_reports_urls_and_depth() {
+    let moto = Moto::start();
+    let api = cluster(
+        json!({"sqs": {"queueName": "orders", "create": true}, "deadLetterPolicyRef": {"name": "p"}}),
+    );
+    let b = run(&api, &moto).await;
+    let s = b.status.clone().unwrap();
+    assert!(s.queue_url.as_deref().unwrap().ends_with("/orders"));
+    assert!(s.queue_arn.as_deref().unwrap().ends_with(":orders"));
+    assert!(s.dlq_url.as_deref().unwrap().ends_with("/orders-dlq"));
+    assert_eq!((s.depth, s.dlq_depth), (Some(0), Some(0)));
+    assert_eq!(ready(&b).0, "True");
+    let sqs = moto.sqs();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(s.queue_url.as_deref().unwrap())
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        attrs
+            .attributes
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .contains("orders-dlq")
+    );
+
+    for _ in 0..3 {
+        sqs.send_message()
+            .queue_url(s.queue_url.as_deref().unwrap())
+            .message_body("x")
+            .send()
+            .await
+            .unwrap();
+    }
+    let b = run(&api, &moto).await;
+    assert_eq!(
+        b.status.unwrap().depth,
+        Some(3),
+        "depth refreshed on the next reconcile"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_that_must_exist_but_does_not_is_reported() {
+    let moto = Moto::start();
+    let api = cluster(json!({"sqs": {"queueName": "missing"}}));
+    let b = run(&api, &moto).await;
+    let (status, reason, message) = ready(&b);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "QueueNotFound")
+    );
+    assert!(message.starts_with("missing:"), "{message}");
+    let warnings: Vec<Value> = api
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with("/events"))
+        .map(|c| c.body)
+        .collect();
+    assert_eq!(warnings[0]["reason"], "QueueNotFound");
+
+    let api = cluster(
+        json!({"sqs": {"queueName": "orders", "create": true}, "deadLetterPolicyRef": {"name": "gone"}}),
+    );
+    assert_eq!(ready(&run(&api, &moto).await).1, "DeadLetterPolicyNotFound");
+
+    let api = cluster(
+        json!({"sqs": {"queueName": "orders", "create": true}, "credentials": {"secretRef": {"name": "aws"}}}),
+    );
+    assert_eq!(ready(&run(&api, &moto).await).1, "SecretNotFound");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_reported() {
+    let moto = Moto::start();
+    let port = eventpipe_testkit::free_port();
+    let api = cluster(
+        json!({"sqs": {"queueName": "orders", "create": true}, "endpoint": format!("http://127.0.0.1:{port}")}),
+    );
+    let b = run(&api, &moto).await;
+    assert_eq!(ready(&b).1, "QueueUnreachable", "{:?}", ready(&b));
+}
+
+#[tokio::test]
+async fn stream_bindings_resolve_or_create_their_table_stream() {
+    let moto = Moto::start();
+    let api = cluster(json!({"dynamodbStream": {"tableName": "comments", "create": true}}));
+    let b = run(&api, &moto).await;
+    assert!(
+        b.status
+            .unwrap()
+            .stream_arn
+            .unwrap()
+            .contains(":table/comments/stream/")
+    );
+
+    eventpipe_core::provision::ensure_table(&moto.dynamodb(), "plain", "id", false)
+        .await
+        .unwrap();
+    let api = cluster(json!({"dynamodbStream": {"tableName": "plain"}}));
+    assert_eq!(ready(&run(&api, &moto).await).1, "StreamNotEnabled");
+    let api = cluster(json!({"dynamodbStream": {"tableName": "nope"}}));
+    assert_eq!(ready(&run(&api, &moto).await).1, "TableNotFound");
+}
+
+#[tokio::test]
+async fn deletion_policy_delete_removes_the_queues_it_created() {
+    let moto = Moto::start();
+    let api = cluster(
+        json!({"sqs": {"queueName": "orders", "create": true}, "deadLetterPolicyRef": {"name": "p"}, "deletionPolicy": "Delete"}),
+    );
+    let b = run(&api, &moto).await; // adds the finalizer
+    assert!(
+        b.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"eventpipe.dev/delete-queues".to_string())
+    );
+    run(&api, &moto).await; // provisions
+    assert_eq!(
+        moto.sqs()
+            .list_queues()
+            .send()
+            .await
+            .unwrap()
+            .queue_urls()
+            .len(),
+        2
+    );
+    let mut deleting = api.get(PATH).unwrap();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-23T00:00:00Z");
+    api.put(PATH, deleting);
+    let b = run(&api, &moto).await;
+    assert!(
+        b.metadata.finalizers.unwrap_or_default().is_empty(),
+        "finalizer released"
+    );
+    assert!(
+        moto.sqs()
+            .list_queues()
+            .send()
+            .await
+            .unwrap()
+            .queue_urls()
+            .is_empty()
+    );
+
+    // Retain (the default) has no finalizer and leaves the queues.
+    let api = cluster(json!({"sqs": {"queueName": "kept", "create": true}}));
+    let b = run(&api, &moto).await;
+    assert!(b.metadata.finalizers.unwrap_or_default().is_empty());
+}
