@@ -7,4 +7,5 @@ pub mod conditions;
 pub mod context;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod render;

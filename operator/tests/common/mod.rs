@@ -68,6 +68,19 @@ impl FakeApi {
         match *method {
             Method::GET => match objects.get(path) {
                 Some(o) => (StatusCode::OK, o.clone()),
+                // A collection: every stored object right under it.
+                None if is_collection(path) => {
+                    let prefix = format!("{path}/");
+                    let items: Vec<Value> = objects
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                        .map(|(_, v)| v.clone())
+                        .collect();
+                    (
+                        StatusCode::OK,
+                        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                    )
+                }
                 None => (StatusCode::NOT_FOUND, not_found),
             },
             Method::DELETE => match objects.remove(path) {
@@ -121,6 +134,12 @@ impl FakeApi {
     pub fn get(&self, path: &str) -> Option<Value> {
         self.objects.lock().unwrap().get(path).cloned()
     }
+}
+
+/// `/api/v1/namespaces/ns/kind` or `/apis/group/version/namespaces/ns/kind`.
+fn is_collection(path: &str) -> bool {
+    let segments = path.trim_start_matches('/').split('/').count();
+    (path.starts_with("/api/") && segments == 5) || (path.starts_with("/apis/") && segments == 6)
 }
 
 pub const CRD: &str = "/apis/eventpipe.dev/v1alpha1/namespaces/default";
