@@ -108,6 +108,14 @@ async fn clients(
     )))
 }
 
+/// The SQS client for a binding, when its configuration can be built.
+pub async fn sqs_client(b: &QueueBinding, ctx: &Context, ns: &str) -> Option<aws_sdk_sqs::Client> {
+    match clients(b, ctx, ns).await {
+        Ok(Ok((sqs, _))) => Some(sqs),
+        _ => None,
+    }
+}
+
 /// A reason a person can act on, from an AWS error.
 pub fn classify(error: &str) -> &'static str {
     if error.contains("AccessDenied")

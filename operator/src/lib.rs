@@ -5,7 +5,9 @@
 pub mod binding;
 pub mod conditions;
 pub mod context;
+pub mod external_metrics;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod render;
+pub mod run;

@@ -1,8 +1,10 @@
 //! `eventpipe-operator`: reconciles eventpipe resources into workloads.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use eventpipe_operator::run::{RunArgs, run};
 
 #[derive(Parser)]
 #[command(
@@ -12,11 +14,15 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator (the default).
+    Run(RunArgs),
     /// Print the CRDs as multi-document YAML, or write one file per CRD.
     Crds {
         /// Write `<plural>.yaml` files into this directory instead of printing.
@@ -25,10 +31,35 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Crds { out_dir: None } => print!("{}", eventpipe_crds::schema::all_yaml()),
-        Command::Crds { out_dir: Some(dir) } => {
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Crds { out_dir }) => crds(out_dir),
+        Some(Command::Run(args)) => serve(args).await,
+        None => serve(cli.run).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let telemetry = eventpipe_core::telemetry::init("eventpipe-operator");
+    let result = run(args).await;
+    telemetry.shutdown();
+    result
+}
+
+fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    match out_dir {
+        None => print!("{}", eventpipe_crds::schema::all_yaml()),
+        Some(dir) => {
             for crd in eventpipe_crds::schema::crds() {
                 let path = dir.join(eventpipe_crds::schema::file_name(&crd));
                 std::fs::write(&path, eventpipe_crds::schema::to_yaml(&crd))?;

@@ -1,0 +1,296 @@
+//! `eventpipe-operator run`: the controllers (on the elected leader only), the
+//! external metrics API and the ops endpoints (on every replica).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventpipe_crds::{DeadLetterPolicy, EventPipeline, QueueBinding};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Secret, Service};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{Context, MANAGER};
+use crate::external_metrics::{self, Cache};
+use crate::render::Settings;
+use crate::{binding, pipeline, policy};
+
+/// Variables of the operator's own environment passed on to ingress and worker pods.
+const PASSED_ON: [&str; 6] = [
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_TRACES_SAMPLER",
+    "RUST_LOG",
+];
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Prometheus metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// The external.metrics.k8s.io API (HTTPS) the HorizontalPodAutoscaler reads.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    pub external_metrics_listen: SocketAddr,
+    /// PEM certificate for the external metrics API (self-signed when absent).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "EVENTPIPE_INGRESS_IMAGE",
+        default_value = "ghcr.io/eventpipe/eventpipe-ingress:latest"
+    )]
+    pub ingress_image: String,
+    #[arg(
+        long,
+        env = "EVENTPIPE_WORKER_IMAGE",
+        default_value = "ghcr.io/eventpipe/eventpipe-worker:latest"
+    )]
+    pub worker_image: String,
+    /// A Secret (in each pipeline's namespace) with AWS credentials for the workloads.
+    #[arg(long, env = "EVENTPIPE_AWS_CREDENTIALS_SECRET")]
+    pub aws_credentials_secret: Option<String>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Run the controllers without electing a leader (a single replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let aws = eventpipe_core::aws::default_config().await;
+    let mut registry = Registry::default();
+    let metrics = crate::metrics::Metrics::register(&mut registry);
+    let env: Vec<EnvVar> = PASSED_ON
+        .iter()
+        .filter_map(|k| {
+            std::env::var(k).ok().map(|v| EnvVar {
+                name: k.to_string(),
+                value: Some(v),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let settings = Settings {
+        ingress_image: args.ingress_image.clone(),
+        worker_image: args.worker_image.clone(),
+        env,
+        credentials_secret: args.aws_credentials_secret.clone(),
+    };
+    let ctx = Context::new(client.clone(), settings, aws, metrics);
+    let stop = CancellationToken::new();
+    let ready = eventpipe_core::ops::Ready::default();
+
+    let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
+    let ops_stop = stop.clone();
+    tokio::spawn(eventpipe_core::ops::serve(
+        ops_listener,
+        Arc::new(registry),
+        ready.clone(),
+        async move { ops_stop.cancelled().await },
+    ));
+
+    // Every replica serves metrics from its own cache, so the APIService may pick any.
+    let cache = Cache::default();
+    let tls = external_metrics::tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(args.external_metrics_listen).await?;
+    tokio::spawn(external_metrics::serve_tls(
+        listener,
+        tls,
+        external_metrics::router(cache.clone()),
+        stop.clone(),
+    ));
+    let (pipelines, bindings) = (
+        watch_store::<EventPipeline>(&client),
+        watch_store::<QueueBinding>(&client),
+    );
+    tokio::spawn(refresh_metrics(
+        ctx.clone(),
+        pipelines.clone(),
+        bindings,
+        cache,
+        stop.clone(),
+    ));
+    ready.set(true);
+
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        eventpipe_core::ops::shutdown_signal().await;
+        signal_stop.cancel();
+    });
+    if !args.no_leader_election && !become_leader(&client, &args.lease_namespace, &stop).await? {
+        return Ok(());
+    }
+    tracing::info!("leading: reconciling EventPipelines, QueueBindings and DeadLetterPolicies");
+    tokio::select! {
+        _ = controllers(client, ctx, pipelines) => {}
+        _ = stop.cancelled() => {}
+    }
+    Ok(())
+}
+
+/// Waits until this replica holds the Lease; false when stopped first. Losing the
+/// Lease later ends the process, so two replicas never reconcile at once.
+async fn become_leader(
+    client: &Client,
+    namespace: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let identity =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("{MANAGER}-{}", std::process::id()));
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), MANAGER)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leader, _task) = manager.watch().await;
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leader.changed() => changed?,
+            _ = stop.cancelled() => return Ok(false),
+        }
+    }
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        while leader.changed().await.is_ok() {
+            if !*leader.borrow() {
+                tracing::error!("lost the leader Lease; stopping");
+                std::process::exit(1);
+            }
+        }
+        stop.cancel();
+    });
+    Ok(true)
+}
+
+/// A cache of all objects of a kind, kept current by a watch.
+fn watch_store<K>(client: &Client) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    tokio::spawn(stream);
+    reader
+}
+
+async fn refresh_metrics(
+    ctx: Arc<Context>,
+    pipelines: Store<EventPipeline>,
+    bindings: Store<QueueBinding>,
+    cache: Cache,
+    stop: CancellationToken,
+) {
+    loop {
+        external_metrics::refresh(&ctx, &pipelines.state(), &bindings.state(), &cache).await;
+        tokio::select! { _ = tokio::time::sleep(Duration::from_secs(5)) => {}, _ = stop.cancelled() => return }
+    }
+}
+
+/// Pipelines in `ns` that `matches` says depend on an object.
+fn dependents(
+    store: &Store<EventPipeline>,
+    ns: Option<String>,
+    matches: impl Fn(&EventPipeline) -> bool,
+) -> Vec<ObjectRef<EventPipeline>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| p.namespace() == ns && matches(p))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+async fn controllers(client: Client, ctx: Arc<Context>, pipelines_store: Store<EventPipeline>) {
+    let wc = watcher::Config::default();
+    let owned =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=eventpipe-operator");
+    let (s1, s2, s3) = (
+        pipelines_store.clone(),
+        pipelines_store.clone(),
+        pipelines_store,
+    );
+    let pipelines = Controller::new(Api::<EventPipeline>::all(client.clone()), wc.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned.clone())
+        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), owned)
+        .watches(
+            Api::<QueueBinding>::all(client.clone()),
+            wc.clone(),
+            move |b| {
+                let name = b.name_any();
+                dependents(&s1, b.namespace(), |p| {
+                    pipeline::binding_refs(p).iter().any(|r| r.name == name)
+                })
+            },
+        )
+        // Cheap and always right: a policy change touches the pipelines of its namespace.
+        .watches(
+            Api::<DeadLetterPolicy>::all(client.clone()),
+            wc.clone(),
+            move |d| dependents(&s2, d.namespace(), |_| true),
+        )
+        // Secrets by metadata only: their data never enters the operator's memory.
+        .watches(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            wc.clone(),
+            move |s| {
+                let name = s.name_any();
+                dependents(&s3, s.namespace(), |p| {
+                    crate::render::ingress_secrets(p).contains(&name)
+                })
+            },
+        )
+        .shutdown_on_signal()
+        .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let bindings = Controller::new(Api::<QueueBinding>::all(client.clone()), wc.clone())
+        .shutdown_on_signal()
+        .run(binding::reconcile, binding::error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let policies_store_client = client.clone();
+    let policies = Controller::new(Api::<DeadLetterPolicy>::all(client.clone()), wc.clone())
+        .watches(Api::<QueueBinding>::all(policies_store_client), wc, |b| {
+            let ns = b.namespace().unwrap_or_default();
+            b.spec
+                .dead_letter_policy_ref
+                .iter()
+                .map(|r| ObjectRef::new(&r.name).within(&ns))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(policy::reconcile, policy::error_policy, ctx)
+        .for_each(|_| async {});
+    tokio::join!(pipelines, bindings, policies);
+}

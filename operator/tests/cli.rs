@@ -1,0 +1,48 @@
+//! The operator binary's command line.
+
+use std::process::Command;
+
+#[test]
+fn crds_prints_the_committed_manifests() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-operator"))
+        .arg("crds")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+    for file in [
+        "deadletterpolicies.yaml",
+        "queuebindings.yaml",
+        "eventpipelines.yaml",
+    ] {
+        let committed = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        assert!(
+            printed.contains(&committed),
+            "{file} is not in the printed CRDs"
+        );
+    }
+    assert_eq!(printed.matches("kind: CustomResourceDefinition").count(), 3);
+}
+
+#[test]
+fn run_without_a_cluster_fails_with_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-operator"))
+        .args([
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--external-metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error:") && err.contains("/nonexistent/kubeconfig"),
+        "{err}"
+    );
+}
