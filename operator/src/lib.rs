@@ -9,5 +9,6 @@ pub mod external_metrics;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod rbac;
 pub mod render;
 pub mod run;

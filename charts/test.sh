@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Checks the Helm chart: lint, render with default and full values, validate every
+# rendered object against the Kubernetes schemas (offline), and make sure bad values
+# are refused at install time with a message naming the value.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+helm=.tools/helm
+validate=".venv/bin/kubernetes-validate --strict --quiet -k 1.30.0"
+chart=charts/eventpipe
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+$helm lint --strict "$chart"
+diff -r crds "$chart/crds" --exclude='*.rs' --exclude=src --exclude=tests --exclude=Cargo.toml
+
+$helm template t "$chart" -n eventpipe > "$out/default.yaml"
+$helm template t "$chart" -n eventpipe \
+  --set jaeger.enabled=true,localAws.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true \
+  --set operator.replicas=2,externalMetrics.tlsSecret=tls,externalMetrics.certManagerCertificate=cert \
+  --set aws.credentialsSecret=aws,aws.endpoint=http://localstack:4566,otlp.endpoint=http://otel:4318,logLevel=debug \
+  > "$out/full.yaml"
+# Unknown kinds (the Prometheus operator's) only warn; any invalid object fails.
+$validate "$out/default.yaml" "$out/full.yaml"
+
+refuse() { # values... then the message that must appear
+  local want=${*: -1} args=("${@:1:$#-1}")
+  if msg=$($helm template t "$chart" "${args[@]}" 2>&1); then
+    echo "accepted ${args[*]}, want a refusal mentioning $want"; exit 1
+  fi
+  grep -q -- "$want" <<<"$msg" || { echo "refused ${args[*]} without mentioning $want: $msg"; exit 1; }
+}
+refuse --set operator.replicas=lots "/operator/replicas"
+refuse --set operator.replicas=0 "/operator/replicas"
+refuse --set logLevel=loud "/logLevel"
+refuse --set aws.region=mars "/aws/region"
+refuse --set jaeger.enabled=yes "/jaeger/enabled"
+refuse --set operator.typo=1 "typo"
+echo "chart: lint, render, schema validation and value checks passed"
