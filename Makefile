@@ -47,8 +47,10 @@ demo: venv
 	cargo build --workspace
 	./target/debug/eventpipe-operator crds
 
+## Against the cluster in KUBECONFIG (skips, saying why, without one).
 e2e: venv tools
-	cargo test -p eventpipe-e2e -- --nocapture
+	cargo build -p eventpipe-operator
+	cargo test -p eventpipe-e2e -- --nocapture --test-threads=1
 
 ## Container images (needs a Docker engine); for kind: kind load docker-image IMAGE.
 IMAGE_TAG ?= 0.1.0

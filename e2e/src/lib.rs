@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 
 /// A client for the cluster in `KUBECONFIG`; `None`, after saying why, when there is none.
 pub async fn cluster() -> Option<Client> {
@@ -43,4 +45,24 @@ pub fn test_namespace(prefix: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+/// Applies the three CRDs server-side and waits until the API serves them.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in eventpipe_crds::schema::crds() {
+        let params = PatchParams::apply("eventpipe-e2e").force();
+        crds.patch(&crd.name_any(), &params, &Patch::Apply(&crd))
+            .await
+            .unwrap();
+    }
+    for crd in eventpipe_crds::schema::crds() {
+        let name = crd.name_any();
+        let established = kube::runtime::wait::conditions::is_crd_established();
+        let wait = kube::runtime::wait::await_condition(crds.clone(), &name, established);
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

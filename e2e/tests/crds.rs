@@ -2,39 +2,13 @@
 //! `kubectl apply -f examples/` succeed, and every invalid case is rejected by the
 //! API server itself with a message naming the rule.
 
-use std::time::Duration;
-
-use eventpipe_crds::schema;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 const MANAGER: &str = "eventpipe-e2e";
-
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in schema::crds() {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    for crd in schema::crds() {
-        let established = kube::runtime::wait::conditions::is_crd_established();
-        let name = crd.name_any();
-        let wait = kube::runtime::wait::await_condition(crds.clone(), &name, established);
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
 
 fn api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk(eventpipe_crds::GROUP, eventpipe_crds::VERSION, kind);
@@ -81,7 +55,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_by_the_api_ser
     let Some(client) = eventpipe_e2e::cluster().await else {
         return;
     };
-    install_crds(&client).await;
+    eventpipe_e2e::install_crds(&client).await;
     let ns = eventpipe_e2e::test_namespace("eventpipe-crds");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
