@@ -4,16 +4,44 @@
 
 pub const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
     // Watched by the controllers; finalizers on QueueBindings are patched.
-    ("eventpipe.dev", &["eventpipelines", "queuebindings", "deadletterpolicies"], &["get", "list", "watch", "patch"]),
-    ("eventpipe.dev", &["eventpipelines/status", "queuebindings/status", "deadletterpolicies/status"], &["patch"]),
+    (
+        "eventpipe.dev",
+        &["eventpipelines", "queuebindings", "deadletterpolicies"],
+        &["get", "list", "watch", "patch"],
+    ),
+    (
+        "eventpipe.dev",
+        &[
+            "eventpipelines/status",
+            "queuebindings/status",
+            "deadletterpolicies/status",
+        ],
+        &["patch"],
+    ),
     // Applied server-side and owned by pipelines; a removed ingress's Service is deleted.
-    ("", &["configmaps", "services"], &["get", "list", "watch", "patch", "delete"]),
+    (
+        "",
+        &["configmaps", "services"],
+        &["get", "list", "watch", "patch", "delete"],
+    ),
     // Checked for existence and keys (webhook secrets), read for binding credentials.
     ("", &["secrets"], &["get", "list", "watch"]),
-    ("apps", &["deployments"], &["get", "list", "watch", "patch", "delete"]),
-    ("autoscaling", &["horizontalpodautoscalers"], &["get", "list", "watch", "patch"]),
+    (
+        "apps",
+        &["deployments"],
+        &["get", "list", "watch", "patch", "delete"],
+    ),
+    (
+        "autoscaling",
+        &["horizontalpodautoscalers"],
+        &["get", "list", "watch", "patch"],
+    ),
     ("events.k8s.io", &["events"], &["create", "patch"]),
 ];
 
 /// Leader election, in the operator's own namespace.
-pub const LEASE_RULES: &[(&str, &[&str], &[&str])] = &[("coordination.k8s.io", &["leases"], &["get", "create", "patch"])];
+pub const LEASE_RULES: &[(&str, &[&str], &[&str])] = &[(
+    "coordination.k8s.io",
+    &["leases"],
+    &["get", "create", "patch"],
+)];
