@@ -1,1 +1,60 @@
-pub fn x() {}
+//! The webhook ingress: serves the webhooks of the pipelines in a manifest,
+//! authenticates each request, turns it into a CloudEvent and answers `202` once
+//! the event is stored in its SQS queue or DynamoDB table.
+//!
+//! [`run`] is the whole ingress (webhooks and ops endpoints) as the binary runs it;
+//! [`Ingress`] is the same without the ops server, for embedding (local mode).
+
+pub mod app;
+pub mod config;
+pub mod dynamodb;
+pub mod extract;
+pub mod fuzzing;
+pub mod metrics;
+pub mod publish;
+pub mod reply;
+pub mod secrets;
+pub mod server;
+pub mod signature;
+pub mod spans;
+pub mod sqs;
+pub mod webhook;
+
+use std::{future::Future, sync::Arc};
+
+use eventpipe_core::ops;
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::oneshot};
+
+pub use app::{Ingress, PublishMode, Settings};
+pub use config::{ConfigError, IngressConfig, Target, WebhookConfig};
+pub use publish::{Message, Noop, PublishError, Publisher, Receipt};
+pub use signature::Verifier;
+pub use sqs::BatchSettings;
+
+/// Serves the webhooks on `listener` and `/metrics`, `/healthz`, `/readyz` on
+/// `ops_listener` until `shutdown` completes; in-flight requests are drained first.
+pub async fn run(
+    config: IngressConfig,
+    settings: Settings,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let ingress = Ingress::new(config, settings, &mut registry).await?;
+    let (stop_ops, ops_stopped) = oneshot::channel::<()>();
+    let ops = tokio::spawn(ops::serve(
+        ops_listener,
+        Arc::new(registry),
+        ingress.ready(),
+        async move {
+            let _ = ops_stopped.await;
+        },
+    ));
+    // The ops server outlives the drain, so /readyz answers 503 meanwhile.
+    let served = ingress.serve(listener, shutdown).await;
+    let _ = stop_ops.send(());
+    ops.await??;
+    Ok(served?)
+}

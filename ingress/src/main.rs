@@ -1,0 +1,113 @@
+//! `eventpipe-ingress`: serves the webhooks of the pipelines in a manifest file.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use eventpipe_core::{ops, telemetry};
+use eventpipe_crds::Duration;
+use eventpipe_ingress::{BatchSettings, IngressConfig, PublishMode, Settings};
+
+/// Serves the webhooks of every EventPipeline with an `ingress` in a manifest file:
+/// verifies each request's signature or token, turns it into a CloudEvent and
+/// answers 202 once the event is stored in its SQS queue or DynamoDB table.
+#[derive(Debug, Parser)]
+#[command(name = "eventpipe-ingress", version)]
+struct Cli {
+    /// The pipeline manifest (multi-document YAML), as the operator renders it.
+    #[arg(long, env = "EVENTPIPE_CONFIG")]
+    config: PathBuf,
+    /// Address of the webhook server.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Where Secrets are mounted: a secretRef {name, key} is the file DIR/name/key.
+    #[arg(long, value_name = "DIR", default_value = "/etc/eventpipe/secrets")]
+    secrets_dir: PathBuf,
+    /// Longest wait for the queue or table before answering 503.
+    #[arg(long, default_value = "5s")]
+    publish_timeout: Duration,
+    /// How often secret files are re-read, so rotated Secrets take effect.
+    #[arg(long, default_value = "1s", hide = true)]
+    secrets_poll: Duration,
+    /// How long an event waits for others to share its SendMessageBatch call.
+    #[arg(long, default_value = "5ms", hide = true)]
+    flush_delay: Duration,
+    /// `noop` accepts and drops every event: for benchmarking the ingress alone.
+    #[arg(long, value_enum, default_value = "aws", hide = true)]
+    publish: Publish,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Publish {
+    Aws,
+    Noop,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Configuration errors go to stderr as one plain line, before logging starts.
+    let config = match IngressConfig::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            // The message already includes its causes.
+            eprintln!("eventpipe-ingress: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("Tokio runtime starts");
+    match runtime.block_on(serve(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("eventpipe-ingress: {e:#}");
+    ExitCode::FAILURE
+}
+
+async fn serve(cli: Cli, config: IngressConfig) -> anyhow::Result<()> {
+    let listener = bind(cli.listen).await?;
+    let ops_listener = bind(cli.metrics_listen).await?;
+    let telemetry = telemetry::init("eventpipe-ingress");
+    let paths: Vec<&str> = config
+        .webhooks
+        .iter()
+        .map(|w| w.spec.path.as_str())
+        .collect();
+    tracing::info!(listen = %listener.local_addr()?, metrics = %ops_listener.local_addr()?, webhooks = ?paths, "ingress starting");
+    let settings = Settings {
+        secrets_dir: cli.secrets_dir,
+        secrets_poll: cli.secrets_poll.as_std(),
+        publish: match cli.publish {
+            Publish::Aws => PublishMode::Aws,
+            Publish::Noop => PublishMode::Noop,
+        },
+        publish_timeout: cli.publish_timeout.as_std(),
+        batch: BatchSettings {
+            flush_delay: cli.flush_delay.as_std(),
+            ..BatchSettings::default()
+        },
+        aws: None,
+    };
+    let result = eventpipe_ingress::run(
+        config,
+        settings,
+        listener,
+        ops_listener,
+        ops::shutdown_signal(),
+    )
+    .await;
+    tracing::info!("ingress stopped");
+    telemetry.shutdown();
+    result
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}

@@ -1,0 +1,132 @@
+//! The command line: help, and configuration errors that stop start-up with one
+//! line naming the problem.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn ingress(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eventpipe-ingress"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap()
+}
+
+fn with_config(yaml: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    ingress(&["--config", file.to_str().unwrap()])
+}
+
+/// Exits non-zero with exactly one line on stderr, which contains `needle`.
+fn fails_with(output: Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "exited 0: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("eventpipe-ingress: "), "{stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+}
+
+#[test]
+fn help_lists_the_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-ingress"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for option in [
+        "--config",
+        "--listen",
+        "--metrics-listen",
+        "--secrets-dir",
+        "[default: 0.0.0.0:8080]",
+        "[default: /etc/eventpipe/secrets]",
+    ] {
+        assert!(help.contains(option), "{option} not in {help}");
+    }
+    assert!(
+        !help.contains("--publish "),
+        "the benchmark switch stays hidden"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    fails_with(
+        ingress(&["--config", "/nonexistent/pipeline.yaml"]),
+        "/nonexistent/pipeline.yaml: No such file",
+    );
+}
+
+#[test]
+fn a_file_without_an_ingress_is_refused() {
+    let worker_only = queue_binding("q", "q")
+        + "---\napiVersion: eventpipe.dev/v1alpha1\nkind: EventPipeline\nmetadata: {name: workers}\nspec:\n  sources: [{queueBindingRef: {name: q}}]\n  processor: {http: {url: \"http://127.0.0.1:9/\"}}\n";
+    fails_with(
+        with_config(&worker_only),
+        "no EventPipeline has an ingress (pipelines: workers)",
+    );
+}
+
+#[test]
+fn duplicate_paths_are_refused() {
+    let yaml = [
+        queue_binding("q", "q"),
+        pipeline("one", GITHUB_WEBHOOK, "{queueBindingRef: {name: q}}", "q"),
+        pipeline("two", GITHUB_WEBHOOK, "{queueBindingRef: {name: q}}", "q"),
+    ]
+    .concat();
+    fails_with(
+        with_config(&yaml),
+        r#"webhook path "/hooks/github" is used twice: by pipeline "one" webhook "github" and by pipeline "two" webhook "github""#,
+    );
+}
+
+#[test]
+fn a_missing_queue_binding_is_named() {
+    let yaml = [
+        queue_binding("q", "q"),
+        pipeline(
+            "one",
+            GITHUB_WEBHOOK,
+            "{queueBindingRef: {name: nowhere}}",
+            "q",
+        ),
+    ]
+    .concat();
+    fails_with(
+        with_config(&yaml),
+        r#"spec.ingress.publishTo.queueBindingRef: QueueBinding "nowhere" not found"#,
+    );
+}
+
+#[test]
+fn an_address_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipeline.yaml");
+    let yaml = [
+        queue_binding("q", "q"),
+        pipeline("one", GITHUB_WEBHOOK, "{queueBindingRef: {name: q}}", "q"),
+    ]
+    .concat();
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-ingress"))
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            &addr,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    fails_with(out, &format!("cannot listen on {addr}"));
+}
