@@ -11,6 +11,7 @@ pub mod policy;
 pub mod processor;
 pub mod publish;
 pub mod sqs;
+pub mod streams;
 
 mod runtime;
 

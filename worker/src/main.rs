@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use eventpipe_core::{aws, ops, telemetry};
 use eventpipe_crds::{Duration, Manifest};
+use eventpipe_worker::streams::{self, StreamOptions};
 use eventpipe_worker::{Options, Worker, metrics::Metrics};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "eventpipe-worker",
     version,
-    about = "Consumes a pipeline's SQS queues and delivers events to its processor"
+    about = "Consumes a pipeline's SQS queues and DynamoDB streams and delivers events to its processor"
 )]
 struct Args {
     /// The pipeline documents (EventPipeline and the QueueBindings and DeadLetterPolicies it references).
@@ -34,6 +35,12 @@ struct Args {
     /// How long in-flight deliveries may finish after SIGTERM before they are handed back.
     #[arg(long, default_value = "25s")]
     grace_period: Duration,
+    /// This replica's name in DynamoDB stream lease tables (default: `<hostname>-<pid>`).
+    #[arg(long, env = "EVENTPIPE_WORKER_ID")]
+    worker_id: Option<String>,
+    /// How long a stream shard lease lasts unrenewed before another replica takes it over.
+    #[arg(long, default_value = "30s")]
+    lease_duration: Duration,
 }
 
 #[tokio::main]
@@ -83,14 +90,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         secrets_dir: args.secrets_dir,
         grace: args.grace_period.as_std(),
         aws: aws::default_config().await,
+        streams: StreamOptions {
+            worker_id: args.worker_id.unwrap_or_else(streams::default_worker_id),
+            lease_duration: args.lease_duration.as_std(),
+        },
     };
     let worker = Worker::build(&pipelines, &options, &metrics).await?;
-    tracing::info!(queues = ?worker.queues(), "consuming");
+    tracing::info!(queues = ?worker.queues(), streams = ?worker.streams(), "consuming");
     ready.set(true);
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         ops::shutdown_signal().await;
-        tracing::info!("shutting down: no more receives, finishing in-flight deliveries");
+        tracing::info!(
+            "shutting down: no more receives, finishing in-flight deliveries and releasing stream leases"
+        );
         signal_stop.cancel();
     });
     worker.run(stop.clone()).await;

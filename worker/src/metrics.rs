@@ -5,6 +5,7 @@ use prometheus_client::metrics::{
     counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
 };
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Source {
@@ -16,8 +17,15 @@ pub struct Source {
 pub struct Processed {
     pub pipeline: String,
     pub source: String,
-    /// delivered, filtered, duplicate, retried, dead_lettered
+    /// delivered, filtered, duplicate, retried, dead_lettered (and for streams, discarded)
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Shard {
+    pub pipeline: String,
+    pub source: String,
+    pub shard: String,
 }
 
 #[derive(Clone)]
@@ -27,6 +35,11 @@ pub struct Metrics {
     pub delivery_seconds: Family<Source, Histogram>,
     pub queue_depth: Family<Source, Gauge>,
     pub dlq_depth: Family<Source, Gauge>,
+    /// How far behind the head of its shard this worker reads (age of the last record read).
+    pub iterator_age: Family<Shard, Gauge<f64, AtomicU64>>,
+    /// The largest iterator age of a source's shards read here: what the autoscaler targets.
+    pub stream_lag: Family<Source, Gauge<f64, AtomicU64>>,
+    pub leases_owned: Family<Source, Gauge>,
 }
 
 impl Metrics {
@@ -41,6 +54,9 @@ impl Metrics {
             }),
             queue_depth: Family::default(),
             dlq_depth: Family::default(),
+            iterator_age: Family::default(),
+            stream_lag: Family::default(),
+            leases_owned: Family::default(),
         };
         registry.register(
             "eventpipe_events_received",
@@ -66,6 +82,21 @@ impl Metrics {
             "eventpipe_dlq_depth",
             "Approximate messages in the dead-letter queue",
             m.dlq_depth.clone(),
+        );
+        registry.register(
+            "eventpipe_stream_iterator_age_seconds",
+            "Age of the last record read from each DynamoDB stream shard (0 when caught up)",
+            m.iterator_age.clone(),
+        );
+        registry.register(
+            "eventpipe_stream_lag_seconds",
+            "Largest iterator age among the stream shards this worker reads",
+            m.stream_lag.clone(),
+        );
+        registry.register(
+            "eventpipe_stream_leases_owned",
+            "Stream shard leases this worker holds",
+            m.leases_owned.clone(),
         );
         m
     }

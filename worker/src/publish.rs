@@ -33,6 +33,16 @@ impl Publisher {
     /// Sends the event; a FIFO queue gets `group` (else the correlation id) as message
     /// group and the event id as deduplication id.
     pub async fn send(&self, event: &Event, group: Option<&str>) -> Result<(), String> {
+        self.send_with(event, group, &[]).await
+    }
+
+    /// Sends the event with `extra` message attributes (e.g. why it was dead-lettered).
+    pub async fn send_with(
+        &self,
+        event: &Event,
+        group: Option<&str>,
+        extra: &[(&str, String)],
+    ) -> Result<(), String> {
         let correlation = envelope::correlation_id(event).unwrap_or_else(|| event.id().to_string());
         let mut request = self
             .sqs
@@ -42,6 +52,9 @@ impl Publisher {
             .message_attributes(attribute::CORRELATION_ID, string_attribute(&correlation));
         for (key, value) in envelope::trace_context(event) {
             request = request.message_attributes(key, string_attribute(&value));
+        }
+        for (key, value) in extra {
+            request = request.message_attributes(*key, string_attribute(value));
         }
         if self.fifo {
             request = request

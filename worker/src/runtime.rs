@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use eventpipe_core::{aws, provision};
-use eventpipe_crds::{ObjectRef, Ordering, Pipeline, QueueBinding};
+use eventpipe_crds::{
+    DeadLetterPolicy, DynamoDbStream, ObjectRef, Ordering, Pipeline, QueueBinding,
+};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +24,8 @@ use crate::metrics::{Metrics, Source};
 use crate::processor::{DynamoDbProcessor, HttpProcessor, Processor, SqsProcessor};
 use crate::publish::Publisher;
 use crate::sqs::SqsSource;
+use crate::streams::lease::LeaseTable;
+use crate::streams::{StreamOptions, StreamSource};
 
 pub struct Options {
     /// Where mounted Secrets live (`<dir>/<name>/<key>`).
@@ -30,23 +34,28 @@ pub struct Options {
     pub grace: Duration,
     /// AWS configuration for what no binding describes (processor and idempotency tables).
     pub aws: SdkConfig,
+    /// Identity and lease timing for sharing DynamoDB streams with other replicas.
+    pub streams: StreamOptions,
 }
 
 /// Everything one worker process consumes.
 pub struct Worker {
     sources: Vec<(Arc<SqsSource>, Arc<Semaphore>)>,
+    streams: Vec<(Arc<StreamSource>, Arc<Semaphore>)>,
     grace: Duration,
 }
 
 impl Worker {
-    /// Builds consumers for every SQS source of `pipelines`, failing with a clear
-    /// message when a queue, table or dead-letter queue cannot be reached.
+    /// Builds consumers for every source of `pipelines` (SQS queues and DynamoDB
+    /// streams), failing with a clear message when a queue, table, stream or
+    /// dead-letter queue cannot be reached.
     pub async fn build(
         pipelines: &[Pipeline],
         options: &Options,
         metrics: &Metrics,
     ) -> anyhow::Result<Self> {
         let mut sources = vec![];
+        let mut streams = vec![];
         let mut clients = Clients::new(options);
         for p in pipelines {
             let name = p.name();
@@ -60,13 +69,25 @@ impl Worker {
             ));
             for s in &p.pipeline.spec.sources {
                 let binding = p.binding(&s.queue_binding_ref);
-                let Some(queue) = &binding.spec.sqs else {
-                    continue;
-                };
                 let what = format!(
                     "EventPipeline {name:?}: source QueueBinding {:?}",
                     s.queue_binding_ref.name
                 );
+                let labels = Source {
+                    pipeline: name.clone(),
+                    source: s.queue_binding_ref.name.clone(),
+                };
+                if let Some(stream) = &binding.spec.dynamodb_stream {
+                    let source =
+                        stream_source(p, binding, stream, labels, &handler, options, &mut clients)
+                            .await
+                            .with_context(|| what.clone())?;
+                    streams.push((Arc::new(source), permits.clone()));
+                    continue;
+                }
+                let Some(queue) = &binding.spec.sqs else {
+                    continue;
+                };
                 let sqs = clients.sqs(binding).await?;
                 let url = aws::queue_url(&sqs, queue)
                     .await
@@ -79,10 +100,6 @@ impl Worker {
                             .with_context(|| what.clone())?,
                     ),
                     None => None,
-                };
-                let labels = Source {
-                    pipeline: name.clone(),
-                    source: s.queue_binding_ref.name.clone(),
                 };
                 let ordered = queue.fifo && p.pipeline.spec.delivery.ordering == Ordering::PerGroup;
                 let source = SqsSource::new(
@@ -98,9 +115,9 @@ impl Worker {
                 sources.push((Arc::new(source), permits.clone()));
             }
         }
-        if sources.is_empty() {
+        if sources.is_empty() && streams.is_empty() {
             bail!(
-                "no SQS source to consume in {}",
+                "no SQS queue or DynamoDB stream to consume in {}",
                 pipelines
                     .iter()
                     .map(|p| p.name())
@@ -110,6 +127,7 @@ impl Worker {
         }
         Ok(Self {
             sources,
+            streams,
             grace: options.grace,
         })
     }
@@ -120,12 +138,23 @@ impl Worker {
         for (source, permits) in self.sources {
             tasks.spawn(source.run(permits, stop.clone(), self.grace));
         }
+        for (source, permits) in self.streams {
+            tasks.spawn(source.run(permits, stop.clone(), self.grace));
+        }
         while tasks.join_next().await.is_some() {}
     }
 
     /// Queue URLs consumed, for start-up logs.
     pub fn queues(&self) -> Vec<String> {
         self.sources.iter().map(|(s, _)| s.url.clone()).collect()
+    }
+
+    /// Stream ARNs consumed, for start-up logs.
+    pub fn streams(&self) -> Vec<String> {
+        self.streams
+            .iter()
+            .map(|(s, _)| s.stream_arn.clone())
+            .collect()
     }
 }
 
@@ -174,6 +203,142 @@ pub(crate) async fn dead_letter_queue(
             e.message
         )
     })
+}
+
+/// Calls to the stream and checkpoint table never hang a shard for long.
+fn stream_timeouts() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
+    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(20))
+        .operation_timeout(Duration::from_secs(60))
+        .build()
+}
+
+/// A consumer of a `dynamodbStream` source: the stream resolved (the table created
+/// when the binding says so), the checkpoint table created when missing, and the
+/// dead-letter queue of its policy found.
+async fn stream_source(
+    p: &Pipeline,
+    binding: &QueueBinding,
+    stream: &DynamoDbStream,
+    labels: Source,
+    handler: &Arc<Handler>,
+    options: &Options,
+    clients: &mut Clients<'_>,
+) -> anyhow::Result<StreamSource> {
+    let config = aws::config_for(&binding.spec, &options.secrets_dir).await?;
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .timeout_config(stream_timeouts())
+            .build(),
+    );
+    let streams = aws_sdk_dynamodbstreams::Client::from_conf(
+        aws_sdk_dynamodbstreams::config::Builder::from(&config)
+            .timeout_config(stream_timeouts())
+            .build(),
+    );
+    let (arn, table) = stream_of(&ddb, stream).await?;
+    streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .limit(1)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "stream {arn}: {}",
+                aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
+            )
+        })?;
+    provision::ensure_table(&ddb, &stream.checkpoint_table, "id", false)
+        .await
+        .context("checkpoint table")?;
+    let policy = p.policy_of(binding);
+    let dlq = match policy {
+        Some(policy) => {
+            let sqs = clients.sqs(binding).await?;
+            Some(stream_dead_letter_queue(&sqs, &table, policy).await?)
+        }
+        None => None,
+    };
+    let consumer = format!("{}/{}|{arn}", labels.pipeline, labels.source);
+    let leases = LeaseTable::new(
+        ddb,
+        &stream.checkpoint_table,
+        &consumer,
+        &options.streams.worker_id,
+    );
+    Ok(StreamSource::new(
+        labels,
+        streams,
+        arn,
+        table,
+        stream.clone(),
+        policy.map(|p| p.spec.clone()),
+        dlq,
+        handler.clone(),
+        leases,
+        options.streams.lease_duration,
+    ))
+}
+
+/// The stream's ARN and its table's name: as the binding gives them, else the
+/// table's latest stream.
+async fn stream_of(
+    ddb: &aws_sdk_dynamodb::Client,
+    stream: &DynamoDbStream,
+) -> anyhow::Result<(String, String)> {
+    if let Some(arn) = &stream.stream_arn {
+        // arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
+        let table = arn.split('/').nth(1).unwrap_or_default().to_string();
+        return Ok((arn.clone(), table));
+    }
+    let table = stream.table_name.clone().unwrap_or_default();
+    let arn = if stream.create {
+        provision::ensure_table(ddb, &table, "id", true).await?
+    } else {
+        let out = ddb
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "table {table:?}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        out.table.and_then(|t| t.latest_stream_arn)
+    };
+    let arn = arn.ok_or_else(|| {
+        anyhow::anyhow!("table {table:?} has no stream: enable one (view type NEW_AND_OLD_IMAGES)")
+    })?;
+    Ok((arn, table))
+}
+
+/// The DLQ of a stream source: the policy's queue, else `<table>-dlq`.
+async fn stream_dead_letter_queue(
+    sqs: &aws_sdk_sqs::Client,
+    table: &str,
+    policy: &DeadLetterPolicy,
+) -> anyhow::Result<Publisher> {
+    let named = policy.spec.dead_letter_queue.as_ref();
+    let url = match named.and_then(|d| d.queue_url.clone()) {
+        Some(url) => url,
+        None => {
+            let name = named
+                .and_then(|d| d.queue_name.clone())
+                .unwrap_or_else(|| format!("{table}-dlq"));
+            provision::url_of(sqs, &name).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "dead-letter queue {name:?} of DeadLetterPolicy {:?} not found: {}",
+                    policy.metadata.name.as_deref().unwrap_or_default(),
+                    e.message
+                )
+            })?
+        }
+    };
+    let fifo = url.ends_with(".fifo");
+    Ok(Publisher::new(sqs.clone(), url, fifo))
 }
 
 async fn handler(
