@@ -75,9 +75,9 @@ pub async fn ensure_sqs(
     Ok(Queues { url, arn, dlq_url })
 }
 
-/// The DLQ a policy gives `queue_name`: by URL as is, else by name, created unless
-/// the policy names an existing queue with `create: false`.
-async fn ensure_dead_letter_queue(
+/// The DLQ a policy gives `queue_name` (a queue, or a stream's table): by URL as is,
+/// else by name, created unless the policy names an existing one with `create: false`.
+pub async fn ensure_dead_letter_queue(
     sqs: &aws_sdk_sqs::Client,
     queue_name: &str,
     policy: &DeadLetterPolicy,

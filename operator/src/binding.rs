@@ -153,7 +153,10 @@ async fn apply(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<Action, Erro
                 Ok(policy) => observe_sqs(&sqs, q, policy.as_ref()).await,
                 Err(p) => Err(p),
             },
-            (None, Some(s)) => observe_stream(&ddb, s).await,
+            (None, Some(s)) => match policy(b, ctx, ns).await? {
+                Ok(policy) => observe_stream(&ddb, &sqs, s, policy.as_ref()).await,
+                Err(p) => Err(p),
+            },
             (None, None) => Err(Problem {
                 reason: "Invalid",
                 message: "neither sqs nor dynamodbStream is set".into(),
@@ -308,7 +311,9 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, provisio
 
 async fn observe_stream(
     ddb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
     s: &DynamoDbStream,
+    policy: Option<&DeadLetterPolicy>,
 ) -> Result<QueueBindingStatus, Problem> {
     let arn = match (&s.stream_arn, &s.table_name) {
         (Some(arn), _) => Some(arn.clone()),
@@ -335,9 +340,25 @@ async fn observe_stream(
         }
         (None, None) => None,
     };
+    // A stream has no queue of its own: failed records go to the policy's DLQ,
+    // `<table>-dlq` unless the policy names one.
+    let dlq_url = match (policy, &s.table_name) {
+        (Some(p), Some(table)) => Some(
+            provision::ensure_dead_letter_queue(sqs, table, p)
+                .await
+                .map_err(problem)?,
+        ),
+        _ => None,
+    };
+    let dlq_depth = match &dlq_url {
+        Some(u) => Some(depth_of(sqs, u).await?),
+        None => None,
+    };
     match arn {
         Some(arn) => Ok(QueueBindingStatus {
             stream_arn: Some(arn),
+            dlq_url,
+            dlq_depth,
             ..Default::default()
         }),
         None => Err(Problem {

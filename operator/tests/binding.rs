@@ -139,14 +139,15 @@ async fn an_unreachable_endpoint_is_reported() {
 #[tokio::test]
 async fn stream_bindings_resolve_or_create_their_table_stream() {
     let moto = Moto::start();
-    let api = cluster(json!({"dynamodbStream": {"tableName": "comments", "create": true}}));
+    let api = cluster(
+        json!({"dynamodbStream": {"tableName": "comments", "create": true}, "deadLetterPolicyRef": {"name": "p"}}),
+    );
     let b = run(&api, &moto).await;
+    let s = b.status.unwrap();
+    assert!(s.stream_arn.unwrap().contains(":table/comments/stream/"));
     assert!(
-        b.status
-            .unwrap()
-            .stream_arn
-            .unwrap()
-            .contains(":table/comments/stream/")
+        s.dlq_url.unwrap().ends_with("/comments-dlq"),
+        "failed records need a DLQ"
     );
 
     eventpipe_core::provision::ensure_table(&moto.dynamodb(), "plain", "id", false)
