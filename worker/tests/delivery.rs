@@ -182,6 +182,11 @@ async fn dynamodb_processor_puts_events_with_their_trace_and_counts_aggregates()
         "the stored trace continues the message's"
     );
     assert_ne!(stored, traceparent(trace), "and is the delivery's own span");
+    let stored_at = item["_eventpipe"]["stored_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(stored_at).is_ok(),
+        "{stored_at}"
+    );
 
     let count_cfg = format!(
         "{POLICY}{}{}",

@@ -27,7 +27,7 @@ impl DynamoDbProcessor {
             .ddb
             .put_item()
             .table_name(&self.spec.table_name)
-            .set_item(Some(item::from_event(&event)))
+            .set_item(Some(stamped(item::from_event(&event))))
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
@@ -80,6 +80,16 @@ impl DynamoDbProcessor {
             )),
         }
     }
+}
+
+/// Marks when the item was stored (`_eventpipe.stored_at`, RFC 3339 with
+/// milliseconds), so end-to-end latency can be read off the table.
+fn stamped(mut item: HashMap<String, AttributeValue>) -> HashMap<String, AttributeValue> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if let Some(AttributeValue::M(meta)) = item.get_mut(item::META) {
+        meta.insert("stored_at".into(), AttributeValue::S(now));
+    }
+    item
 }
 
 /// The counter item's key parts, `(attribute, value)`, taken from the event.

@@ -1,0 +1,319 @@
+//! `eventpipe demo`: the GitHub analytics pipeline run locally, a few hundred signed
+//! `issue_comment` webhooks (some of them poison) sent through it, and a summary of
+//! what happened. Exits non-zero when the numbers do not add up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use eventpipe_core::{item, provision};
+use eventpipe_crds::Manifest;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::dev::{self, Dev};
+use crate::send;
+
+#[derive(Args)]
+pub struct Demo {
+    /// The pipeline manifest (GitHub analytics: webhook → queue → table → stream → counts).
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "examples/github-analytics.yaml"
+    )]
+    file: PathBuf,
+    /// Webhooks to send.
+    #[arg(long, default_value_t = 300)]
+    events: usize,
+    /// How many of them are poison (no repository, so they cannot be counted).
+    #[arg(long, default_value_t = 5)]
+    poison: usize,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    ops_listen: SocketAddr,
+    /// Longest wait for the pipeline to settle.
+    #[arg(long, default_value = "180s")]
+    timeout: eventpipe_crds::Duration,
+}
+
+const REPOSITORIES: [&str; 3] = ["acme/widgets", "acme/gadgets", "acme/docs"];
+
+/// Where the example keeps what the demo reads back.
+struct Tables {
+    events: String,
+    counts: String,
+    counter: String,
+    dead_letters: String,
+}
+
+fn tables(manifest: &Manifest) -> anyhow::Result<Tables> {
+    let processors: Vec<_> = manifest
+        .pipelines
+        .iter()
+        .filter_map(|p| p.spec.processor.dynamodb.clone())
+        .collect();
+    let events = processors
+        .iter()
+        .find(|d| d.aggregate.is_none())
+        .context("no pipeline writes events into a table")?;
+    let counts = processors
+        .iter()
+        .find(|d| d.aggregate.is_some())
+        .context("no pipeline counts into a table")?;
+    let stream = manifest
+        .bindings
+        .iter()
+        .find_map(|b| b.spec.dynamodb_stream.as_ref()?.table_name.clone())
+        .context("no stream binding")?;
+    Ok(Tables {
+        events: events.table_name.clone(),
+        counts: counts.table_name.clone(),
+        counter: counts
+            .aggregate
+            .as_ref()
+            .map(|a| a.counter.clone())
+            .unwrap_or_default(),
+        dead_letters: format!("{stream}-dlq"),
+    })
+}
+
+fn comment(i: usize, poison: bool) -> Value {
+    let mut body = json!({
+        "action": "created",
+        "issue": {"number": 1 + i % 25, "title": format!("Issue {}", 1 + i % 25)},
+        "comment": {"id": 1000 + i, "body": format!("comment {i}"), "user": {"login": "octocat"}},
+        "repository": {"full_name": REPOSITORIES[i % REPOSITORIES.len()]},
+        "sender": {"login": "octocat"},
+    });
+    if poison {
+        body.as_object_mut().unwrap().remove("repository");
+    }
+    body
+}
+
+impl Demo {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let dev = Dev {
+            files: vec![self.file.clone()],
+            listen: self.listen,
+            ops_listen: self.ops_listen,
+            secrets_dir: None,
+        };
+        let running = dev::start(&dev).await?;
+        let result = self.drive(&running).await;
+        running.stop().await;
+        result
+    }
+
+    async fn drive(&self, running: &dev::Running) -> anyhow::Result<()> {
+        let manifest = &running.manifest;
+        let t = tables(manifest)?;
+        let (pipeline, webhook, url) = running
+            .webhooks
+            .first()
+            .cloned()
+            .context("the manifest has no webhook")?;
+        let hook = manifest
+            .pipelines
+            .iter()
+            .filter_map(|p| p.spec.ingress.as_ref())
+            .flat_map(|i| &i.webhooks)
+            .find(|h| h.name == webhook)
+            .cloned()
+            .unwrap();
+        let secret = Arc::new(send::read_secret(&hook, &running.secrets_dir)?);
+        println!(
+            "\nsending {} signed issue_comment webhooks ({} poison) to {pipeline}/{webhook} at {url}",
+            self.events, self.poison
+        );
+
+        let client = reqwest::Client::new();
+        let gate = Arc::new(Semaphore::new(16));
+        let mut sends = tokio::task::JoinSet::new();
+        let poison_every = self.events / self.poison.max(1);
+        for i in 0..self.events {
+            let poison = self.poison > 0
+                && i % poison_every == poison_every - 1
+                && i / poison_every < self.poison;
+            let body = serde_json::to_vec(&comment(i, poison))?;
+            let headers = send::headers(&hook, &secret, &body, Some("issue_comment"))?;
+            let (client, url, gate) = (client.clone(), url.clone(), gate.clone());
+            sends.spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                let mut request = client.post(&url).body(body);
+                for (k, v) in headers {
+                    request = request.header(k, v);
+                }
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16() == 202)
+                    .unwrap_or(false)
+            });
+        }
+        let mut accepted = 0;
+        while let Some(ok) = sends.join_next().await {
+            accepted += usize::from(ok.unwrap_or(false));
+        }
+        println!(
+            "accepted {accepted}/{} (202 after each event was stored in the queue)",
+            self.events
+        );
+
+        let config = eventpipe_core::aws::default_config().await;
+        let (ddb, sqs) = (
+            aws_sdk_dynamodb::Client::new(&config),
+            aws_sdk_sqs::Client::new(&config),
+        );
+        let dlq = provision::url_of(&sqs, &t.dead_letters).await?;
+        let deadline = Instant::now() + self.timeout.as_std();
+        let (mut stored, mut counts, mut dead) = (vec![], BTreeMap::new(), 0);
+        while Instant::now() < deadline {
+            stored = scan(&ddb, &t.events).await?;
+            counts = scan(&ddb, &t.counts)
+                .await?
+                .into_iter()
+                .map(|c| (c["id"].as_str().unwrap_or_default().to_string(), c))
+                .collect();
+            dead = depth(&sqs, &dlq).await?;
+            let counted: i64 = counts
+                .values()
+                .map(|c| c[&t.counter].as_i64().unwrap_or(0))
+                .sum();
+            if stored.len() >= accepted && counted as usize + dead >= accepted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let counted: i64 = counts
+            .values()
+            .map(|c| c[&t.counter].as_i64().unwrap_or(0))
+            .sum();
+        self.report(&t, accepted, &stored, &counts, counted, dead)
+    }
+
+    fn report(
+        &self,
+        t: &Tables,
+        accepted: usize,
+        stored: &[Value],
+        counts: &BTreeMap<String, Value>,
+        counted: i64,
+        dead: usize,
+    ) -> anyhow::Result<()> {
+        println!(
+            "processed {} into table {} (webhook → SQS → worker → DynamoDB)",
+            stored.len(),
+            t.events
+        );
+        println!(
+            "counted {counted} in table {} (table stream → worker → aggregate)",
+            t.counts
+        );
+        println!(
+            "dead-lettered {dead} into {} (comments without a repository)",
+            t.dead_letters
+        );
+        println!("\n{:<16} {:<12} {:>8}", "repository", "day", t.counter);
+        for c in counts.values() {
+            println!(
+                "{:<16} {:<12} {:>8}",
+                c["repository"].as_str().unwrap_or("-"),
+                c["day"].as_str().unwrap_or("-"),
+                c[&t.counter]
+            );
+        }
+        let mut latencies: Vec<f64> = stored.iter().filter_map(latency_ms).collect();
+        latencies.sort_by(f64::total_cmp);
+        if !latencies.is_empty() {
+            let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+            println!(
+                "\nlatency webhook → stored: p50 {:.0} ms, p99 {:.0} ms ({} events)",
+                pct(0.5),
+                pct(0.99),
+                latencies.len()
+            );
+        }
+        if let Some(trace) = stored
+            .iter()
+            .find_map(|s| s["_eventpipe"]["traceparent"].as_str())
+            .and_then(|tp| tp.split('-').nth(1))
+        {
+            println!("one trace: {trace}");
+            println!(
+                "  view it: run Jaeger (docker run -p 16686:16686 -p 4318:4318 jaegertracing/all-in-one),"
+            );
+            println!(
+                "  then OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 make demo, and open http://localhost:16686/trace/<trace id>"
+            );
+        }
+        let expected_poison = self.poison.min(accepted);
+        let adds_up = accepted == self.events
+            && stored.len() == accepted
+            && dead == expected_poison
+            && counted as usize == accepted - expected_poison;
+        if adds_up {
+            println!("\nOK: every accepted event was processed, counted once or dead-lettered");
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "the numbers do not add up: sent {}, accepted {accepted}, stored {}, counted {counted}, dead-lettered {dead} (want {expected_poison})",
+                self.events,
+                stored.len()
+            )
+        }
+    }
+}
+
+/// Milliseconds from the event's time (set at the ingress) to its write into the table.
+fn latency_ms(item: &Value) -> Option<f64> {
+    let parse = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok();
+    let (from, to) = (
+        parse(&item["time"])?,
+        parse(&item["_eventpipe"]["stored_at"])?,
+    );
+    Some((to - from).num_microseconds()? as f64 / 1000.0)
+}
+
+async fn scan(ddb: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<Vec<Value>> {
+    let mut all = vec![];
+    let mut start = None;
+    for _ in 0..1000 {
+        let out = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .with_context(|| format!("scan {table}"))?;
+        all.extend(out.items.unwrap_or_default().into_iter().map(item::to_json));
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<usize> {
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(Attr::ApproximateNumberOfMessages)
+        .send()
+        .await?;
+    Ok(out
+        .attributes
+        .and_then(|a| {
+            a.get(&Attr::ApproximateNumberOfMessages)
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0))
+}

@@ -1,0 +1,270 @@
+//! `eventpipe dev`: the manifests a user applies, run in one process against a local
+//! AWS emulator: provisioning, the ingress and the workers of every pipeline.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use eventpipe_core::{aws, ops, provision};
+use eventpipe_crds::Manifest;
+use eventpipe_ingress::{Ingress, IngressConfig};
+use eventpipe_testkit::Moto;
+use eventpipe_worker::{Options, Worker, metrics::Metrics};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Where `make dev` runs moto's server.
+pub const DEV_ENDPOINT: &str = "http://127.0.0.1:5000";
+
+#[derive(Args, Clone)]
+pub struct Dev {
+    /// Manifest files, the same a user applies with `kubectl apply -f`.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where the webhooks listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Prometheus metrics, /healthz and /readyz of ingress and workers.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub ops_listen: SocketAddr,
+    /// Secrets as `<dir>/<name>/<key>`; missing ones are generated there.
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
+}
+
+/// The AWS endpoint local mode talks to; a moto it started lives as long as this.
+pub struct Emulator {
+    pub endpoint: String,
+    _moto: Option<Moto>,
+}
+
+/// Picks the AWS endpoint before any thread starts (it sets the SDK's environment):
+/// `AWS_ENDPOINT_URL` when set, else the emulator `make dev` runs, else a moto server
+/// started here. Never real AWS by surprise.
+pub fn emulator() -> anyhow::Result<Emulator> {
+    let (endpoint, moto) = if let Ok(url) = std::env::var("AWS_ENDPOINT_URL") {
+        (url, None)
+    } else if std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5000".parse()?,
+        Duration::from_millis(300),
+    )
+    .is_ok()
+    {
+        (DEV_ENDPOINT.to_string(), None)
+    } else if eventpipe_testkit::moto_server_path().exists() {
+        let moto = Moto::start();
+        (moto.endpoint(), Some(moto))
+    } else {
+        anyhow::bail!(
+            "no AWS endpoint: run `make dev` (moto's server on {DEV_ENDPOINT}), or set AWS_ENDPOINT_URL to an emulator"
+        );
+    };
+    // SAFETY: called from `main` before the runtime or any other thread exists.
+    unsafe {
+        std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
+        for (key, default) in [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ] {
+            if std::env::var_os(key).is_none() {
+                std::env::set_var(key, default);
+            }
+        }
+    }
+    Ok(Emulator {
+        endpoint,
+        _moto: moto,
+    })
+}
+
+/// A running local pipeline.
+pub struct Running {
+    /// (pipeline, webhook, URL) of every webhook.
+    pub webhooks: Vec<(String, String, String)>,
+    pub secrets_dir: PathBuf,
+    pub manifest: Manifest,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Stops receiving, drains, and waits for everything to finish.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
+    let manifest = Manifest::load_all(&dev.files)?;
+    let pipelines = manifest.resolved()?;
+    provision_all(&manifest).await?;
+    let secrets_dir = match &dev.secrets_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("eventpipe-dev-{}", std::process::id())),
+    };
+    generate_missing_secrets(&manifest, &secrets_dir)?;
+
+    let mut registry = Registry::default();
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut webhooks = vec![];
+    let file = dev.files[0].display().to_string();
+    if manifest.pipelines.iter().any(|p| p.spec.ingress.is_some()) {
+        let config = IngressConfig::from_manifest(&manifest, &file)?;
+        let settings = eventpipe_ingress::Settings {
+            secrets_dir: secrets_dir.clone(),
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind(dev.listen)
+            .await
+            .with_context(|| format!("listen on {}", dev.listen))?;
+        let addr = listener.local_addr()?;
+        for w in &config.webhooks {
+            webhooks.push((
+                w.pipeline.clone(),
+                w.spec.name.clone(),
+                format!("http://{addr}{}", w.spec.path),
+            ));
+        }
+        let ingress = Ingress::new(config, settings, &mut registry).await?;
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = ingress
+                .serve(listener, async move { stopped.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "ingress stopped");
+            }
+        });
+    }
+    let metrics = Metrics::register(&mut registry);
+    let options = Options {
+        secrets_dir: secrets_dir.clone(),
+        grace: Duration::from_secs(10),
+        aws: aws::default_config().await,
+        streams: Default::default(),
+    };
+    let worker = Worker::build(&pipelines, &options, &metrics).await?;
+    let worker_stop = stop.clone();
+    tasks.spawn(async move { worker.run(worker_stop).await });
+
+    let ready = ops::Ready::default();
+    ready.set(true);
+    let ops_listener = tokio::net::TcpListener::bind(dev.ops_listen)
+        .await
+        .with_context(|| format!("listen on {}", dev.ops_listen))?;
+    let ops_stop = stop.clone();
+    tasks.spawn(async move {
+        let _ = ops::serve(ops_listener, Arc::new(registry), ready, async move {
+            ops_stop.cancelled().await
+        })
+        .await;
+    });
+    Ok(Running {
+        webhooks,
+        secrets_dir,
+        manifest,
+        stop,
+        tasks,
+    })
+}
+
+/// Creates what the QueueBindings ask for: queues, DLQs and redrive policies,
+/// stream-enabled tables and their DLQs.
+async fn provision_all(manifest: &Manifest) -> anyhow::Result<()> {
+    let config = aws::default_config().await;
+    let (sqs, ddb) = (
+        aws_sdk_sqs::Client::new(&config),
+        aws_sdk_dynamodb::Client::new(&config),
+    );
+    for b in &manifest.bindings {
+        let name = b.metadata.name.clone().unwrap_or_default();
+        let policy = b.spec.dead_letter_policy_ref.as_ref().and_then(|r| {
+            manifest
+                .policies
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(&r.name))
+        });
+        if let Some(q) = b.spec.sqs.as_ref().filter(|q| q.create) {
+            let made = provision::ensure_sqs(&sqs, q, policy)
+                .await
+                .with_context(|| format!("QueueBinding {name:?}"))?;
+            println!(
+                "queue   {name}: {}{}",
+                made.url,
+                made.dlq_url
+                    .map(|d| format!(" (DLQ {d})"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(s) = b.spec.dynamodb_stream.as_ref().filter(|s| s.create) {
+            let table = s.table_name.clone().unwrap_or_default();
+            provision::ensure_table(&ddb, &table, "id", true)
+                .await
+                .with_context(|| format!("QueueBinding {name:?}"))?;
+            let dlq = match policy {
+                Some(p) => format!(
+                    " (DLQ {})",
+                    provision::ensure_dead_letter_queue(&sqs, &table, p).await?
+                ),
+                None => String::new(),
+            };
+            println!("stream  {name}: table {table}{dlq}");
+        }
+    }
+    Ok(())
+}
+
+/// Writes a random secret for every webhook key that has none yet.
+fn generate_missing_secrets(manifest: &Manifest, dir: &Path) -> anyhow::Result<()> {
+    for p in &manifest.pipelines {
+        for hook in p.spec.ingress.iter().flat_map(|i| &i.webhooks) {
+            let r = &hook.signature.secret_ref;
+            let file = dir.join(&r.name).join(&r.key);
+            if !file.exists() {
+                std::fs::create_dir_all(file.parent().unwrap())?;
+                let secret = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                std::fs::write(&file, &secret)?;
+                println!(
+                    "secret  {}/{}: generated in {}",
+                    r.name,
+                    r.key,
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(dev: Dev, emulator: &Emulator) -> anyhow::Result<()> {
+    println!("AWS endpoint {}", emulator.endpoint);
+    let running = start(&dev).await?;
+    let config = dev
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (pipeline, webhook, url) in &running.webhooks {
+        println!("webhook {pipeline}/{webhook}: POST {url}");
+        println!(
+            "        try: eventpipe send --config {config} --to {url} --secrets-dir {} {pipeline} {webhook}",
+            running.secrets_dir.display()
+        );
+    }
+    println!("metrics http://{}/metrics; Ctrl-C stops", dev.ops_listen);
+    ops::shutdown_signal().await;
+    println!("stopping: finishing in-flight deliveries");
+    running.stop().await;
+    Ok(())
+}

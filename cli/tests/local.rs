@@ -1,0 +1,120 @@
+//! Local mode: `eventpipe demo` end to end against moto, and `eventpipe send`'s errors.
+
+use std::process::Command;
+
+use eventpipe_testkit::Moto;
+
+fn eventpipe(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn the_demo_runs_the_github_example_and_the_numbers_add_up() {
+    let moto = Moto::start();
+    let env: Vec<(&str, String)> = moto.env();
+    let (ok, out, err) = eventpipe(&["demo", "--events", "40", "--poison", "2"], &env);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("accepted 40/40"), "{out}");
+    assert!(
+        out.contains("processed 40 into table github-comments"),
+        "{out}"
+    );
+    assert!(
+        out.contains("counted 38 in table github-daily-counts"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dead-lettered 2 into github-comments-dlq"),
+        "{out}"
+    );
+    assert!(out.contains("acme/widgets"), "{out}");
+    assert!(out.contains("one trace: "), "{out}");
+    assert!(
+        out.contains("OK: every accepted event was processed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn send_names_what_is_missing() {
+    let env = vec![];
+    let (ok, _, err) = eventpipe(
+        &[
+            "send",
+            "--config",
+            "examples/github-analytics.yaml",
+            "github-ingest",
+            "gitlab",
+        ],
+        &env,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("EventPipeline \"github-ingest\" has no webhook \"gitlab\" (has: github)"),
+        "{err}"
+    );
+    let (ok, _, err) = eventpipe(
+        &[
+            "send",
+            "--config",
+            "examples/github-analytics.yaml",
+            "--secrets-dir",
+            "/nonexistent",
+            "github-ingest",
+            "github",
+        ],
+        &env,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("secret github-webhook/secret (/nonexistent/github-webhook/secret)"),
+        "{err}"
+    );
+    let dir = std::env::temp_dir().join(format!("eventpipe-send-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("github-webhook")).unwrap();
+    std::fs::write(dir.join("github-webhook/secret"), "s3cr3t").unwrap();
+    let d = dir.to_str().unwrap();
+    let (ok, _, err) = eventpipe(
+        &[
+            "send",
+            "--config",
+            "examples/github-analytics.yaml",
+            "--secrets-dir",
+            d,
+            "github-ingest",
+            "github",
+        ],
+        &env,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("takes its event type from header X-GitHub-Event: pass --event-type"),
+        "{err}"
+    );
+    let (ok, _, err) = eventpipe(
+        &[
+            "send",
+            "--config",
+            "examples/github-analytics.yaml",
+            "--secrets-dir",
+            d,
+            "--data",
+            "{nope",
+            "github-ingest",
+            "github",
+        ],
+        &env,
+    );
+    assert!(!ok);
+    assert!(err.contains("the body is not JSON"), "{err}");
+}
