@@ -167,6 +167,26 @@ pub async fn arn_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, Prov
         .unwrap_or_default())
 }
 
+/// Approximate messages in a queue, visible plus in flight.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, ProvisionError> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(Attr::ApproximateNumberOfMessages)
+        .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(fail(url))?;
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |k: &Attr| {
+        attrs
+            .get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(n(&Attr::ApproximateNumberOfMessages) + n(&Attr::ApproximateNumberOfMessagesNotVisible))
+}
+
 /// Creates an on-demand table keyed by string `key` when missing, with a stream of new
 /// and old images when `stream` is set; returns the stream ARN when there is one.
 pub async fn ensure_table(

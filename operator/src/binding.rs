@@ -256,7 +256,9 @@ async fn observe_sqs(
             dlq_url: None,
         }
     };
-    let depth = depth(sqs, &queues.url).await.map_err(problem)?;
+    let depth = provision::queue_depth(sqs, &queues.url)
+        .await
+        .map_err(problem)?;
     let dlq_url = match (&queues.dlq_url, policy) {
         (Some(u), _) => Some(u.clone()),
         (None, Some(p)) => {
@@ -287,26 +289,7 @@ async fn observe_sqs(
 }
 
 async fn depth_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, Problem> {
-    depth(sqs, url).await.map_err(problem)
-}
-
-/// Visible plus in-flight messages.
-pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, provision::ProvisionError> {
-    use aws_sdk_sqs::types::QueueAttributeName as Attr;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(Attr::ApproximateNumberOfMessages)
-        .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| provision::ProvisionError {
-            what: url.into(),
-            message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-        })?;
-    let a = out.attributes.unwrap_or_default();
-    let n = |k: &Attr| a.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-    Ok(n(&Attr::ApproximateNumberOfMessages) + n(&Attr::ApproximateNumberOfMessagesNotVisible))
+    provision::queue_depth(sqs, url).await.map_err(problem)
 }
 
 async fn observe_stream(

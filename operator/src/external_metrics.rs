@@ -230,7 +230,7 @@ pub async fn refresh(
             let Some(sqs) = binding::sqs_client(b, ctx, &ns).await else {
                 continue;
             };
-            match binding::depth(&sqs, &url).await {
+            match eventpipe_core::provision::queue_depth(&sqs, &url).await {
                 Ok(n) => values.queue_depth = Some(values.queue_depth.unwrap_or(0) + n),
                 Err(e) => {
                     tracing::warn!(pipeline = %p.name_any(), error = %e, "queue depth not read")

@@ -563,23 +563,7 @@ async fn reserve(
 
 /// Approximate messages visible and in flight.
 pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<i64> {
-    use aws_sdk_sqs::types::QueueAttributeName as Attr;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(Attr::ApproximateNumberOfMessages)
-        .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .ok()?;
-    let attrs = out.attributes?;
-    let n = |k: &Attr| {
-        attrs
-            .get(k)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
-    Some(n(&Attr::ApproximateNumberOfMessages) + n(&Attr::ApproximateNumberOfMessagesNotVisible))
+    eventpipe_core::provision::queue_depth(sqs, url).await.ok()
 }
 
 pub fn system_attribute(message: &Message, name: SysAttr) -> Option<String> {
