@@ -335,9 +335,9 @@ impl SqsSource {
         let span = tracing::Span::current();
         match envelope::decode(body, &id, &source) {
             Decoded::Event(event) | Decoded::Wrapped(event) => {
-                span.record("event_id", event.id());
+                span.record("event.id", event.id());
                 span.record(
-                    "correlation_id",
+                    "correlation.id",
                     envelope::correlation_id(&event).unwrap_or_default(),
                 );
                 let decision = self.handler.handle(&event, &attempt, &self.labels).await;
@@ -370,8 +370,8 @@ impl SqsSource {
             messaging.destination.name = queue,
             messaging.message.id = message.message_id.as_deref().unwrap_or_default(),
             pipeline = %self.labels.pipeline,
-            correlation_id = Empty,
-            event_id = Empty,
+            correlation.id = Empty,
+            event.id = Empty,
         );
         let trace = trace_of(message);
         eventpipe_core::telemetry::continue_trace(

@@ -199,8 +199,8 @@ impl Reader {
             messaging.destination.partition.id = self.shard(),
             messaging.message.id = records::sequence_number(record),
             pipeline = %self.source.labels.pipeline,
-            correlation_id = envelope::correlation_id(event).unwrap_or_default(),
-            event_id = event.id(),
+            correlation.id = envelope::correlation_id(event).unwrap_or_default(),
+            event.id = event.id(),
         );
         let trace = envelope::trace_context(event);
         eventpipe_core::telemetry::continue_trace(
