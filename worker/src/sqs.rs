@@ -293,15 +293,19 @@ impl SqsSource {
             return false;
         };
         let _enter = span.enter();
+        // Every line about an event names it, its correlation id and its trace.
+        let correlation_id = envelope::correlation_id(&event).unwrap_or_default();
+        let event_id = event.id().to_string();
+        let trace_id = eventpipe_core::telemetry::trace_id(&span);
         match decision {
             Decision::Ack(outcome) => {
-                tracing::debug!(outcome, "acknowledged");
+                tracing::info!(outcome, %correlation_id, %event_id, %trace_id, "acknowledged");
                 self.handler.metrics.outcome(&self.labels, outcome);
                 let _ = acks.send(receipt);
                 true
             }
             Decision::Retry(delay, error) => {
-                tracing::warn!(error = %error, retry_in = ?delay, "delivery failed; will retry");
+                tracing::warn!(error = %error, retry_in = ?delay, %correlation_id, %event_id, %trace_id, "delivery failed; will retry");
                 self.handler.metrics.outcome(&self.labels, "retried");
                 if let Some(delay) = delay {
                     self.set_visibility(&receipt, visibility_seconds(delay))
@@ -437,7 +441,8 @@ impl SqsSource {
             tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not dead-letter; the message will be retried");
             return false;
         }
-        tracing::warn!(error, dlq, "dead-lettered");
+        let correlation_id = envelope::correlation_id(event).unwrap_or_default();
+        tracing::warn!(error, dlq, %correlation_id, event_id = event.id(), "dead-lettered");
         self.handler.metrics.outcome(&self.labels, "dead_lettered");
         let group = system_attribute(message, SysAttr::MessageGroupId);
         if let Err(e) = self

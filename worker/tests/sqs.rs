@@ -92,6 +92,16 @@ async fn delivers_every_message_once_and_deletes_it() {
     assert!(first.headers["ce-correlationid"].starts_with("corr-e"));
     assert!(first.headers["traceparent"].starts_with("00-"));
     assert!(first.body.starts_with("{\"n\":"), "{}", first.body);
+    // Each event's log line names it, its correlation id and the trace it continues.
+    let log = worker.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"acknowledged\"") && l.contains("\"e3\""))
+        .unwrap_or_else(|| panic!("{log}"));
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["correlation_id"], "corr-e3");
+    assert_eq!(line["event_id"], "e3");
+    assert_eq!(line["trace_id"].as_str().unwrap().len(), 32);
     let metrics = worker.metrics().await;
     assert!(
         metrics.contains(
