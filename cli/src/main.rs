@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let _telemetry = emulator
+    let telemetry = emulator
         .as_ref()
         .map(|_| eventpipe_core::telemetry::init("eventpipe"));
     let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime starts");
@@ -67,6 +67,10 @@ fn main() -> ExitCode {
             Command::Demo(demo) => demo.run().await,
         }
     });
+    // Spans still buffered go out before the process ends.
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
