@@ -82,12 +82,7 @@ pub async fn ensure_dead_letter_queue(
     queue_name: &str,
     policy: &DeadLetterPolicy,
 ) -> Result<String, ProvisionError> {
-    if let Some(url) = policy
-        .spec
-        .dead_letter_queue
-        .as_ref()
-        .and_then(|d| d.queue_url.clone())
-    {
+    if let Some(url) = policy.spec.dead_letter_queue_url() {
         return Ok(url);
     }
     let name = dead_letter_queue_name(queue_name, policy).unwrap_or_default();

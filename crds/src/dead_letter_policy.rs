@@ -64,6 +64,13 @@ pub struct DeadLetterPolicySpec {
     pub non_retryable: NonRetryable,
 }
 
+impl DeadLetterPolicySpec {
+    /// The dead-letter queue's URL, when the policy gives one.
+    pub fn dead_letter_queue_url(&self) -> Option<String> {
+        self.dead_letter_queue.as_ref()?.queue_url.clone()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Backoff {

@@ -265,11 +265,7 @@ async fn observe_sqs(
             match provision::dead_letter_queue_name(q.queue_name.as_deref().unwrap_or_default(), p)
             {
                 Some(name) => provision::url_of(sqs, &name).await.ok(),
-                None => p
-                    .spec
-                    .dead_letter_queue
-                    .as_ref()
-                    .and_then(|d| d.queue_url.clone()),
+                None => p.spec.dead_letter_queue_url(),
             }
         }
         (None, None) => None,

@@ -166,12 +166,7 @@ pub(crate) async fn dead_letter_queue(
     queue: &eventpipe_crds::SqsQueue,
     policy: &eventpipe_crds::DeadLetterPolicy,
 ) -> anyhow::Result<String> {
-    if let Some(url) = policy
-        .spec
-        .dead_letter_queue
-        .as_ref()
-        .and_then(|d| d.queue_url.clone())
-    {
+    if let Some(url) = policy.spec.dead_letter_queue_url() {
         return Ok(url);
     }
     let attrs = sqs
@@ -321,13 +316,10 @@ async fn stream_dead_letter_queue(
     table: &str,
     policy: &DeadLetterPolicy,
 ) -> anyhow::Result<Publisher> {
-    let named = policy.spec.dead_letter_queue.as_ref();
-    let url = match named.and_then(|d| d.queue_url.clone()) {
+    let url = match policy.spec.dead_letter_queue_url() {
         Some(url) => url,
         None => {
-            let name = named
-                .and_then(|d| d.queue_name.clone())
-                .unwrap_or_else(|| format!("{table}-dlq"));
+            let name = provision::dead_letter_queue_name(table, policy).unwrap_or_default();
             provision::url_of(sqs, &name).await.map_err(|e| {
                 anyhow::anyhow!(
                     "dead-letter queue {name:?} of DeadLetterPolicy {:?} not found: {}",
