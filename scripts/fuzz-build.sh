@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the fuzz targets (they run on demand: `cargo +nightly fuzz run webhook_request`
-# from ingress/). cargo-fuzz needs a nightly toolchain; without one this says so and
+# Builds the fuzz targets on demand (`make fuzz-build`; they run with `cargo +nightly fuzz run webhook_request`
+# from ingress/). A separate build of the whole dependency tree under nightly, so not
+# part of `make test`. cargo-fuzz needs a nightly toolchain; without one this says so and
 # stops, since no toolchain can be fetched here.
 set -euo pipefail
 cd "$(dirname "$0")/../ingress"
