@@ -11,6 +11,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 $helm lint --strict "$chart"
+# The CRDs themselves are valid apiextensions.k8s.io/v1 objects for Kubernetes 1.30.
+$validate crds/*.yaml
 diff -r crds "$chart/crds" --exclude='*.rs' --exclude=src --exclude=tests --exclude=Cargo.toml
 
 $helm template t "$chart" -n eventpipe > "$out/default.yaml"
