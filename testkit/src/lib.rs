@@ -1,6 +1,6 @@
-//! Test support. [`Moto`] runs moto's server (a real AWS-compatible SQS and DynamoDB)
-//! on a free 127.0.0.1 port for the life of a test, so tests need no set-up beyond
-//! `make venv`.
+//! [`Moto`] runs moto's server (a real AWS-compatible SQS and DynamoDB) on a free
+//! 127.0.0.1 port for as long as it is kept: for the life of a test, or of a local
+//! `eventpipe dev` run. Nothing beyond `make venv` is needed.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
