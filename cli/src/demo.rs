@@ -181,7 +181,7 @@ impl Demo {
                 .into_iter()
                 .map(|c| (c["id"].as_str().unwrap_or_default().to_string(), c))
                 .collect();
-            dead = depth(&sqs, &dlq).await?;
+            dead = provision::queue_depth(&sqs, &dlq).await? as usize;
             let counted: i64 = counts
                 .values()
                 .map(|c| c[&t.counter].as_i64().unwrap_or(0))
@@ -299,21 +299,4 @@ async fn scan(ddb: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<Vec
         }
     }
     Ok(all)
-}
-
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<usize> {
-    use aws_sdk_sqs::types::QueueAttributeName as Attr;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(Attr::ApproximateNumberOfMessages)
-        .send()
-        .await?;
-    Ok(out
-        .attributes
-        .and_then(|a| {
-            a.get(&Attr::ApproximateNumberOfMessages)
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0))
 }

@@ -66,3 +66,26 @@ pub async fn install_crds(client: &Client) {
             .unwrap();
     }
 }
+
+/// The YAML documents of the named example files (all of `examples/` when empty), in order.
+pub fn example_documents(files: &[&str]) -> Vec<serde_json::Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut paths: Vec<_> = match files {
+        [] => std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect(),
+        some => some.iter().map(|f| dir.join(f)).collect(),
+    };
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .filter(|v: &serde_json::Value| !v.is_null())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -15,26 +15,6 @@ fn api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
 }
 
-fn examples() -> Vec<Value> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    let mut docs = vec![];
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if !v.is_null() {
-                docs.push(v);
-            }
-        }
-    }
-    docs
-}
-
 /// Creates `object` with dry run, so the API server validates it without keeping it.
 async fn dry_run(client: &Client, ns: &str, object: &Value) -> Result<(), String> {
     let kind = object["kind"].as_str().unwrap();
@@ -66,7 +46,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_by_the_api_ser
         .await
         .unwrap();
 
-    let docs = examples();
+    let docs = eventpipe_e2e::example_documents(&[]);
     for doc in &docs {
         let kind = doc["kind"].as_str().unwrap();
         let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();

@@ -69,18 +69,6 @@ async fn eventually<T>(
     }
 }
 
-fn example_documents() -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/github-analytics.yaml"
-    ))
-    .unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
-
 async fn apply(client: &Client, ns: &str, doc: &Value) {
     let kind = doc["kind"].as_str().unwrap();
     let gvk = kube::core::GroupVersionKind::gvk("eventpipe.dev", "v1alpha1", kind);
@@ -126,7 +114,7 @@ async fn an_applied_pipeline_becomes_workloads_and_follows_its_spec() {
         )
         .await
         .unwrap();
-    for doc in example_documents() {
+    for doc in eventpipe_e2e::example_documents(&["github-analytics.yaml"]) {
         apply(&client, &ns, &doc).await;
     }
     let pipelines: Api<EventPipeline> = Api::namespaced(client.clone(), &ns);
