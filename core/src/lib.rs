@@ -1,8 +1,10 @@
 //! What the ingress, the worker and the operator share: the CloudEvent envelope,
 //! telemetry (JSON logs, OpenTelemetry traces, W3C propagation), the ops endpoints
-//! (`/metrics`, `/healthz`, `/readyz`) and AWS client set-up.
+//! (`/metrics`, `/healthz`, `/readyz`), AWS client set-up and the layout of the
+//! stream checkpoint table.
 
 pub mod aws;
+pub mod checkpoints;
 pub mod envelope;
 pub mod item;
 pub mod ops;

@@ -116,6 +116,18 @@ pub async fn sqs_client(b: &QueueBinding, ctx: &Context, ns: &str) -> Option<aws
     }
 }
 
+/// The DynamoDB client for a binding, when its configuration can be built.
+pub async fn dynamodb_client(
+    b: &QueueBinding,
+    ctx: &Context,
+    ns: &str,
+) -> Option<aws_sdk_dynamodb::Client> {
+    match clients(b, ctx, ns).await {
+        Ok(Ok((_, ddb))) => Some(ddb),
+        _ => None,
+    }
+}
+
 /// A reason a person can act on, from an AWS error.
 pub fn classify(error: &str) -> &'static str {
     if error.contains("AccessDenied")

@@ -1,20 +1,25 @@
 //! The `external.metrics.k8s.io/v1beta1` API the HorizontalPodAutoscaler reads:
 //! queue depth and stream lag per pipeline, served over HTTPS from a cache that a
-//! background task refreshes every few seconds, so the HPA never waits on AWS.
+//! background task refreshes every few seconds, so the HPA never waits on AWS. Stream
+//! lag comes from the iterator ages the workers record on their shard leases in the
+//! checkpoint table.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use eventpipe_core::checkpoints::{self, DEFAULT_LEASE_DURATION, IteratorAge};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use eventpipe_crds::{EventPipeline, QueueBinding};
+use eventpipe_crds::{DynamoDbStream, EventPipeline, QueueBinding};
 use kube::ResourceExt;
 
 use crate::binding;
@@ -203,8 +208,17 @@ pub async fn serve_tls(
     }
 }
 
+/// How long a recorded iterator age counts. Owners record it at every renewal (each
+/// third of a lease duration) and checkpoint, so an older one is from a reader that
+/// stopped (its replica gone, its lease released, its stream replaced) and is unknown
+/// rather than a lag that no longer moves. The margin also absorbs clock skew between
+/// the workers' nodes, whose clocks time the measurements, and ours.
+const AGE_VALID_FOR: Duration = Duration::from_secs(2 * DEFAULT_LEASE_DURATION.as_secs());
+
+type Item = HashMap<String, AttributeValue>;
+
 /// Reads every pipeline's queue depth (visible plus in flight, summed over its SQS
-/// sources) into the cache; stream lag comes from the bindings' status.
+/// sources) and stream lag (the largest over its stream sources) into the cache.
 pub async fn refresh(
     ctx: &Context,
     pipelines: &[Arc<EventPipeline>],
@@ -224,17 +238,11 @@ pub async fn refresh(
             }) else {
                 continue;
             };
-            let Some(url) = b.status.as_ref().and_then(|s| s.queue_url.clone()) else {
-                continue;
-            };
-            let Some(sqs) = binding::sqs_client(b, ctx, &ns).await else {
-                continue;
-            };
-            match eventpipe_core::provision::queue_depth(&sqs, &url).await {
-                Ok(n) => values.queue_depth = Some(values.queue_depth.unwrap_or(0) + n),
-                Err(e) => {
-                    tracing::warn!(pipeline = %p.name_any(), error = %e, "queue depth not read")
-                }
+            if let Some(stream) = &b.spec.dynamodb_stream {
+                let lag = stream_lag_seconds(ctx, p, b, stream, &ns).await;
+                values.stream_lag_seconds = values.stream_lag_seconds.max(lag);
+            } else if let Some(n) = queue_depth(ctx, p, b, &ns).await {
+                values.queue_depth = Some(values.queue_depth.unwrap_or(0) + n);
             }
         }
         cache.set(&ns, &p.name_any(), values);
@@ -244,6 +252,74 @@ pub async fn refresh(
             .iter()
             .any(|p| p.namespace().as_deref() == Some(ns.as_str()) && &p.name_any() == name)
     });
+}
+
+/// A binding's queue depth; none before its queue is known or when it cannot be read.
+async fn queue_depth(ctx: &Context, p: &EventPipeline, b: &QueueBinding, ns: &str) -> Option<i64> {
+    let url = b.status.as_ref()?.queue_url.clone()?;
+    let sqs = binding::sqs_client(b, ctx, ns).await?;
+    eventpipe_core::provision::queue_depth(&sqs, &url)
+        .await
+        .map_err(|e| tracing::warn!(pipeline = %p.name_any(), error = %e, "queue depth not read"))
+        .ok()
+}
+
+/// The lag of a pipeline's stream source in whole seconds, from the leases of that
+/// pipeline and binding in the checkpoint table.
+async fn stream_lag_seconds(
+    ctx: &Context,
+    p: &EventPipeline,
+    b: &QueueBinding,
+    stream: &DynamoDbStream,
+    ns: &str,
+) -> Option<i64> {
+    let ddb = binding::dynamodb_client(b, ctx, ns).await?;
+    let prefix = checkpoints::binding_prefix(&p.name_any(), &b.name_any());
+    let leases = leases_of(&ddb, &stream.checkpoint_table, &prefix)
+        .await
+        .map_err(|e| tracing::warn!(pipeline = %p.name_any(), error = %e, "stream lag not read"))
+        .ok()?;
+    stream_lag(&leases, SystemTime::now()).map(|lag| lag.as_secs() as i64)
+}
+
+/// The lease items whose keys start with `prefix`; none while the table is missing
+/// (the workers create it when they first start).
+async fn leases_of(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    prefix: &str,
+) -> Result<Vec<Item>, String> {
+    let scan = ddb
+        .scan()
+        .table_name(table)
+        .filter_expression("begins_with(#k, :p)")
+        .expression_attribute_names("#k", checkpoints::KEY)
+        .expression_attribute_values(":p", AttributeValue::S(prefix.into()))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await;
+    match scan {
+        Ok(items) => Ok(items),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(vec![]),
+        Err(e) => Err(format!(
+            "checkpoint table {table}: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(e)
+        )),
+    }
+}
+
+/// A stream's lag from its lease items: the largest iterator age still valid among
+/// the shards not yet finished; none when no such shard has one.
+pub fn stream_lag(leases: &[Item], now: SystemTime) -> Option<Duration> {
+    leases
+        .iter()
+        .filter(|l| !checkpoints::finished(l))
+        .filter_map(IteratorAge::of)
+        .filter(|a| now.duration_since(a.at).unwrap_or_default() <= AGE_VALID_FOR)
+        .map(|a| a.age)
+        .max()
 }
 
 #[cfg(test)]
@@ -262,5 +338,44 @@ mod tests {
         );
         assert_eq!(pipeline_of("app=x"), None);
         assert_eq!(pipeline_of(""), None);
+    }
+
+    fn lease(checkpoint: &str, age_secs: u64, measured: SystemTime) -> Item {
+        let age = IteratorAge {
+            age: Duration::from_secs(age_secs),
+            at: measured,
+        };
+        let mut item: Item = age
+            .attributes()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        item.insert(
+            checkpoints::CHECKPOINT.into(),
+            AttributeValue::S(checkpoint.into()),
+        );
+        item
+    }
+
+    #[test]
+    fn stream_lag_is_the_largest_valid_age_of_unfinished_shards() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ago = |secs| now - Duration::from_secs(secs);
+        let leases = [
+            lease("TRIM_HORIZON", 3, ago(1)),
+            lease("49600000000000000000001", 40, ago(10)),
+            lease(checkpoints::SHARD_END, 900, ago(1)),
+            lease("49600000000000000000002", 600, ago(61)),
+            // Measured by a clock a little ahead of ours.
+            lease("49600000000000000000003", 5, now + Duration::from_secs(2)),
+        ];
+        assert_eq!(stream_lag(&leases, now), Some(Duration::from_secs(40)));
+        assert_eq!(
+            stream_lag(&leases[2..4], now),
+            None,
+            "finished and stale shards are unknown, not zero"
+        );
+        assert_eq!(stream_lag(&[Item::new()], now), None, "not measured yet");
+        assert_eq!(stream_lag(&[], now), None);
     }
 }

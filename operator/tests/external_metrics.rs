@@ -1,13 +1,17 @@
-//! The external metrics API: discovery, values from moto's queues, and TLS.
+//! The external metrics API: discovery, values from moto's queues and from the
+//! leases in a checkpoint table, and TLS.
 
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use eventpipe_core::checkpoints::{self, IteratorAge};
 use eventpipe_crds::{EventPipeline, QueueBinding};
 use eventpipe_operator::context::Context;
 use eventpipe_operator::external_metrics::{self, Cache};
 use eventpipe_testkit::Moto;
+use eventpipe_worker::streams::lease::{Checkpoint, LeaseTable};
 use serde_json::{Value, json};
 
 async fn serve(cache: Cache) -> String {
@@ -64,12 +68,7 @@ async fn n_messages_in_the_queue_read_as_n() {
     }))
     .unwrap();
     let cache = Cache::default();
-    let ctx = Context::new(
-        common::FakeApi::new().client(),
-        Default::default(),
-        moto.sdk_config(),
-        Default::default(),
-    );
+    let ctx = context(&moto);
     external_metrics::refresh(&ctx, &[Arc::new(pipeline)], &[Arc::new(binding)], &cache).await;
     let base = serve(cache).await;
 
@@ -105,6 +104,116 @@ async fn n_messages_in_the_queue_read_as_n() {
             .unwrap()
             .contains("labelSelector must select eventpipe.dev/pipeline")
     );
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+const STREAM: &str =
+    "arn:aws:dynamodb:us-east-1:123456789012:table/comments/stream/2026-01-01T00:00:00.000";
+
+/// A lease of `consumer` on `shard`, taken by `owner`, which then records `age` at a
+/// renewal, as a worker reading the shard does.
+async fn leased(moto: &Moto, consumer: &str, owner: &str, shard: &str, age: IteratorAge) -> String {
+    let table = LeaseTable::new(moto.dynamodb(), CHECKPOINTS, consumer, owner);
+    table
+        .create(shard, None, &Checkpoint::TrimHorizon)
+        .await
+        .unwrap();
+    let free = table.scan().await.unwrap();
+    let free = free.iter().find(|l| l.shard == shard).unwrap();
+    table.take(free).await.unwrap();
+    let key = table.key(shard);
+    table.renew(&key, Some(age)).await.unwrap();
+    key
+}
+
+fn age(secs: u64, measured: SystemTime) -> IteratorAge {
+    IteratorAge {
+        age: Duration::from_secs(secs),
+        at: measured,
+    }
+}
+
+fn stream_pipeline(name: &str, binding: &str) -> Arc<EventPipeline> {
+    Arc::new(serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"sources": [{"queueBindingRef": {"name": binding}}], "processor": {"http": {"url": "http://x"}}}
+    }))
+    .unwrap())
+}
+
+fn stream_binding(name: &str, checkpoints: Option<&str>) -> Arc<QueueBinding> {
+    let mut stream = json!({"streamArn": STREAM});
+    if let Some(table) = checkpoints {
+        stream["checkpointTable"] = json!(table);
+    }
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"dynamodbStream": stream},
+            "status": {"streamArn": STREAM}
+        }))
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn stream_lag_is_the_largest_iterator_age_the_workers_recorded() {
+    let moto = Moto::start();
+    eventpipe_core::provision::ensure_table(&moto.dynamodb(), CHECKPOINTS, "id", false)
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    let hooks = checkpoints::consumer("hooks", "comments", STREAM);
+    // Two replicas share the shards: one recorded at a renewal, one at a checkpoint.
+    leased(&moto, &hooks, "a", "shard-1", age(12, now)).await;
+    let key = leased(&moto, &hooks, "b", "shard-2", age(3, now)).await;
+    LeaseTable::new(moto.dynamodb(), CHECKPOINTS, &hooks, "b")
+        .checkpoint(&key, &Checkpoint::After("7".into()), Some(age(40, now)))
+        .await
+        .unwrap();
+    // A closed shard read to its end, and one whose reader stopped ten minutes ago.
+    let key = leased(&moto, &hooks, "a", "shard-3", age(500, now)).await;
+    LeaseTable::new(moto.dynamodb(), CHECKPOINTS, &hooks, "a")
+        .finish(&key, &Checkpoint::ShardEnd, None)
+        .await
+        .unwrap();
+    let long_ago = now - Duration::from_secs(600);
+    leased(&moto, &hooks, "c", "shard-4", age(900, long_ago)).await;
+    // Another pipeline reading the same stream, with its own leases in the same table.
+    let reports = checkpoints::consumer("reports", "comments", STREAM);
+    leased(&moto, &reports, "d", "shard-1", age(1000, now)).await;
+
+    let cache = Cache::default();
+    let ctx = context(&moto);
+    let pipelines = [
+        stream_pipeline("hooks", "comments"),
+        stream_pipeline("reports", "comments"),
+        // Its checkpoint table (the default one) does not exist yet.
+        stream_pipeline("fresh", "fresh"),
+    ];
+    let bindings = [
+        stream_binding("comments", Some(CHECKPOINTS)),
+        stream_binding("fresh", None),
+    ];
+    external_metrics::refresh(&ctx, &pipelines, &bindings, &cache).await;
+    let base = serve(cache).await;
+
+    let lag = async |pipeline: &str| {
+        let (code, list) = get(&format!("{base}{BASE}/namespaces/shop/eventpipe_stream_lag_seconds?labelSelector=eventpipe.dev%2Fpipeline%3D{pipeline}")).await;
+        assert_eq!(code, 200);
+        list["items"].clone()
+    };
+    let hooks = lag("hooks").await;
+    assert_eq!(hooks[0]["value"], "40", "{hooks}");
+    assert_eq!(hooks[0]["metricName"], "eventpipe_stream_lag_seconds");
+    assert_eq!(lag("reports").await[0]["value"], "1000");
+    assert_eq!(
+        lag("fresh").await,
+        json!([]),
+        "unknown until a worker records one"
+    );
+    let (_, depth) = get(&format!("{base}{BASE}/namespaces/shop/eventpipe_queue_depth?labelSelector=eventpipe.dev%2Fpipeline%3Dhooks")).await;
+    assert_eq!(depth["items"], json!([]), "a stream has no queue depth");
 }
 
 #[tokio::test]
@@ -146,4 +255,14 @@ async fn discovery_lists_both_metrics_over_tls() {
         ["eventpipe_queue_depth", "eventpipe_stream_lag_seconds"]
     );
     stop.cancel();
+}
+
+/// An operator context whose AWS calls go to moto (no Kubernetes calls are made).
+fn context(moto: &Moto) -> Context {
+    Context::new(
+        common::FakeApi::new().client(),
+        Default::default(),
+        moto.sdk_config(),
+        Default::default(),
+    )
 }

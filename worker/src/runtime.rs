@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
-use eventpipe_core::{aws, provision};
+use eventpipe_core::{aws, checkpoints, provision};
 use eventpipe_crds::{
     DeadLetterPolicy, DynamoDbStream, ObjectRef, Ordering, Pipeline, QueueBinding,
 };
@@ -255,7 +255,7 @@ async fn stream_source(
         }
         None => None,
     };
-    let consumer = format!("{}/{}|{arn}", labels.pipeline, labels.source);
+    let consumer = checkpoints::consumer(&labels.pipeline, &labels.source, &arn);
     let leases = LeaseTable::new(
         ddb,
         &stream.checkpoint_table,

@@ -98,24 +98,12 @@ impl SqsSource {
         let tasks = TaskTracker::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat(release.clone()));
         let depth = tokio::spawn(self.clone().report_depth(release.clone()));
-        while let Some(held) = reserve(&permits, self.queue.batch_size.max(1) as usize, &stop).await
-        {
-            let Some(messages) = self.receive(held.len(), &stop).await else {
-                continue;
-            };
-            if stop.is_cancelled() {
-                // Received while shutting down: give them back rather than start them.
-                self.make_visible(
-                    messages
-                        .iter()
-                        .filter_map(|m| m.receipt_handle.clone())
-                        .collect(),
-                )
-                .await;
-                break;
-            }
-            self.dispatch(messages, held, &tasks, &acks, &release);
-        }
+        let batch = self.queue.batch_size.max(1) as usize;
+        let n = pollers(permits.available_permits(), batch);
+        futures::future::join_all(
+            (0..n).map(|_| self.poll(&permits, batch, &stop, &tasks, &acks, &release)),
+        )
+        .await;
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::info!(
@@ -130,6 +118,36 @@ impl SqsSource {
         let _ = acker.await;
         let _ = heartbeat.await;
         let _ = depth.await;
+    }
+
+    /// One receive loop: reserves capacity, long-polls for at most that many messages
+    /// and starts them, until `stop`.
+    async fn poll(
+        self: &Arc<Self>,
+        permits: &Arc<Semaphore>,
+        batch: usize,
+        stop: &CancellationToken,
+        tasks: &TaskTracker,
+        acks: &mpsc::UnboundedSender<String>,
+        release: &CancellationToken,
+    ) {
+        while let Some(held) = reserve(permits, batch, stop).await {
+            let Some(messages) = self.receive(held.len(), stop).await else {
+                continue;
+            };
+            if stop.is_cancelled() {
+                // Received while shutting down: give them back rather than start them.
+                self.make_visible(
+                    messages
+                        .iter()
+                        .filter_map(|m| m.receipt_handle.clone())
+                        .collect(),
+                )
+                .await;
+                break;
+            }
+            self.dispatch(messages, held, tasks, acks, release);
+        }
     }
 
     /// Keeps `eventpipe_queue_depth` and `eventpipe_dlq_depth` current (visible plus in
@@ -166,7 +184,9 @@ impl SqsSource {
             .max_number_of_messages(max as i32)
             .wait_time_seconds(self.queue.wait_time.as_std().as_secs().min(20) as i32)
             .visibility_timeout(visibility_seconds(self.visibility()))
-            .message_system_attribute_names(SysAttr::All)
+            // Only what the worker reads: every attribute is parsed on each receive.
+            .message_system_attribute_names(SysAttr::ApproximateReceiveCount)
+            .message_system_attribute_names(SysAttr::MessageGroupId)
             .message_attribute_names("All")
             .send();
         let queue = self.queue_name();
@@ -242,10 +262,11 @@ impl SqsSource {
         }
         for (batch, permits) in work {
             let (me, acks, release) = (self.clone(), acks.clone(), release.clone());
-            tasks.spawn(async move {
+            // Boxed: spawning moves the future, and unboxed it is several KiB.
+            tasks.spawn(Box::pin(async move {
                 me.process_in_order(batch, &acks, &release).await;
                 drop(permits);
-            });
+            }));
         }
     }
 
@@ -282,9 +303,10 @@ impl SqsSource {
         release: &CancellationToken,
     ) -> bool {
         let receipt = message.receipt_handle.clone().unwrap_or_default();
-        let span = self.span(&message);
+        let decoded = self.decode(&message);
+        let span = self.span(&message, &decoded);
         let decided = tokio::select! {
-            d = self.decide(&message).instrument(span.clone()) => Some(d),
+            d = self.decide(&message, decoded).instrument(span.clone()) => Some(d),
             _ = release.cancelled() => None,
         };
         self.inflight.lock().unwrap().remove(&receipt);
@@ -317,8 +339,18 @@ impl SqsSource {
         }
     }
 
-    /// Decodes the message and runs it through the pipeline.
-    async fn decide(&self, message: &Message) -> (Event, Decision) {
+    fn decode(&self, message: &Message) -> Decoded {
+        let id = message.message_id.as_deref().unwrap_or_default();
+        let body = message.body.as_deref().unwrap_or_default();
+        envelope::decode(body, id, &self.event_source())
+    }
+
+    fn event_source(&self) -> String {
+        format!("/eventpipe/{}/{}", self.labels.pipeline, self.labels.source)
+    }
+
+    /// Runs the decoded message through the pipeline.
+    async fn decide(&self, message: &Message, decoded: Decoded) -> (Event, Decision) {
         let receive_count = system_attribute(message, SysAttr::ApproximateReceiveCount)
             .and_then(|c| c.parse().ok())
             .unwrap_or(1);
@@ -333,26 +365,17 @@ impl SqsSource {
             .received
             .get_or_create(&self.labels)
             .inc();
-        let id = message.message_id.clone().unwrap_or_default();
-        let body = message.body.as_deref().unwrap_or_default();
-        let source = format!("/eventpipe/{}/{}", self.labels.pipeline, self.labels.source);
-        let span = tracing::Span::current();
-        match envelope::decode(body, &id, &source) {
+        match decoded {
             Decoded::Event(event) | Decoded::Wrapped(event) => {
-                span.record("event.id", event.id());
-                span.record(
-                    "correlation.id",
-                    envelope::correlation_id(&event).unwrap_or_default(),
-                );
                 let decision = self.handler.handle(&event, &attempt, &self.labels).await;
                 (*event, decision)
             }
             Decoded::Undecodable(why) => {
                 let raw = envelope::build(NewEvent {
-                    id,
-                    source,
+                    id: message.message_id.clone().unwrap_or_default(),
+                    source: self.event_source(),
                     event_type: "eventpipe.undecodable".into(),
-                    data: serde_json::Value::String(body.to_string()),
+                    data: serde_json::Value::String(message.body.clone().unwrap_or_default()),
                     ..Default::default()
                 });
                 let decision = self.handler.judge(Failure::invalid(why), &attempt);
@@ -362,8 +385,13 @@ impl SqsSource {
     }
 
     /// A consumer span continuing the producer's trace (message attributes first, then
-    /// the CloudEvent's own extensions).
-    fn span(&self, message: &Message) -> tracing::Span {
+    /// the CloudEvent's own extensions), named after the event from the start: fields
+    /// recorded later cost the JSON log layer a re-serialization each.
+    fn span(&self, message: &Message, decoded: &Decoded) -> tracing::Span {
+        let event = match decoded {
+            Decoded::Event(e) | Decoded::Wrapped(e) => Some(e),
+            Decoded::Undecodable(_) => None,
+        };
         let queue = self.queue_name();
         let span = tracing::info_span!(
             "process",
@@ -374,10 +402,15 @@ impl SqsSource {
             messaging.destination.name = queue,
             messaging.message.id = message.message_id.as_deref().unwrap_or_default(),
             pipeline = %self.labels.pipeline,
-            correlation.id = Empty,
-            event.id = Empty,
+            correlation.id = event.and_then(|e| envelope::correlation_id(e)),
+            event.id = event.map(|e| e.id()),
         );
-        let trace = trace_of(message);
+        let mut trace = attribute_trace(message);
+        if trace.is_empty()
+            && let Decoded::Event(e) = decoded
+        {
+            trace = envelope::trace_context(e);
+        }
         eventpipe_core::telemetry::continue_trace(
             &span,
             trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -527,8 +560,21 @@ impl SqsSource {
 /// The producer's trace context: message attributes first, then the CloudEvent's own
 /// extensions.
 fn trace_of(message: &Message) -> Vec<(String, String)> {
+    let from_attrs = attribute_trace(message);
+    let body = message.body.as_deref().unwrap_or_default();
+    // Only a structured CloudEvent carries its trace in the body; parse nothing else.
+    if !from_attrs.is_empty() || !body.contains("\"specversion\"") {
+        return from_attrs;
+    }
+    serde_json::from_str::<Event>(body)
+        .map(|e| envelope::trace_context(&e))
+        .unwrap_or_default()
+}
+
+/// The trace context a producer put into the message attributes.
+fn attribute_trace(message: &Message) -> Vec<(String, String)> {
     let attrs = message.message_attributes.as_ref();
-    let from_attrs: Vec<(String, String)> = [attribute::TRACEPARENT, attribute::TRACESTATE]
+    [attribute::TRACEPARENT, attribute::TRACESTATE]
         .into_iter()
         .filter_map(|k| {
             attrs
@@ -536,14 +582,18 @@ fn trace_of(message: &Message) -> Vec<(String, String)> {
                 .and_then(|v| v.string_value.clone())
                 .map(|v| (k.to_string(), v))
         })
-        .collect();
-    if !from_attrs.is_empty() {
-        return from_attrs;
-    }
-    serde_json::from_str::<Event>(message.body.as_deref().unwrap_or_default())
-        .map(|e| envelope::trace_context(&e))
-        .unwrap_or_default()
+        .collect()
 }
+
+/// Receive loops per queue: enough long polls in flight to fill the pipeline's
+/// concurrency, since one receive round trip would otherwise cap throughput at
+/// `batch` messages per round trip.
+pub fn pollers(concurrency: usize, batch: usize) -> usize {
+    concurrency.div_ceil(batch.max(1)).clamp(1, MAX_POLLERS)
+}
+
+/// Beyond this, more long polls only add empty receives.
+const MAX_POLLERS: usize = 10;
 
 /// Waits for capacity for at least one message, then takes what more is free, up to
 /// `batch`; `None` once `stop` is cancelled.
@@ -579,7 +629,12 @@ pub fn system_attribute(message: &Message, name: SysAttr) -> Option<String> {
         .cloned()
 }
 
-/// Deletes acknowledged messages in batches of up to ten, a few milliseconds apart.
+/// How long a delete waits for company: a message's deletion only has to beat its
+/// visibility timeout, and fuller batches mean fewer requests.
+const DELETE_LINGER: Duration = Duration::from_millis(50);
+
+/// Deletes acknowledged messages in batches of up to ten, waiting at most
+/// `DELETE_LINGER` for a batch to fill.
 fn spawn_acker(
     sqs: aws_sdk_sqs::Client,
     url: String,
@@ -588,7 +643,7 @@ fn spawn_acker(
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
-            let linger = tokio::time::sleep(Duration::from_millis(5));
+            let linger = tokio::time::sleep(DELETE_LINGER);
             tokio::pin!(linger);
             while batch.len() < 10 {
                 tokio::select! {
@@ -626,4 +681,24 @@ fn spawn_acker(
         }
     });
     (tx, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pollers;
+
+    #[test]
+    fn enough_receive_loops_to_fill_the_concurrency() {
+        assert_eq!(pollers(16, 10), 2);
+        assert_eq!(pollers(40, 10), 4);
+        assert_eq!(pollers(1, 10), 1);
+        assert_eq!(pollers(5, 1), 5);
+    }
+
+    #[test]
+    fn receive_loops_are_bounded() {
+        assert_eq!(pollers(1000, 1), 10);
+        assert_eq!(pollers(0, 10), 1);
+        assert_eq!(pollers(8, 0), 8);
+    }
 }

@@ -250,6 +250,14 @@ async fn inserts_modifies_and_removes_arrive_as_events_in_per_key_order() {
             && l["owner"].is_string()
     })
     .await;
+    // The lease carries the iterator age for the operator: zero once caught up,
+    // measured moments ago.
+    let since = eventpipe_core::checkpoints::unix_millis(std::time::SystemTime::now()) as f64;
+    eventually(10 * SECONDS, "caught-up age on the lease", async || {
+        let l = lease(&moto).await;
+        l["iteratorAgeMs"] == 0 && l["iteratorAgeAt"].as_f64().is_some_and(|at| at >= since)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -536,9 +544,11 @@ async fn lease_writes_are_conditional_so_one_replica_owns_a_shard() {
     assert_eq!(b.take(fresh).await, Err(LeaseError::Lost));
     let (winner, loser) = (&a, &b);
     let key = &fresh.key;
-    assert_eq!(loser.renew(key).await, Err(LeaseError::Lost));
+    assert_eq!(loser.renew(key, None).await, Err(LeaseError::Lost));
     assert_eq!(
-        loser.checkpoint(key, &Checkpoint::After("9".into())).await,
+        loser
+            .checkpoint(key, &Checkpoint::After("9".into()), None)
+            .await,
         Err(LeaseError::Lost)
     );
     assert_eq!(
@@ -550,9 +560,9 @@ async fn lease_writes_are_conditional_so_one_replica_owns_a_shard() {
         Err(LeaseError::Lost),
         "seen counter is stale"
     );
-    assert_eq!(winner.renew(key).await, Ok(None));
+    assert_eq!(winner.renew(key, None).await, Ok(None));
     winner
-        .checkpoint(key, &Checkpoint::After("5".into()))
+        .checkpoint(key, &Checkpoint::After("5".into()), None)
         .await
         .unwrap();
 
@@ -564,7 +574,10 @@ async fn lease_writes_are_conditional_so_one_replica_owns_a_shard() {
         Err(LeaseError::Lost),
         "one request at a time"
     );
-    assert_eq!(winner.renew(key).await, Ok(Some(loser.me().to_string())));
+    assert_eq!(
+        winner.renew(key, None).await,
+        Ok(Some(loser.me().to_string()))
+    );
     winner
         .finish(key, &Checkpoint::After("7".into()), Some(loser.me()))
         .await
@@ -573,7 +586,7 @@ async fn lease_writes_are_conditional_so_one_replica_owns_a_shard() {
     assert_eq!(moved.owner.as_deref(), Some(loser.me()));
     assert_eq!(moved.checkpoint, Checkpoint::After("7".into()));
     assert_eq!(moved.handoff, None);
-    assert_eq!(winner.renew(key).await, Err(LeaseError::Lost));
+    assert_eq!(winner.renew(key, None).await, Err(LeaseError::Lost));
 
     // Released leases are free; only unowned leases can be deleted.
     assert_eq!(winner.delete(key).await, Err(LeaseError::Lost));

@@ -1,7 +1,8 @@
 //! Shard leases in the checkpoint table: one item per shard and consumer (pipeline +
 //! binding + stream) with its owner, a counter bumped on every renewal and change of
-//! owner, the checkpoint, and a pending hand-off request. Every write is conditional
-//! (on the owner, or on the counter last seen), so two replicas never own one shard.
+//! owner, the checkpoint, a pending hand-off request, and the shard's iterator age
+//! (read by the operator as stream lag). Every write is conditional (on the owner,
+//! or on the counter last seen), so two replicas never own one shard.
 //!
 //! An owner is judged dead when its lease's counter has not moved for a whole lease
 //! duration by the observer's own clock, so clock skew between replicas does not
@@ -11,20 +12,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-
-const KEY: &str = "id";
-const CONSUMER: &str = "consumer";
-const SHARD: &str = "shard";
-const PARENT: &str = "parent";
-const CHECKPOINT: &str = "checkpoint";
-const OWNER: &str = "owner";
-const COUNTER: &str = "counter";
-const HANDOFF: &str = "handoff";
-const RENEWED_AT: &str = "renewedAt";
+use eventpipe_core::checkpoints::{
+    CHECKPOINT, CONSUMER, COUNTER, HANDOFF, IteratorAge, KEY, OWNER, PARENT, RENEWED_AT, SHARD,
+    SHARD_END, lease_key, unix_millis,
+};
 
 /// Scan pages read at most per sync (each up to 1 MB of leases).
 const MAX_PAGES: usize = 1000;
@@ -46,7 +42,7 @@ impl Checkpoint {
             Self::TrimHorizon => "TRIM_HORIZON",
             Self::Latest => "LATEST",
             Self::After(seq) => seq,
-            Self::ShardEnd => "SHARD_END",
+            Self::ShardEnd => SHARD_END,
         }
     }
 
@@ -54,7 +50,7 @@ impl Checkpoint {
         match s {
             "TRIM_HORIZON" => Self::TrimHorizon,
             "LATEST" => Self::Latest,
-            "SHARD_END" => Self::ShardEnd,
+            SHARD_END => Self::ShardEnd,
             seq => Self::After(seq.to_string()),
         }
     }
@@ -191,11 +187,26 @@ fn s(v: &str) -> AttributeValue {
 }
 
 fn now_millis() -> AttributeValue {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    AttributeValue::N(ms.to_string())
+    AttributeValue::N(unix_millis(SystemTime::now()).to_string())
+}
+
+/// Sets `set` (a `SET` clause) and, when there is one, the shard's iterator age: it
+/// rides on writes the owner makes anyway, so the lag costs no request of its own.
+fn set_with_age(
+    update: UpdateItemFluentBuilder,
+    set: &str,
+    age: Option<IteratorAge>,
+) -> UpdateItemFluentBuilder {
+    let Some(age) = age else {
+        return update.update_expression(set);
+    };
+    let [(age_name, age_ms), (at_name, at_ms)] = age.attributes();
+    update
+        .update_expression(format!("{set}, #age = :age, #ageAt = :ageAt"))
+        .expression_attribute_names("#age", age_name)
+        .expression_attribute_names("#ageAt", at_name)
+        .expression_attribute_values(":age", age_ms)
+        .expression_attribute_values(":ageAt", at_ms)
 }
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
@@ -225,8 +236,8 @@ pub struct LeaseTable {
 }
 
 impl LeaseTable {
-    /// `consumer` names who reads the stream (pipeline, binding and stream ARN), so
-    /// several pipelines can share one table and each read the stream in full.
+    /// `consumer` names who reads the stream (`checkpoints::consumer`), so several
+    /// pipelines can share one table and each read the stream in full.
     pub fn new(ddb: aws_sdk_dynamodb::Client, table: &str, consumer: &str, me: &str) -> Self {
         Self {
             ddb,
@@ -241,7 +252,7 @@ impl LeaseTable {
     }
 
     pub fn key(&self, shard: &str) -> String {
-        format!("{}|{shard}", self.consumer)
+        lease_key(&self.consumer, shard)
     }
 
     /// Every lease of this consumer, read consistently.
@@ -310,15 +321,19 @@ impl LeaseTable {
         }
     }
 
-    /// Bumps the counter of a lease this replica owns; returns who asked for it, if
-    /// anyone did.
-    pub async fn renew(&self, key: &str) -> Result<Option<String>, LeaseError> {
-        let out = self
+    /// Bumps the counter of a lease this replica owns and records the shard's latest
+    /// iterator age; returns who asked for the lease, if anyone did.
+    pub async fn renew(
+        &self,
+        key: &str,
+        age: Option<IteratorAge>,
+    ) -> Result<Option<String>, LeaseError> {
+        let update = self
             .ddb
             .update_item()
             .table_name(&self.table)
-            .key(KEY, s(key))
-            .update_expression("SET #n = #n + :one, #r = :now")
+            .key(KEY, s(key));
+        let out = set_with_age(update, "SET #n = #n + :one, #r = :now", age)
             .condition_expression("#o = :me")
             .expression_attribute_names("#n", COUNTER)
             .expression_attribute_names("#r", RENEWED_AT)
@@ -383,13 +398,20 @@ impl LeaseTable {
             .map_err(lease_error)
     }
 
-    /// Records progress on a lease this replica owns.
-    pub async fn checkpoint(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), LeaseError> {
-        self.ddb
+    /// Records progress, and the shard's latest iterator age, on a lease this replica
+    /// owns.
+    pub async fn checkpoint(
+        &self,
+        key: &str,
+        checkpoint: &Checkpoint,
+        age: Option<IteratorAge>,
+    ) -> Result<(), LeaseError> {
+        let update = self
+            .ddb
             .update_item()
             .table_name(&self.table)
-            .key(KEY, s(key))
-            .update_expression("SET #c = :c")
+            .key(KEY, s(key));
+        set_with_age(update, "SET #c = :c", age)
             .condition_expression("#o = :me")
             .expression_attribute_names("#c", CHECKPOINT)
             .expression_attribute_names("#o", OWNER)

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use eventpipe_core::checkpoints::{DEFAULT_LEASE_DURATION, IteratorAge};
 use eventpipe_crds::{DeadLetterPolicySpec, DynamoDbStream};
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
@@ -43,7 +44,7 @@ impl Default for StreamOptions {
     fn default() -> Self {
         Self {
             worker_id: default_worker_id(),
-            lease_duration: Duration::from_secs(30),
+            lease_duration: DEFAULT_LEASE_DURATION,
         }
     }
 }
@@ -71,8 +72,8 @@ pub struct StreamSource {
     pub handler: Arc<Handler>,
     pub leases: LeaseTable,
     pub lease_duration: Duration,
-    /// Iterator age per shard read here, in seconds.
-    ages: Mutex<HashMap<String, f64>>,
+    /// Iterator age per shard read here.
+    ages: Mutex<HashMap<String, IteratorAge>>,
 }
 
 /// A reader this replica runs, by lease key.
@@ -183,7 +184,7 @@ impl StreamSource {
             if r.control.lost.is_cancelled() {
                 continue;
             }
-            match self.leases.renew(key).await {
+            match self.leases.renew(key, self.age(&r.shard)).await {
                 Ok(handoff) => {
                     r.renewed = Instant::now();
                     if let Some(to) = handoff.filter(|_| !r.control.finish.is_cancelled()) {
@@ -356,18 +357,20 @@ impl StreamSource {
     /// Sets a shard's iterator age from the newest record read (none: caught up) and
     /// the source's lag, the largest age among its shards read here.
     pub fn report_age(&self, shard: &str, newest: Option<SystemTime>) {
-        let age = newest
-            .and_then(|at| SystemTime::now().duration_since(at).ok())
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let age = iterator_age(newest, SystemTime::now());
         self.handler
             .metrics
             .iterator_age
             .get_or_create(&self.shard_labels(shard))
-            .set(age);
+            .set(age.age.as_secs_f64());
         let mut ages = self.ages.lock().unwrap();
         ages.insert(shard.to_string(), age);
         self.set_lag(&ages);
+    }
+
+    /// The shard's latest iterator age, for the lease writes that record it.
+    pub fn age(&self, shard: &str) -> Option<IteratorAge> {
+        self.ages.lock().unwrap().get(shard).copied()
     }
 
     /// Stops reporting a shard no longer read here.
@@ -381,8 +384,11 @@ impl StreamSource {
         self.set_lag(&ages);
     }
 
-    fn set_lag(&self, ages: &HashMap<String, f64>) {
-        let lag = ages.values().copied().fold(0.0, f64::max);
+    fn set_lag(&self, ages: &HashMap<String, IteratorAge>) {
+        let lag = ages
+            .values()
+            .map(|a| a.age.as_secs_f64())
+            .fold(0.0, f64::max);
         self.handler
             .metrics
             .stream_lag
@@ -396,5 +402,32 @@ impl StreamSource {
             source: self.labels.source.clone(),
             shard: shard.to_string(),
         }
+    }
+}
+
+/// The iterator age at `now` given the creation time of the newest record read: zero
+/// when none was read (caught up) or when the writer's clock is ahead of ours.
+pub fn iterator_age(newest: Option<SystemTime>, now: SystemTime) -> IteratorAge {
+    let age = newest
+        .and_then(|at| now.duration_since(at).ok())
+        .unwrap_or_default();
+    IteratorAge { age, at: now }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_iterator_age_is_how_old_the_newest_record_read_is() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let age = |newest| iterator_age(newest, now);
+        assert_eq!(
+            age(Some(now - Duration::from_secs(7))).age,
+            Duration::from_secs(7)
+        );
+        assert_eq!(age(None).age, Duration::ZERO, "caught up");
+        assert_eq!(age(Some(now + Duration::from_secs(2))).age, Duration::ZERO);
+        assert_eq!(age(None).at, now, "measured now");
     }
 }

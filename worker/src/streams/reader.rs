@@ -195,7 +195,13 @@ impl Reader {
         if progress.done > 0 {
             let last = records::sequence_number(&records[progress.done - 1]);
             *at = Checkpoint::After(last.to_string());
-            match self.source.leases.checkpoint(&self.lease.key, at).await {
+            let age = self.source.age(self.shard());
+            match self
+                .source
+                .leases
+                .checkpoint(&self.lease.key, at, age)
+                .await
+            {
                 Ok(()) => {}
                 Err(LeaseError::Lost) => {
                     self.control.lost.cancel();
