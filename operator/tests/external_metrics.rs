@@ -258,7 +258,7 @@ async fn discovery_lists_both_metrics_over_tls() {
 }
 
 /// An operator context whose AWS calls go to moto (no Kubernetes calls are made).
-fn context(moto: &Moto) -> Context {
+fn context(moto: &Moto) -> Arc<Context> {
     Context::new(
         common::FakeApi::new().client(),
         Default::default(),
