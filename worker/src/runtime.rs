@@ -64,9 +64,8 @@ impl Worker {
                     .await
                     .with_context(|| format!("EventPipeline {name:?}"))?,
             );
-            let permits = Arc::new(Semaphore::new(
-                p.pipeline.spec.delivery.concurrency.max(1) as usize
-            ));
+            let concurrency = p.pipeline.spec.delivery.concurrency.max(1) as usize;
+            let permits = Arc::new(Semaphore::new(concurrency));
             for s in &p.pipeline.spec.sources {
                 let binding = p.binding(&s.queue_binding_ref);
                 let what = format!(
@@ -111,6 +110,7 @@ impl Worker {
                     dlq_url,
                     ordered,
                     handler.clone(),
+                    concurrency,
                 );
                 sources.push((Arc::new(source), permits.clone()));
             }

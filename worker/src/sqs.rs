@@ -45,6 +45,9 @@ pub struct SqsSource {
     /// Deliver each FIFO message group in order, one message at a time.
     pub ordered: bool,
     pub handler: Arc<Handler>,
+    /// Receive loops: fixed from the pipeline's concurrency, not from what the shared
+    /// semaphore happens to hold when the source starts.
+    pollers: usize,
     /// Receipt handles of messages being worked on, with when they were last made invisible.
     inflight: Mutex<HashMap<String, Instant>>,
     /// One lock per FIFO message group, so a group's messages never overlap.
@@ -62,7 +65,9 @@ impl SqsSource {
         dlq_url: Option<String>,
         ordered: bool,
         handler: Arc<Handler>,
+        concurrency: usize,
     ) -> Self {
+        let pollers = pollers(concurrency, queue.batch_size.max(1) as usize);
         Self {
             labels,
             sqs,
@@ -72,6 +77,7 @@ impl SqsSource {
             dlq_url,
             ordered,
             handler,
+            pollers,
             inflight: Mutex::default(),
             lanes: Mutex::default(),
         }
@@ -99,9 +105,8 @@ impl SqsSource {
         let heartbeat = tokio::spawn(self.clone().heartbeat(release.clone()));
         let depth = tokio::spawn(self.clone().report_depth(release.clone()));
         let batch = self.queue.batch_size.max(1) as usize;
-        let n = pollers(permits.available_permits(), batch);
         futures::future::join_all(
-            (0..n).map(|_| self.poll(&permits, batch, &stop, &tasks, &acks, &release)),
+            (0..self.pollers).map(|_| self.poll(&permits, batch, &stop, &tasks, &acks, &release)),
         )
         .await;
         tasks.close();
@@ -405,12 +410,7 @@ impl SqsSource {
             correlation.id = event.and_then(|e| envelope::correlation_id(e)),
             event.id = event.map(|e| e.id()),
         );
-        let mut trace = attribute_trace(message);
-        if trace.is_empty()
-            && let Decoded::Event(e) = decoded
-        {
-            trace = envelope::trace_context(e);
-        }
+        let trace = trace_of(message);
         eventpipe_core::telemetry::continue_trace(
             &span,
             trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -560,7 +560,16 @@ impl SqsSource {
 /// The producer's trace context: message attributes first, then the CloudEvent's own
 /// extensions.
 fn trace_of(message: &Message) -> Vec<(String, String)> {
-    let from_attrs = attribute_trace(message);
+    let attrs = message.message_attributes.as_ref();
+    let from_attrs: Vec<(String, String)> = [attribute::TRACEPARENT, attribute::TRACESTATE]
+        .into_iter()
+        .filter_map(|k| {
+            attrs
+                .and_then(|a| a.get(k))
+                .and_then(|v| v.string_value.clone())
+                .map(|v| (k.to_string(), v))
+        })
+        .collect();
     let body = message.body.as_deref().unwrap_or_default();
     // Only a structured CloudEvent carries its trace in the body; parse nothing else.
     if !from_attrs.is_empty() || !body.contains("\"specversion\"") {
@@ -569,20 +578,6 @@ fn trace_of(message: &Message) -> Vec<(String, String)> {
     serde_json::from_str::<Event>(body)
         .map(|e| envelope::trace_context(&e))
         .unwrap_or_default()
-}
-
-/// The trace context a producer put into the message attributes.
-fn attribute_trace(message: &Message) -> Vec<(String, String)> {
-    let attrs = message.message_attributes.as_ref();
-    [attribute::TRACEPARENT, attribute::TRACESTATE]
-        .into_iter()
-        .filter_map(|k| {
-            attrs
-                .and_then(|a| a.get(k))
-                .and_then(|v| v.string_value.clone())
-                .map(|v| (k.to_string(), v))
-        })
-        .collect()
 }
 
 /// Receive loops per queue: enough long polls in flight to fill the pipeline's
