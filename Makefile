@@ -43,6 +43,7 @@ crds:
 test: venv tools lint
 	cargo test --workspace
 	bash charts/test.sh
+	bash scripts/fuzz-build.sh
 
 ## The GitHub analytics example, locally against moto: webhooks in, a summary out.
 demo: venv
@@ -72,7 +73,8 @@ $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.js
 	cd $(PEERS) && npm ci --no-audit --no-fund
 	touch $@
 
-## The ingress's fuzz targets (needs a nightly toolchain; run with cargo +nightly fuzz run).
+## The ingress's fuzz targets, built and fed their seed corpus (part of `make test`);
+## fuzz on demand: cd ingress && RUSTC_BOOTSTRAP=1 cargo fuzz run webhook_request
 fuzz-build:
 	bash scripts/fuzz-build.sh
 

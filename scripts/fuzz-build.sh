@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Builds the fuzz targets on demand (`make fuzz-build`; they run with `cargo +nightly fuzz run webhook_request`
-# from ingress/). A separate build of the whole dependency tree under nightly, so not
-# part of `make test`. cargo-fuzz needs a nightly toolchain; without one this says so and
-# stops, since no toolchain can be fetched here.
+# Builds the ingress's fuzz targets with coverage instrumentation and replays the seed
+# corpus through them (part of `make test`). Fuzzing itself runs on demand:
+#   cd ingress && RUSTC_BOOTSTRAP=1 cargo fuzz run webhook_request
+# cargo-fuzz wants nightly features; RUSTC_BOOTSTRAP=1 lets the machine's one (stable)
+# toolchain provide them, so the targets build with the same compiler as the rest.
 set -euo pipefail
 cd "$(dirname "$0")/../ingress"
-if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-  echo "fuzz: no nightly toolchain on this machine; fuzz targets not built"
-  exit 0
-fi
-command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
-cargo +nightly fuzz build --dev --sanitizer none
-echo "fuzz: targets built ($(cargo +nightly fuzz list | tr '\n' ' '))"
+command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz@0.13.2
+export RUSTC_BOOTSTRAP=1
+cargo fuzz build --dev --sanitizer none
+targets=$(cargo fuzz list)
+for target in $targets; do
+  out=$(fuzz/target/*/debug/"$target" -runs=0 "fuzz/corpus/$target" 2>&1) ||
+    { echo "$out"; echo "fuzz: $target failed on its seed corpus"; exit 1; }
+done
+echo "fuzz: built" $targets "and replayed their seed corpora"
