@@ -7,6 +7,7 @@ pub mod aws;
 pub mod checkpoints;
 pub mod envelope;
 pub mod item;
+pub mod log_writer;
 pub mod ops;
 pub mod provision;
 pub mod telemetry;

@@ -5,14 +5,15 @@
 //! context travels as W3C `traceparent` / `tracestate`.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::fs::File;
 use std::os::fd::AsFd;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::log_writer::{self, LogGuard};
 use tracing_subscriber::{
     EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
 };
@@ -21,7 +22,7 @@ use tracing_subscriber::{
 /// [`Telemetry::shutdown`] (or drop).
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    _logs: WorkerGuard,
+    _logs: LogGuard<Box<dyn std::io::Write + Send>>,
 }
 
 impl Telemetry {
@@ -58,10 +59,11 @@ pub fn init(service: &str) -> Telemetry {
     let traces = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(filter_fn(|meta| meta.target().starts_with("eventpipe")));
-    let (writer, guard) = log_writer();
-    let logs = tracing_subscriber::fmt::layer()
+    let (writer, guard) = log_writer::buffered(stdout(), log_writer::FLUSH_EVERY);
+    // json-subscriber keeps span fields as JSON values: tracing-subscriber's JSON format
+    // re-parses a span's fields for every record and every line inside it.
+    let logs = json_subscriber::layer()
         .with_writer(writer)
-        .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
@@ -76,15 +78,12 @@ pub fn init(service: &str) -> Telemetry {
     }
 }
 
-/// Log lines go to stdout from a thread of their own, in buffered batches: one write
-/// per line on the request path cost the ingress a syscall per event, about half its
-/// CPU under load. Never lossy: a full buffer slows callers rather than drop lines.
-fn log_writer() -> (NonBlocking, WorkerGuard) {
-    let out: Box<dyn Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(BufWriter::new(std::fs::File::from(fd))),
+/// Stdout as a plain file: `Stdout` would add a lock and a line buffer of its own.
+fn stdout() -> Box<dyn std::io::Write + Send> {
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(File::from(fd)),
         Err(_) => Box::new(std::io::stdout()),
-    };
-    NonBlockingBuilder::default().lossy(false).finish(out)
+    }
 }
 
 /// The W3C trace context of `span`, as `(traceparent, ...)` pairs to carry along.

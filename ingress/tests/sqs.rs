@@ -108,6 +108,10 @@ async fn a_github_delivery_is_queued_as_a_cloudevent_with_its_trace() {
     assert_eq!(line["event_id"], delivery);
     assert_eq!(line["correlation_id"], "42");
     assert_eq!(line["trace_id"], TRACE_ID);
+    // The request's span, with the fields recorded on it after it started.
+    assert_eq!(line["span"]["name"], "request");
+    assert_eq!(line["span"]["http.request.method"], "POST");
+    assert_eq!(line["span"]["event.id"], delivery);
     assert!(!logs.contains(SECRET));
     assert!(!logs.contains(&hmac_hex(SECRET, BODY)));
 }
