@@ -55,7 +55,8 @@ dev: venv
 	cargo build -p eventpipe-cli
 	./target/debug/eventpipe dev -f examples/github-analytics.yaml
 
-## Against the cluster in KUBECONFIG (skips, saying why, without one).
+## Against the cluster in KUBECONFIG (skips, saying why, without one). E2E_OPERATOR=helm
+## installs the chart instead of running the operator here (images loaded: make images).
 e2e: venv tools
 	cargo build -p eventpipe-operator
 	cargo test -p eventpipe-e2e -- --nocapture --test-threads=1

@@ -1,11 +1,26 @@
 //! Shared set-up of the end-to-end suite: a client for the cluster in `KUBECONFIG`,
-//! or a clear reason to skip when there is none.
+//! or a clear reason to skip when there is none, and the helpers every test uses.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
+use eventpipe_crds::EventPipeline;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// The field manager of everything the suite applies.
+pub const MANAGER: &str = "eventpipe-e2e";
+
+/// Whether the run tests the Helm chart (`E2E_OPERATOR=helm`) rather than an operator
+/// run out of cluster with the CRDs applied by the suite.
+pub fn helm_mode() -> bool {
+    std::env::var("E2E_OPERATOR").as_deref() == Ok("helm")
+}
 
 /// A client for the cluster in `KUBECONFIG`; `None`, after saying why, when there is none.
 pub async fn cluster() -> Option<Client> {
@@ -51,7 +66,7 @@ pub fn test_namespace(prefix: &str) -> String {
 pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in eventpipe_crds::schema::crds() {
-        let params = PatchParams::apply("eventpipe-e2e").force();
+        let params = PatchParams::apply(MANAGER).force();
         crds.patch(&crd.name_any(), &params, &Patch::Apply(&crd))
             .await
             .unwrap();
@@ -88,4 +103,68 @@ pub fn example_documents(files: &[&str]) -> Vec<serde_json::Value> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Polls `probe` every half second until it gives a value; fails, naming `what`,
+/// after `limit`, so no wait on the cluster is unbounded.
+pub async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Applies one `eventpipe.dev` document server-side in `ns`.
+pub async fn apply(client: &Client, ns: &str, doc: &Value) {
+    let kind = doc["kind"].as_str().unwrap();
+    let gvk = GroupVersionKind::gvk(eventpipe_crds::GROUP, eventpipe_crds::VERSION, kind);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap();
+}
+
+/// The pipeline's `Ready` condition, once the operator has written one.
+pub fn ready_condition(p: &EventPipeline) -> Option<Condition> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .cloned()
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+pub async fn create_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let data: BTreeMap<&str, &str> = data.iter().copied().collect();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
 }

@@ -1,19 +1,18 @@
-//! The operator on a real cluster: run out of cluster against moto (E2E_OPERATOR=local,
-//! the default here) or installed by Helm (E2E_OPERATOR=helm, images loaded into the
-//! cluster), apply the GitHub analytics example and watch it become workloads.
+//! The operator on a real cluster, run out of cluster against moto (E2E_OPERATOR unset
+//! or `local`; the Helm path is in helm.rs): apply the GitHub analytics example and
+//! watch it become workloads.
 
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eventpipe_crds::{EventPipeline, QueueBinding};
+use eventpipe_e2e::{apply, eventually, ready_condition};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
-
-const MANAGER: &str = "eventpipe-e2e";
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
 
 struct Operator(Child);
 
@@ -51,54 +50,12 @@ fn start_operator(moto_endpoint: &str) -> Operator {
     Operator(child)
 }
 
-async fn eventually<T>(
-    what: &str,
-    limit: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn apply(client: &Client, ns: &str, doc: &Value) {
-    let kind = doc["kind"].as_str().unwrap();
-    let gvk = kube::core::GroupVersionKind::gvk("eventpipe.dev", "v1alpha1", kind);
-    let api: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &kube::core::ApiResource::from_gvk(&gvk));
-    let obj: kube::api::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap();
-}
-
-fn ready_reason(p: &EventPipeline) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.reason.clone())
-}
-
 #[tokio::test]
 async fn an_applied_pipeline_becomes_workloads_and_follows_its_spec() {
     let Some(client) = eventpipe_e2e::cluster().await else {
         return;
     };
-    if std::env::var("E2E_OPERATOR").as_deref() == Ok("helm") {
+    if eventpipe_e2e::helm_mode() {
         eprintln!("SKIP: this test runs the operator out of cluster; the Helm path is in helm.rs");
         return;
     }
@@ -106,14 +63,7 @@ async fn an_applied_pipeline_becomes_workloads_and_follows_its_spec() {
     let moto = eventpipe_testkit::Moto::start();
     let _operator = start_operator(&moto.endpoint());
     let ns = eventpipe_e2e::test_namespace("eventpipe-op");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    eventpipe_e2e::create_namespace(&client, &ns).await;
     for doc in eventpipe_e2e::example_documents(&["github-analytics.yaml"]) {
         apply(&client, &ns, &doc).await;
     }
@@ -121,21 +71,13 @@ async fn an_applied_pipeline_becomes_workloads_and_follows_its_spec() {
 
     // No webhook Secret yet: the pipeline says so and nothing is deployed.
     let reason = eventually("SecretNotFound", Duration::from_secs(60), async || {
-        ready_reason(&pipelines.get("github-ingest").await.ok()?).filter(|r| r == "SecretNotFound")
+        ready_condition(&pipelines.get("github-ingest").await.ok()?)
+            .map(|c| c.reason)
+            .filter(|r| r == "SecretNotFound")
     })
     .await;
     assert_eq!(reason, "SecretNotFound");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": "github-webhook"}, "stringData": {"secret": "e2e"}}),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    eventpipe_e2e::create_secret(&client, &ns, "github-webhook", &[("secret", "e2e")]).await;
 
     // The Secret's arrival re-reconciles: every object appears, owned by the pipeline.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -232,7 +174,7 @@ async fn an_applied_pipeline_becomes_workloads_and_follows_its_spec() {
             .then_some(())
     })
     .await;
-    namespaces
+    Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await
         .unwrap();

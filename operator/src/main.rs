@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CRDs as multi-document YAML, or write one file per CRD.
     Crds {
         /// Write `<plural>.yaml` files into this directory instead of printing.
@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Crds { out_dir }) => crds(out_dir),
-        Some(Command::Run(args)) => serve(args).await,
+        Some(Command::Run(args)) => serve(*args).await,
         None => serve(cli.run).await,
     };
     match result {

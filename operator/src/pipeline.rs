@@ -177,7 +177,11 @@ async fn check_secrets(
             .or_default()
             .push(hook.signature.secret_ref.key.clone());
     }
-    for name in render::credential_secrets(pipeline) {
+    let workload_credentials = ctx.settings.credentials_secret.iter().cloned();
+    for name in render::credential_secrets(pipeline)
+        .into_iter()
+        .chain(workload_credentials)
+    {
         wanted.entry(name).or_default().extend([
             "AWS_ACCESS_KEY_ID".to_string(),
             "AWS_SECRET_ACCESS_KEY".to_string(),

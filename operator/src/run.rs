@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// A Secret (in each pipeline's namespace) with AWS credentials for the workloads.
     #[arg(long, env = "EVENTPIPE_AWS_CREDENTIALS_SECRET")]
     pub aws_credentials_secret: Option<String>,
+    /// NAME=VALUE set in every ingress and worker container (repeatable), e.g. the
+    /// placeholder credentials an AWS emulator takes.
+    #[arg(long = "workload-env", value_name = "NAME=VALUE", value_parser = env_var)]
+    pub workload_env: Vec<EnvVar>,
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
@@ -69,21 +73,30 @@ pub struct RunArgs {
     pub no_leader_election: bool,
 }
 
+fn var(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn env_var(arg: &str) -> Result<EnvVar, String> {
+    match arg.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok(var(name, value.to_string())),
+        _ => Err(format!("{arg:?} is not NAME=VALUE")),
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let aws = eventpipe_core::aws::default_config().await;
     let mut registry = Registry::default();
     let metrics = crate::metrics::Metrics::register(&mut registry);
-    let env: Vec<EnvVar> = PASSED_ON
+    let passed_on = PASSED_ON
         .iter()
-        .filter_map(|k| {
-            std::env::var(k).ok().map(|v| EnvVar {
-                name: k.to_string(),
-                value: Some(v),
-                ..Default::default()
-            })
-        })
-        .collect();
+        .filter_map(|k| Some(var(k, std::env::var(k).ok()?)));
+    let env: Vec<EnvVar> = passed_on.chain(args.workload_env.clone()).collect();
     let settings = Settings {
         ingress_image: args.ingress_image.clone(),
         worker_image: args.worker_image.clone(),

@@ -46,3 +46,17 @@ fn run_without_a_cluster_fails_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_workload_variable_that_is_not_name_value_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-operator"))
+        .args(["run", "--workload-env", "AWS_ACCESS_KEY_ID"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--workload-env") && err.contains("is not NAME=VALUE"),
+        "{err}"
+    );
+}

@@ -55,10 +55,14 @@ fn cluster(p: &Value) -> FakeApi {
 }
 
 async fn run(api: &FakeApi, p: &Value) -> EventPipeline {
+    run_with(api, p, Settings::default()).await
+}
+
+async fn run_with(api: &FakeApi, p: &Value, settings: Settings) -> EventPipeline {
     let settings = Settings {
         ingress_image: "ingress:test".into(),
         worker_image: "worker:test".into(),
-        ..Default::default()
+        ..settings
     };
     let aws = aws_config::SdkConfig::builder().build();
     let ctx = Context::new(api.client(), settings, aws, Default::default());
@@ -198,6 +202,34 @@ async fn a_missing_policy_secret_or_key_is_named() {
     assert_eq!(
         condition(&got, "Ready").2,
         "Secret \"gh\" has no key \"secret\""
+    );
+}
+
+#[tokio::test]
+async fn the_workloads_credentials_secret_must_be_in_the_pipelines_namespace() {
+    let p = pipeline(|_| {});
+    let settings = || Settings {
+        credentials_secret: Some("aws".into()),
+        ..Default::default()
+    };
+    let api = cluster(&p);
+    let got = run_with(&api, &p, settings()).await;
+    assert_eq!(condition(&got, "Ready").1, "SecretNotFound");
+    assert_eq!(
+        condition(&got, "Ready").2,
+        "Secret \"aws\" not found in namespace default"
+    );
+    assert!(!api.log().iter().any(|c| c.contains("deployments")));
+
+    api.put("/api/v1/namespaces/default/secrets/aws", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws"}, "data": {"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA=="}}));
+    let got = run_with(&api, &p, settings()).await;
+    assert_eq!(condition(&got, "Ready").0, "True");
+    let worker = api
+        .get("/apis/apps/v1/namespaces/default/deployments/hooks-worker")
+        .unwrap();
+    assert_eq!(
+        worker["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"],
+        "aws"
     );
 }
 
