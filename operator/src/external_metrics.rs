@@ -225,6 +225,7 @@ pub async fn refresh(
     bindings: &[Arc<QueueBinding>],
     cache: &Cache,
 ) {
+    let mut tables = Tables::default();
     for p in pipelines {
         let ns = p.namespace().unwrap_or_else(|| "default".into());
         let mut values = Values {
@@ -239,7 +240,7 @@ pub async fn refresh(
                 continue;
             };
             if let Some(stream) = &b.spec.dynamodb_stream {
-                let lag = stream_lag_seconds(ctx, p, b, stream, &ns).await;
+                let lag = stream_lag_seconds(ctx, p, b, stream, &ns, &mut tables).await;
                 values.stream_lag_seconds = values.stream_lag_seconds.max(lag);
             } else if let Some(n) = queue_depth(ctx, p, b, &ns).await {
                 values.queue_depth = Some(values.queue_depth.unwrap_or(0) + n);
@@ -272,29 +273,74 @@ async fn stream_lag_seconds(
     b: &QueueBinding,
     stream: &DynamoDbStream,
     ns: &str,
+    tables: &mut Tables,
 ) -> Option<i64> {
-    let ddb = binding::dynamodb_client(b, ctx, ns).await?;
+    let leases = tables.leases(ctx, b, ns, &stream.checkpoint_table).await?;
     let prefix = checkpoints::binding_prefix(&p.name_any(), &b.name_any());
-    let leases = leases_of(&ddb, &stream.checkpoint_table, &prefix)
-        .await
-        .map_err(|e| tracing::warn!(pipeline = %p.name_any(), error = %e, "stream lag not read"))
-        .ok()?;
-    stream_lag(&leases, SystemTime::now()).map(|lag| lag.as_secs() as i64)
+    let mine = leases.iter().filter(|l| {
+        l.get(checkpoints::KEY)
+            .and_then(|k| k.as_s().ok())
+            .is_some_and(|k| k.starts_with(&prefix))
+    });
+    stream_lag(mine, SystemTime::now()).map(|lag| lag.as_secs() as i64)
 }
 
-/// The lease items whose keys start with `prefix`; none while the table is missing
-/// (the workers create it when they first start).
-async fn leases_of(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-    prefix: &str,
-) -> Result<Vec<Item>, String> {
+/// The checkpoint tables read during one refresh. Many pipelines keep their leases in
+/// one table (the default one, say): each is scanned once, not once per pipeline.
+#[derive(Default)]
+struct Tables(HashMap<TableKey, Option<Vec<Item>>>);
+
+/// A table as a binding reaches it: namespace, region, endpoint, credentials, name.
+type TableKey = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+impl Tables {
+    async fn leases(
+        &mut self,
+        ctx: &Context,
+        b: &QueueBinding,
+        ns: &str,
+        table: &str,
+    ) -> Option<&[Item]> {
+        let secret = b
+            .spec
+            .credentials
+            .as_ref()
+            .map(|c| c.secret_ref.name.clone());
+        let key = (
+            ns.to_string(),
+            b.spec.region.clone(),
+            b.spec.endpoint.clone(),
+            secret,
+            table.to_string(),
+        );
+        if !self.0.contains_key(&key) {
+            // Without a client the binding's own status says why.
+            let ddb = binding::dynamodb_client(b, ctx, ns).await;
+            let leases = match ddb {
+                Some(ddb) => leases_of(&ddb, table)
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "stream lag not read"))
+                    .ok(),
+                None => None,
+            };
+            self.0.insert(key.clone(), leases);
+        }
+        self.0[&key].as_deref()
+    }
+}
+
+/// Every lease item of the table; none while the table is missing (the workers create
+/// it when they first start).
+async fn leases_of(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<Item>, String> {
     let scan = ddb
         .scan()
         .table_name(table)
-        .filter_expression("begins_with(#k, :p)")
-        .expression_attribute_names("#k", checkpoints::KEY)
-        .expression_attribute_values(":p", AttributeValue::S(prefix.into()))
         .into_paginator()
         .items()
         .send()
@@ -312,9 +358,12 @@ async fn leases_of(
 
 /// A stream's lag from its lease items: the largest iterator age still valid among
 /// the shards not yet finished; none when no such shard has one.
-pub fn stream_lag(leases: &[Item], now: SystemTime) -> Option<Duration> {
+pub fn stream_lag<'a>(
+    leases: impl IntoIterator<Item = &'a Item>,
+    now: SystemTime,
+) -> Option<Duration> {
     leases
-        .iter()
+        .into_iter()
         .filter(|l| !checkpoints::finished(l))
         .filter_map(IteratorAge::of)
         .filter(|a| now.duration_since(a.at).unwrap_or_default() <= AGE_VALID_FOR)
