@@ -31,6 +31,9 @@ pub struct Settings {
     pub env: Vec<EnvVar>,
     /// A Secret with AWS credentials for the workloads, as environment variables.
     pub credentials_secret: Option<String>,
+    /// `imagePullPolicy` of the ingress and worker containers (Kubernetes' default when
+    /// unset: `Always` for `:latest`, which defeats images loaded into kind).
+    pub image_pull_policy: Option<String>,
 }
 
 /// Everything one pipeline is made of in the cluster.
@@ -179,6 +182,7 @@ fn container(
     json!({
         "name": name,
         "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
         "args": args,
         "env": settings.env,
         "envFrom": env_from,

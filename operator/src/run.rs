@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// A Secret (in each pipeline's namespace) with AWS credentials for the workloads.
     #[arg(long, env = "EVENTPIPE_AWS_CREDENTIALS_SECRET")]
     pub aws_credentials_secret: Option<String>,
+    /// `imagePullPolicy` of the ingress and worker containers.
+    #[arg(long, env = "EVENTPIPE_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: Option<String>,
     /// NAME=VALUE set in every ingress and worker container (repeatable), e.g. the
     /// placeholder credentials an AWS emulator takes.
     #[arg(long = "workload-env", value_name = "NAME=VALUE", value_parser = env_var)]
@@ -102,6 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         worker_image: args.worker_image.clone(),
         env,
         credentials_secret: args.aws_credentials_secret.clone(),
+        image_pull_policy: args.image_pull_policy.clone(),
     };
     let ctx = Context::new(client.clone(), settings, aws, metrics);
     let stop = CancellationToken::new();

@@ -1,4 +1,5 @@
-//! The Helm chart grants exactly the API access the operator uses.
+//! The Helm chart grants exactly the API access the operator uses and starts it with a
+//! command line it accepts.
 
 use std::process::Command;
 
@@ -6,6 +7,10 @@ use eventpipe_operator::rbac::{CLUSTER_RULES, LEASE_RULES};
 use serde_json::Value;
 
 fn render() -> Vec<Value> {
+    render_with(&[])
+}
+
+fn render_with(values: &[&str]) -> Vec<Value> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let helm = format!("{root}/.tools/helm");
     assert!(
@@ -20,6 +25,7 @@ fn render() -> Vec<Value> {
             "-n",
             "ep",
         ])
+        .args(values.iter().flat_map(|v| ["--set", v]))
         .output()
         .unwrap();
     assert!(
@@ -84,4 +90,54 @@ fn the_cluster_role_is_what_the_operator_calls() {
         rules_of(&docs, "Role", "t-eventpipe-leader"),
         expected(LEASE_RULES)
     );
+}
+
+/// The operator's arguments and its literal environment (`valueFrom` ones left out).
+fn operator_command(docs: &[Value]) -> (Vec<String>, Vec<(String, String)>) {
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "t-eventpipe")
+        .expect("the operator Deployment");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = c["args"].as_array().unwrap().iter();
+    let args = args.map(|a| a.as_str().unwrap().to_string()).collect();
+    let env = c["env"].as_array().unwrap().iter().filter_map(|e| {
+        Some((
+            e["name"].as_str()?.to_string(),
+            e["value"].as_str()?.to_string(),
+        ))
+    });
+    (args, env.collect())
+}
+
+#[test]
+fn the_operator_accepts_the_command_line_the_chart_gives_it() {
+    for values in [
+        &[][..],
+        &[
+            "localAws.enabled=true",
+            "jaeger.enabled=true",
+            "operator.image.pullPolicy=Never",
+        ],
+        &[
+            "aws.credentialsSecret=aws",
+            "externalMetrics.tlsSecret=tls",
+            "logLevel=debug",
+        ],
+    ] {
+        let (args, env) = operator_command(&render_with(values));
+        // With arguments it accepts, it gets as far as looking for a cluster.
+        let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-operator"))
+            .args(&args)
+            .envs(env)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/nonexistent/kubeconfig") && !err.contains("Usage:"),
+            "{values:?}: {args:?} refused: {err}"
+        );
+    }
 }

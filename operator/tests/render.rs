@@ -20,6 +20,7 @@ fn settings() -> Settings {
             serde_json::from_value(json!({"name": "AWS_REGION", "value": "eu-west-1"})).unwrap(),
         ],
         credentials_secret: Some("aws".into()),
+        image_pull_policy: Some("IfNotPresent".into()),
     }
 }
 
@@ -67,6 +68,7 @@ fn the_ingress_is_a_hardened_deployment_with_its_secrets_and_a_service() {
     );
     let c = &pod["containers"][0];
     assert_eq!(c["image"], "ghcr.io/eventpipe/ingress:0.1.0");
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
