@@ -210,17 +210,25 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_aggregate() {
         "github-comments"
     );
 
-    // Log lines about this event name the same trace.
-    let logs = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["correlation_id"] == "4242")
-        .collect();
-    assert!(
-        lines.len() >= 2,
-        "want ingress and worker lines for the event:\n{logs}"
-    );
+    // Log lines about this event name the same trace (info lines are flushed within
+    // a fraction of a second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let logs = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["correlation_id"] == "4242")
+            .collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "want ingress and worker lines for the event:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         lines
             .iter()

@@ -8,6 +8,11 @@ use eventpipe_core::{ops, telemetry};
 use eventpipe_crds::Duration;
 use eventpipe_ingress::{BatchSettings, IngressConfig, PublishMode, Settings};
 
+/// Each request allocates many small, short-lived buffers (body, JSON, headers, log
+/// line): mimalloc serves them for less CPU than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves the webhooks of every EventPipeline with an `ingress` in a manifest file:
 /// verifies each request's signature or token, turns it into a CloudEvent and
 /// answers 202 once the event is stored in its SQS queue or DynamoDB table.

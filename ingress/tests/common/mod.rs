@@ -157,6 +157,23 @@ impl Ingress {
         std::fs::read_to_string(&self.logs).unwrap_or_default()
     }
 
+    /// The first log line containing `needle`. Info lines reach stdout within the log
+    /// writer's flush period, so this waits for one a few times that long.
+    pub async fn log_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + eventpipe_core::log_writer::FLUSH_EVERY * 30;
+        loop {
+            let logs = self.log_text();
+            if let Some(line) = logs.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} line in:\n{logs}"
+            );
+            tokio::time::sleep(eventpipe_core::log_writer::FLUSH_EVERY / 4).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.ops_url))
             .await
