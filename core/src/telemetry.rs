@@ -12,11 +12,11 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-use crate::log_writer::{self, LogGuard};
 use tracing_subscriber::{
     EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
 };
+
+use crate::log_writer::{self, LogGuard};
 
 /// Keeps the tracer provider and the log writer alive; flushes both on
 /// [`Telemetry::shutdown`] (or drop).
