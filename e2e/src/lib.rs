@@ -8,7 +8,7 @@ use eventpipe_crds::EventPipeline;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -125,20 +125,24 @@ pub async fn eventually<T>(
     }
 }
 
+/// The API of an `eventpipe.dev` kind in `ns`.
+pub fn api_of(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(eventpipe_crds::GROUP, eventpipe_crds::VERSION, kind);
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+}
+
 /// Applies one `eventpipe.dev` document server-side in `ns`.
 pub async fn apply(client: &Client, ns: &str, doc: &Value) {
     let kind = doc["kind"].as_str().unwrap();
-    let gvk = GroupVersionKind::gvk(eventpipe_crds::GROUP, eventpipe_crds::VERSION, kind);
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
     let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap();
+    api_of(client, ns, kind)
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {kind} {}: {e}", obj.name_any()));
 }
 
 /// The pipeline's `Ready` condition, once the operator has written one.
@@ -155,6 +159,13 @@ pub async fn create_namespace(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+pub async fn delete_namespace(client: &Client, name: &str) {
+    Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
         .await
         .unwrap();
 }

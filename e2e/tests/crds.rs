@@ -2,17 +2,9 @@
 //! `kubectl apply -f examples/` succeed, and every invalid case is rejected by the
 //! API server itself with a message naming the rule.
 
-use eventpipe_e2e::MANAGER;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, ResourceExt};
+use kube::Client;
+use kube::api::{DynamicObject, PostParams};
 use serde_json::{Value, json};
-
-fn api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(eventpipe_crds::GROUP, eventpipe_crds::VERSION, kind);
-    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
-}
 
 /// Creates `object` with dry run, so the API server validates it without keeping it.
 async fn dry_run(client: &Client, ns: &str, object: &Value) -> Result<(), String> {
@@ -22,7 +14,7 @@ async fn dry_run(client: &Client, ns: &str, object: &Value) -> Result<(), String
         dry_run: true,
         ..Default::default()
     };
-    api(client, ns, kind)
+    eventpipe_e2e::api_of(client, ns, kind)
         .create(&pp, &obj)
         .await
         .map(|_| ())
@@ -41,27 +33,11 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_by_the_api_ser
     };
     eventpipe_e2e::install_crds(&client).await;
     let ns = eventpipe_e2e::test_namespace("eventpipe-crds");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    eventpipe_e2e::create_namespace(&client, &ns).await;
 
     let docs = eventpipe_e2e::example_documents(&[]);
     for doc in &docs {
-        let kind = doc["kind"].as_str().unwrap();
-        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-        api(&client, &ns, kind)
-            .patch(
-                &obj.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("applying {kind} {}: {e}", obj.name_any()));
+        eventpipe_e2e::apply(&client, &ns, doc).await;
     }
 
     let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
@@ -133,9 +109,6 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_by_the_api_ser
             Err(_) => {}
         }
     }
-    namespaces
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    eventpipe_e2e::delete_namespace(&client, &ns).await;
     assert!(failures.is_empty(), "{failures:#?}");
 }

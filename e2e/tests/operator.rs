@@ -9,7 +9,7 @@ use eventpipe_crds::{EventPipeline, QueueBinding};
 use eventpipe_e2e::{apply, eventually, ready_condition};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -174,8 +174,5 @@ async fn an_applied_pipeline_becomes_workloads_and_follows_its_spec() {
             .then_some(())
     })
     .await;
-    Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    eventpipe_e2e::delete_namespace(&client, &ns).await;
 }
