@@ -108,6 +108,25 @@ async fn clients(
     )))
 }
 
+/// Namespace, region, endpoint and credentials Secret of a binding.
+pub type Reach = (String, Option<String>, Option<String>, Option<String>);
+
+/// Everything [`clients`] builds a binding's clients from besides the operator's own
+/// configuration: bindings with the same reach AWS the same way.
+pub fn reach(b: &QueueBinding, ns: &str) -> Reach {
+    let secret = b
+        .spec
+        .credentials
+        .as_ref()
+        .map(|c| c.secret_ref.name.clone());
+    (
+        ns.to_string(),
+        b.spec.region.clone(),
+        b.spec.endpoint.clone(),
+        secret,
+    )
+}
+
 /// The SQS client for a binding, when its configuration can be built.
 pub async fn sqs_client(b: &QueueBinding, ctx: &Context, ns: &str) -> Option<aws_sdk_sqs::Client> {
     match clients(b, ctx, ns).await {

@@ -290,14 +290,8 @@ async fn stream_lag_seconds(
 #[derive(Default)]
 struct Tables(HashMap<TableKey, Option<Vec<Item>>>);
 
-/// A table as a binding reaches it: namespace, region, endpoint, credentials, name.
-type TableKey = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
+/// A table by name, as a binding reaches it ([`binding::reach`]).
+type TableKey = (binding::Reach, String);
 
 impl Tables {
     async fn leases(
@@ -307,18 +301,7 @@ impl Tables {
         ns: &str,
         table: &str,
     ) -> Option<&[Item]> {
-        let secret = b
-            .spec
-            .credentials
-            .as_ref()
-            .map(|c| c.secret_ref.name.clone());
-        let key = (
-            ns.to_string(),
-            b.spec.region.clone(),
-            b.spec.endpoint.clone(),
-            secret,
-            table.to_string(),
-        );
+        let key = (binding::reach(b, ns), table.to_string());
         if !self.0.contains_key(&key) {
             // Without a client the binding's own status says why.
             let ddb = binding::dynamodb_client(b, ctx, ns).await;
