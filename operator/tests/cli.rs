@@ -47,16 +47,30 @@ fn run_without_a_cluster_fails_with_a_clear_error() {
     );
 }
 
-#[test]
-fn a_workload_variable_that_is_not_name_value_is_refused() {
+/// What the operator says on stderr when it refuses `args`.
+fn refused(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-operator"))
-        .args(["run", "--workload-env", "AWS_ACCESS_KEY_ID"])
+        .args(args)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_workload_variable_that_is_not_name_value_is_refused() {
+    let err = refused(&["run", "--workload-env", "AWS_ACCESS_KEY_ID"]);
     assert!(
         err.contains("--workload-env") && err.contains("is not NAME=VALUE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_image_pull_policy_is_refused() {
+    let err = refused(&["run", "--image-pull-policy", "Sometimes"]);
+    assert!(
+        err.contains("'Sometimes'") && err.contains("IfNotPresent"),
         "{err}"
     );
 }
