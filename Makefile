@@ -9,7 +9,7 @@ PEERS := bench/peers
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo dev e2e bench images fuzz-build venv tools clean
+.PHONY: all build test lint fmt crds demo dev e2e bench images image-archives fuzz-build venv tools clean
 
 all: build
 
@@ -85,6 +85,15 @@ images:
 	for t in operator ingress worker; do \
 	  docker build --target $$t -t eventpipe/eventpipe-$$t:$(IMAGE_TAG) . || exit 1; \
 	done
+
+## The same images with no engine and no registry (air-gapped clusters), assembled from
+## the release binaries into target/images/*.tar: ctr -n k8s.io images import FILE,
+## kind load image-archive FILE, k3d image import FILE.
+image-archives:
+	cargo build --release --locked -p eventpipe-operator -p eventpipe-ingress -p eventpipe-worker
+	python3 scripts/image-archive.py target/release/eventpipe-operator eventpipe/eventpipe-operator:$(IMAGE_TAG) target/images/eventpipe-operator.tar --port 9090 --port 6443
+	python3 scripts/image-archive.py target/release/eventpipe-ingress eventpipe/eventpipe-ingress:$(IMAGE_TAG) target/images/eventpipe-ingress.tar --port 8080 --port 9090
+	python3 scripts/image-archive.py target/release/eventpipe-worker eventpipe/eventpipe-worker:$(IMAGE_TAG) target/images/eventpipe-worker.tar --port 9090
 
 clean:
 	cargo clean

@@ -1,6 +1,9 @@
 //! Shared set-up of the end-to-end suite: a client for the cluster in `KUBECONFIG`,
 //! or a clear reason to skip when there is none, and the helpers every test uses.
 
+pub mod helm;
+pub mod tools;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -1,252 +1,66 @@
 //! The chart on a real cluster (E2E_OPERATOR=helm, the images loaded into it, e.g. with
 //! `kind load docker-image`): `helm install` with moto in the cluster as the AWS
 //! endpoint and `helm test`; the GitHub analytics example applied; signed webhooks sent
-//! through the ingress Service; processing, a dead letter, status and the HPA's metric
-//! observed; then `helm uninstall`, after which only the CRDs stay.
+//! through the ingress Service; processing, a dead letter, status, `kubectl get` and
+//! `kubectl describe` and the HPA's metric observed; then `helm uninstall`, after which
+//! only the CRDs stay.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use eventpipe_crds::EventPipeline;
+use eventpipe_e2e::helm::{self, Release, SETTLE, available};
+use eventpipe_e2e::tools::{PortForward, run};
 use eventpipe_e2e::{eventually, ready_condition};
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::Client;
 use kube::api::Api;
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The chart names its objects after the release (its fullname, as the release name
-/// contains the chart's).
-const RELEASE: &str = "eventpipe";
-const MOTO: &str = "eventpipe-moto";
-const APISERVICE: &str = "v1beta1.external.metrics.k8s.io";
 const WEBHOOK_SECRET: &str = "e2e-webhook-secret";
 /// Tables the example writes: every comment, and counts per repository and day.
 const COMMENTS_TABLE: &str = "github-comments";
 const COUNTS_TABLE: &str = "github-daily-counts";
-const SETTLE: Duration = Duration::from_secs(180);
 
 #[tokio::test]
 async fn helm_install_runs_the_example_and_helm_uninstall_leaves_only_the_crds() {
-    if !eventpipe_e2e::helm_mode() {
-        eprintln!(
-            "SKIP: E2E_OPERATOR is not helm; set E2E_OPERATOR=helm (images loaded into the cluster) to test the chart"
-        );
+    if !helm::enabled() {
         return;
     }
     let Some(client) = eventpipe_e2e::cluster().await else {
         return;
     };
-    let mut installed = Installed {
-        ns: eventpipe_e2e::test_namespace("eventpipe-helm"),
-        app: eventpipe_e2e::test_namespace("eventpipe-app"),
-        uninstalled: false,
-    };
-    install(&installed.ns).await;
-    check_install(&client, &installed.ns).await;
-    let app = installed.app.clone();
+    let mut release = Release::install(&client, &[]).await;
+    let app = release.app.clone();
     start_example(&client, &app).await;
 
     let ingress = PortForward::start(&app, "github-ingest-ingress", 80).await;
-    let moto = PortForward::start(&installed.ns, MOTO, 5000).await;
+    let moto = release.moto().await;
     let repository = format!("e2e/{app}");
     let event_id = send_comment(&ingress, &repository).await;
-    processed(&client, &app, &dynamodb(&moto), &event_id, &repository).await;
-    dead_lettered(&client, &app, &ingress).await;
-    hpa_reads_queue_depth(&client, &app).await;
-    drop((ingress, moto));
-
-    let rendered = release_objects(&installed.ns).await;
-    installed.uninstall().await;
-    check_uninstalled(&client, &installed.ns, &rendered).await;
-    // Both namespaces go when `installed` is dropped, as after a failure.
-}
-
-/// `make e2e` puts `.tools` on PATH; a bare `cargo test` finds them here as well.
-fn tool(name: &str) -> String {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.tools")
-        .join(name);
-    if local.exists() {
-        local.display().to_string()
-    } else {
-        name.to_string()
-    }
-}
-
-/// Runs helm or kubectl to the end; fails the test, with its output, when it fails.
-async fn run(name: &str, args: &[&str]) -> String {
-    eprintln!("$ {name} {}", args.join(" "));
-    let out = tokio::process::Command::new(tool(name))
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e} (`make tools` fetches helm and kubectl)"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name} {} failed ({}):\n{stdout}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// For `Drop`, where nothing can be awaited or fail: runs and shows the output.
-fn run_blocking(name: &str, args: &[&str]) {
-    match std::process::Command::new(tool(name)).args(args).output() {
-        Ok(out) => eprintln!(
-            "$ {name} {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => eprintln!("{name}: {e}"),
-    }
-}
-
-/// The release and the test namespaces. Dropped, it removes what is left, so that a
-/// failed run leaves no cluster-scoped objects (ClusterRoles, the APIService) for the
-/// next install to collide with; after a failure it first shows what the cluster holds.
-struct Installed {
-    ns: String,
-    app: String,
-    uninstalled: bool,
-}
-
-impl Installed {
-    async fn uninstall(&mut self) {
-        let ns = &self.ns;
-        run(
-            "helm",
-            &["uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "5m"],
-        )
-        .await;
-        self.uninstalled = true;
-    }
-}
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let kinds = "eventpipelines,queuebindings,deployments,pods,hpa";
-            let operator = format!("deployment/{RELEASE}");
-            run_blocking("kubectl", &["get", kinds, "-n", &self.app, "-o", "wide"]);
-            run_blocking("kubectl", &["describe", "eventpipelines", "-n", &self.app]);
-            let workloads = "app.kubernetes.io/managed-by=eventpipe-operator";
-            run_blocking(
-                "kubectl",
-                &[
-                    "logs",
-                    "-n",
-                    &self.app,
-                    "-l",
-                    workloads,
-                    "--prefix",
-                    "--tail=20",
-                ],
-            );
-            run_blocking("kubectl", &["get", "all", "-n", &self.ns]);
-            run_blocking("kubectl", &["logs", "-n", &self.ns, &operator, "--tail=50"]);
-        }
-        if !self.uninstalled {
-            run_blocking("helm", &["uninstall", RELEASE, "-n", &self.ns, "--wait"]);
-        }
-        let namespaces = [&self.app, &self.ns].map(|n| format!("namespace/{n}"));
-        run_blocking(
-            "kubectl",
-            &[
-                "delete",
-                &namespaces[0],
-                &namespaces[1],
-                "--ignore-not-found",
-                "--wait=false",
-            ],
-        );
-    }
-}
-
-async fn install(ns: &str) {
-    let mut values = vec!["localAws.enabled=true".to_string()];
-    // Unset means the chart's appVersion, the tag `make images` builds by default.
-    if let Ok(tag) = std::env::var("E2E_IMAGE_TAG")
-        && !tag.is_empty()
-    {
-        for image in ["operator", "ingress", "worker"] {
-            values.push(format!("{image}.image.tag={tag}"));
-        }
-    }
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/eventpipe");
-    let mut args = vec![
-        "install",
-        RELEASE,
-        chart,
-        "-n",
-        ns,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "5m",
-    ];
-    for v in &values {
-        args.extend(["--set", v.as_str()]);
-    }
-    run("helm", &args).await;
-}
-
-fn available(d: &Deployment) -> i32 {
-    d.status
-        .as_ref()
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0)
-}
-
-/// The operator runs, the API serves the three kinds and the external metrics, and
-/// the chart's own `helm test` passes.
-async fn check_install(client: &Client, ns: &str) {
-    let operator = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(RELEASE)
-        .await
-        .unwrap();
-    assert!(available(&operator) >= 1, "the operator is not available");
-    let served = client
-        .list_api_group_resources(eventpipe_crds::API_VERSION)
-        .await
-        .unwrap();
-    let names: Vec<&str> = served.resources.iter().map(|r| r.name.as_str()).collect();
-    for plural in ["eventpipelines", "queuebindings", "deadletterpolicies"] {
-        assert!(names.contains(&plural), "{plural} not served: {names:?}");
-    }
-    // `helm test` asks the aggregated API once, without retrying: wait until the API
-    // server has found the operator behind the APIService.
-    let apiservices: Api<APIService> = Api::all(client.clone());
-    eventually("the APIService Available", SETTLE, async || {
-        let conditions = apiservices.get(APISERVICE).await.ok()?.status?.conditions?;
-        conditions
-            .iter()
-            .any(|c| c.type_ == "Available" && c.status == "True")
-            .then_some(())
-    })
-    .await;
-    run(
-        "helm",
-        &["test", RELEASE, "-n", ns, "--logs", "--timeout", "5m"],
+    processed(
+        &client,
+        &app,
+        &helm::dynamodb(&moto),
+        &event_id,
+        &repository,
     )
     .await;
+    dead_lettered(&client, &app, &ingress).await;
+    hpa_reads_queue_depth(&client, &app).await;
+    kubectl_shows_the_pipelines(&app).await;
+    drop((ingress, moto));
+
+    release.uninstall(&client).await;
+    // Both namespaces go when `release` is dropped, as after a failure.
 }
 
 /// The example in its own namespace, with its webhook Secret, until both pipelines
 /// are Ready.
 async fn start_example(client: &Client, app: &str) {
-    eventpipe_e2e::create_namespace(client, app).await;
     let secret = [("secret", WEBHOOK_SECRET)];
     eventpipe_e2e::create_secret(client, app, "github-webhook", &secret).await;
     for doc in eventpipe_e2e::example_documents(&["github-analytics.yaml"]) {
@@ -269,65 +83,6 @@ async fn start_example(client: &Client, app: &str) {
         let got = available(&deployments.get(name).await.unwrap());
         assert!(got >= want, "{name}: {got} of {want} replicas available");
     }
-}
-
-/// `kubectl port-forward` to a Service, on a local port kubectl picks; stopped on drop.
-struct PortForward {
-    port: u16,
-    _kubectl: tokio::process::Child,
-}
-
-impl PortForward {
-    async fn start(ns: &str, service: &str, port: u16) -> Self {
-        let target = format!("svc/{service}");
-        let ports = format!(":{port}");
-        let mut kubectl = tokio::process::Command::new(tool("kubectl"))
-            .args([
-                "port-forward",
-                "-n",
-                ns,
-                "--address=127.0.0.1",
-                &target,
-                &ports,
-            ])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(kubectl.stdout.take().unwrap()).lines();
-        // "Forwarding from 127.0.0.1:43127 -> 8080"
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-        let local = first
-            .ok()
-            .and_then(|line| line.ok().flatten())
-            .and_then(|line| {
-                let rest = line.strip_prefix("Forwarding from 127.0.0.1:")?;
-                rest.split(' ').next()?.parse().ok()
-            })
-            .unwrap_or_else(|| panic!("kubectl port-forward {target} named no local port"));
-        // kubectl writes a line per connection: keep reading, so a full pipe never stalls it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            port: local,
-            _kubectl: kubectl,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-/// A DynamoDB client for the chart's moto, through its port-forward.
-fn dynamodb(moto: &PortForward) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto.url(""))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
 }
 
 /// GitHub's `X-Hub-Signature-256`: the body's HMAC-SHA256 under the shared secret.
@@ -473,40 +228,27 @@ async fn hpa_reads_queue_depth(client: &Client, app: &str) {
     );
 }
 
-/// `helm uninstall` removed every object the release rendered and kept the CRDs.
-async fn check_uninstalled(client: &Client, ns: &str, rendered: &[String]) {
-    let mut args = vec!["get", "--ignore-not-found", "-o", "name", "-n", ns];
-    args.extend(rendered.iter().map(String::as_str));
-    let left = run("kubectl", &args).await;
-    assert!(left.trim().is_empty(), "left by helm uninstall:\n{left}");
-    let releases = run("helm", &["list", "-n", ns, "-q"]).await;
-    assert!(releases.trim().is_empty(), "releases left: {releases}");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in eventpipe_crds::schema::crds() {
-        let name = crd.name_any();
+/// What a user sees with `kubectl get` and `kubectl describe`: readiness, the webhook
+/// URL and the depths as columns; the conditions and the operator's events.
+async fn kubectl_shows_the_pipelines(app: &str) {
+    let table = run("kubectl", &["get", "eventpipelines", "-n", app]).await;
+    eprintln!("{table}");
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    for column in ["READY", "WEBHOOK", "DEPTH", "DLQ"] {
+        assert!(header.contains(&column), "no {column} column: {header:?}");
+    }
+    let ingest = lines
+        .find(|l| l.starts_with("github-ingest "))
+        .expect("github-ingest listed");
+    assert!(ingest.contains("True"), "github-ingest not READY: {ingest}");
+    assert!(ingest.contains("/hooks/github"), "no webhook URL: {ingest}");
+    let args = ["describe", "eventpipeline", "github-ingest", "-n", app];
+    let described = run("kubectl", &args).await;
+    for want in ["Conditions:", "Ready", "Applied"] {
         assert!(
-            crds.get_opt(&name).await.unwrap().is_some(),
-            "CRD {name} removed"
+            described.contains(want),
+            "describe shows no {want}:\n{described}"
         );
     }
-}
-
-/// Every object of the release's manifest (hooks and CRDs aside), as `kind/name` for
-/// kubectl.
-async fn release_objects(ns: &str) -> Vec<String> {
-    let manifest = run("helm", &["get", "manifest", RELEASE, "-n", ns]).await;
-    let objects: Vec<String> = serde_yaml::Deserializer::from_str(&manifest)
-        .filter_map(|d| {
-            let doc: Value = serde::Deserialize::deserialize(d).ok()?;
-            let (kind, name) = (doc["kind"].as_str()?, doc["metadata"]["name"].as_str()?);
-            Some(format!("{kind}/{name}"))
-        })
-        .collect();
-    assert!(
-        objects
-            .iter()
-            .any(|o| o == &format!("Deployment/{RELEASE}")),
-        "no operator in the release's manifest: {objects:?}"
-    );
-    objects
 }

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
+use aws_sdk_sqs::config::SharedCredentialsProvider;
 use eventpipe_core::provision;
 use eventpipe_crds::{
     DeadLetterPolicy, DeletionPolicy, DynamoDbStream, QueueBinding, QueueBindingStatus, SqsQueue,
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -68,37 +67,15 @@ async fn clients(
         ddb = ddb.endpoint_url(endpoint);
     }
     if let Some(c) = &b.spec.credentials {
-        let name = &c.secret_ref.name;
-        let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-            .get_opt(name)
+        let creds = match ctx
+            .credentials
+            .get(&ctx.client, ns, &c.secret_ref.name)
             .await?
-        else {
-            return Ok(Err(Problem {
-                reason: "SecretNotFound",
-                message: format!("credentials Secret {name:?} not found in namespace {ns}"),
-            }));
+        {
+            Ok(creds) => creds,
+            Err(p) => return Ok(Err(p)),
         };
-        let data = secret.data.unwrap_or_default();
-        let read = |k: &str| {
-            data.get(k)
-                .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
-        };
-        let (Some(id), Some(key)) = (read("AWS_ACCESS_KEY_ID"), read("AWS_SECRET_ACCESS_KEY"))
-        else {
-            return Ok(Err(Problem {
-                reason: "SecretKeyNotFound",
-                message: format!(
-                    "credentials Secret {name:?} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                ),
-            }));
-        };
-        let provider = SharedCredentialsProvider::new(Credentials::new(
-            id,
-            key,
-            read("AWS_SESSION_TOKEN"),
-            None,
-            "secret",
-        ));
+        let provider = SharedCredentialsProvider::new(creds);
         sqs = sqs.credentials_provider(provider.clone());
         ddb = ddb.credentials_provider(provider);
     }

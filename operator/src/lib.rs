@@ -3,8 +3,10 @@
 //! depth and stream lag to the HorizontalPodAutoscaler.
 
 pub mod binding;
+pub mod check;
 pub mod conditions;
 pub mod context;
+pub mod credentials;
 pub mod external_metrics;
 pub mod metrics;
 pub mod pipeline;

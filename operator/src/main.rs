@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the operator (the default).
     Run(Box<RunArgs>),
+    /// Check an installed operator from inside the cluster (what `helm test` runs).
+    Check(eventpipe_operator::check::CheckArgs),
     /// Print the CRDs as multi-document YAML, or write one file per CRD.
     Crds {
         /// Write `<plural>.yaml` files into this directory instead of printing.
@@ -38,6 +40,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Crds { out_dir }) => crds(out_dir),
         Some(Command::Run(args)) => serve(*args).await,
+        Some(Command::Check(args)) => eventpipe_operator::check::check(args).await,
         None => serve(cli.run).await,
     };
     match result {

@@ -18,28 +18,30 @@ pub const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
         ],
         &["patch"],
     ),
-    // Applied server-side and owned by pipelines; a removed ingress's Service is deleted.
+    // Applied server-side (which creates what is missing) and owned by pipelines; a
+    // removed ingress's Service is deleted.
     (
         "",
         &["configmaps", "services"],
-        &["get", "list", "watch", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     // Checked for existence and keys (webhook secrets), read for binding credentials.
     ("", &["secrets"], &["get", "list", "watch"]),
     (
         "apps",
         &["deployments"],
-        &["get", "list", "watch", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     (
         "autoscaling",
         &["horizontalpodautoscalers"],
-        &["get", "list", "watch", "patch"],
+        &["get", "list", "watch", "create", "patch"],
     ),
     ("events.k8s.io", &["events"], &["create", "patch"]),
 ];
 
-/// Leader election, in the operator's own namespace.
+/// Leader election, in the operator's own namespace: the chart makes the Lease (so
+/// `helm uninstall` removes it); an operator run elsewhere creates its own.
 pub const LEASE_RULES: &[(&str, &[&str], &[&str])] = &[(
     "coordination.k8s.io",
     &["leases"],

@@ -167,12 +167,44 @@ pub fn credential_secrets(pipeline: &Pipeline) -> BTreeSet<String> {
         .collect()
 }
 
+/// The environment of the ingress and worker containers: the operator's settings, with
+/// the pipeline's `tracing` (as the OpenTelemetry SDK's standard variables) in place of
+/// the operator's own endpoint and sampler.
+fn workload_env(p: &EventPipeline, settings: &Settings) -> Vec<EnvVar> {
+    let mut own = vec![];
+    if let Some(t) = &p.spec.tracing {
+        if let Some(endpoint) = &t.otlp_endpoint {
+            own.push(env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+        }
+        own.push(env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"));
+        own.push(env("OTEL_TRACES_SAMPLER_ARG", &t.sample_ratio.to_string()));
+    }
+    let overridden = |e: &EnvVar| own.iter().any(|o| o.name == e.name);
+    let mut all: Vec<EnvVar> = settings
+        .env
+        .iter()
+        .filter(|e| !overridden(e))
+        .cloned()
+        .collect();
+    all.extend(own);
+    all
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
 fn container(
     name: &str,
     image: &str,
     args: Vec<String>,
     settings: &Settings,
     mounts: Vec<Value>,
+    env: Vec<EnvVar>,
 ) -> Value {
     let env_from: Vec<Value> = settings
         .credentials_secret
@@ -184,7 +216,7 @@ fn container(
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": args,
-        "env": settings.env,
+        "env": env,
         "envFrom": env_from,
         "ports": [{"name": "metrics", "containerPort": 9090}],
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10},
@@ -229,7 +261,15 @@ fn ingress(pipeline: &Pipeline, settings: &Settings, replicas: i32, hash: &str) 
     mounts.push(m);
     let mut args = base_args();
     args.push("--listen=0.0.0.0:8080".into());
-    let mut c = container("ingress", &settings.ingress_image, args, settings, mounts);
+    let env = workload_env(p, settings);
+    let mut c = container(
+        "ingress",
+        &settings.ingress_image,
+        args,
+        settings,
+        mounts,
+        env,
+    );
     c["ports"]
         .as_array_mut()
         .unwrap()
@@ -292,6 +332,7 @@ fn worker(pipeline: &Pipeline, settings: &Settings, hash: &str) -> Deployment {
         args,
         settings,
         mounts,
+        workload_env(p, settings),
     )];
     if let Some(c) = &p.spec.processor.container {
         let mut sidecar = json!({

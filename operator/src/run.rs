@@ -23,13 +23,18 @@ use crate::external_metrics::{self, Cache};
 use crate::render::Settings;
 use crate::{binding, pipeline, policy};
 
+/// How long a leader's Lease lasts unrenewed: a killed leader's successor takes over
+/// within this.
+const LEASE_SECONDS: u64 = 15;
+
 /// Variables of the operator's own environment passed on to ingress and worker pods.
-const PASSED_ON: [&str; 6] = [
+const PASSED_ON: [&str; 7] = [
     "AWS_REGION",
     "AWS_ENDPOINT_URL",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
     "RUST_LOG",
 ];
 
@@ -68,6 +73,9 @@ pub struct RunArgs {
     /// placeholder credentials an AWS emulator takes.
     #[arg(long = "workload-env", value_name = "NAME=VALUE", value_parser = env_var)]
     pub workload_env: Vec<EnvVar>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = MANAGER)]
+    pub lease_name: String,
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
@@ -107,7 +115,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         credentials_secret: args.aws_credentials_secret.clone(),
         image_pull_policy: args.image_pull_policy.clone(),
     };
-    let ctx = Context::new(client.clone(), settings, aws, metrics);
+    let ctx = Context::watching(
+        client.clone(),
+        settings,
+        aws,
+        metrics,
+        // Secrets by metadata only: their data never enters this cache.
+        watch_store::<PartialObjectMeta<Secret>>(&client),
+    );
     let stop = CancellationToken::new();
     let ready = eventpipe_core::ops::Ready::default();
 
@@ -148,54 +163,76 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         eventpipe_core::ops::shutdown_signal().await;
         signal_stop.cancel();
     });
-    if !args.no_leader_election && !become_leader(&client, &args.lease_namespace, &stop).await? {
-        return Ok(());
-    }
+    let leadership = if args.no_leader_election {
+        None
+    } else {
+        match become_leader(&client, &args, &stop).await? {
+            Some(handle) => Some(handle),
+            None => return Ok(()),
+        }
+    };
     tracing::info!("leading: reconciling EventPipelines, QueueBindings and DeadLetterPolicies");
     tokio::select! {
         _ = controllers(client, ctx, pipelines) => {}
         _ = stop.cancelled() => {}
     }
+    stop.cancel();
+    if let Some(handle) = leadership {
+        let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    }
     Ok(())
 }
 
-/// Waits until this replica holds the Lease; false when stopped first. Losing the
-/// Lease later ends the process, so two replicas never reconcile at once.
+/// Waits until this replica holds the Lease; `None` when stopped first. Losing the
+/// Lease later ends the process, so two replicas never reconcile at once. The handle
+/// ends once a stopped leader has released the Lease, so a standby takes over at once.
 async fn become_leader(
     client: &Client,
-    namespace: &str,
+    args: &RunArgs,
     stop: &CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let identity =
         std::env::var("POD_NAME").unwrap_or_else(|_| format!("{MANAGER}-{}", std::process::id()));
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), MANAGER)
-        .with_namespace(namespace)
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
         .with_identity(identity)
-        .with_duration(15)
+        .with_duration(LEASE_SECONDS)
         .with_grace(5)
         .build()
         .await?;
-    let (mut leader, _task) = manager.watch().await;
+    let (mut leader, manager) = manager.watch().await;
     loop {
         if *leader.borrow_and_update() {
             break;
         }
         tokio::select! {
             changed = leader.changed() => changed?,
-            _ = stop.cancelled() => return Ok(false),
+            _ = stop.cancelled() => return Ok(None),
         }
     }
     let stop = stop.clone();
-    tokio::spawn(async move {
-        while leader.changed().await.is_ok() {
-            if !*leader.borrow() {
-                tracing::error!("lost the leader Lease; stopping");
-                std::process::exit(1);
-            }
+    Ok(Some(tokio::spawn(async move {
+        let stopped = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = lost(&mut leader) => false,
+        };
+        if !stopped {
+            tracing::error!("lost the leader Lease; stopping");
+            std::process::exit(1);
         }
-        stop.cancel();
-    });
-    Ok(true)
+        // Dropping the receiver makes the manager release the Lease and end.
+        drop(leader);
+        let _ = manager.await;
+    })))
+}
+
+/// Resolves when this replica no longer holds the Lease.
+async fn lost(leader: &mut tokio::sync::watch::Receiver<bool>) {
+    while leader.changed().await.is_ok() {
+        if !*leader.borrow() {
+            return;
+        }
+    }
 }
 
 /// A cache of all objects of a kind, kept current by a watch.

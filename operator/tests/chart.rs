@@ -141,3 +141,87 @@ fn the_operator_accepts_the_command_line_the_chart_gives_it() {
         );
     }
 }
+
+/// The names `eventpipe_…` an alert's expression reads.
+fn alert_metrics(docs: &[Value]) -> Vec<String> {
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("the PrometheusRule");
+    let mut names = vec![];
+    for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        let expr = r["expr"].as_str().unwrap();
+        for (i, _) in expr.match_indices("eventpipe_") {
+            let name: String = expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.push(name);
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn every_alert_reads_a_metric_the_scraped_pods_export() {
+    let docs = render_with(&["prometheusRule.enabled=true", "serviceMonitor.enabled=true"]);
+    let wanted = alert_metrics(&docs);
+    assert!(wanted.len() >= 3, "alerts read {wanted:?}");
+
+    // What a worker pod serves on its metrics port, with one event of each kind seen.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = eventpipe_worker::metrics::Metrics::register(&mut registry);
+    let source = eventpipe_worker::metrics::Source {
+        pipeline: "p".into(),
+        source: "s".into(),
+    };
+    metrics.outcome(&source, "delivered");
+    metrics.dlq_depth.get_or_create(&source).set(0);
+    let shard = eventpipe_worker::metrics::Shard {
+        pipeline: "p".into(),
+        source: "s".into(),
+        shard: "shardId-1".into(),
+    };
+    metrics.iterator_age.get_or_create(&shard).set(0.0);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for name in &wanted {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+            "the alerts read {name}, which workers do not export:\n{text}"
+        );
+    }
+
+    // The PodMonitor scrapes the pods the operator deploys, on their metrics port.
+    let monitor = docs
+        .iter()
+        .find(|d| d["kind"] == "PodMonitor")
+        .expect("a PodMonitor");
+    assert_eq!(monitor["spec"]["namespaceSelector"]["any"], true);
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    let selected = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/github-analytics.yaml"
+    );
+    let mut pipeline = eventpipe_crds::Manifest::load(path)
+        .unwrap()
+        .pipeline("github-ingest")
+        .unwrap();
+    pipeline.pipeline.metadata.namespace = Some("shop".into());
+    pipeline.pipeline.metadata.uid = Some("6f1c0c4e-1111-2222-3333-444455556666".into());
+    let w = eventpipe_operator::render::render(&pipeline, &Default::default());
+    let (ingress, _) = w.ingress.unwrap();
+    for d in [ingress, w.worker] {
+        let pod = serde_json::to_value(d.spec.template).unwrap();
+        for (k, v) in selected {
+            assert_eq!(&pod["metadata"]["labels"][k], v, "pod label {k}");
+        }
+        let ports = pod["spec"]["containers"][0]["ports"].as_array().unwrap();
+        assert!(ports.iter().any(|p| p["name"] == "metrics"), "{ports:?}");
+    }
+}

@@ -194,3 +194,49 @@ fn a_changed_spec_rolls_the_pods() {
     assert_ne!(hash(&changed), before);
     assert_eq!(hash(&p.clone()), before);
 }
+
+#[test]
+fn a_pipelines_tracing_reaches_its_pods_in_place_of_the_operators() {
+    let mut s = settings();
+    s.env.push(
+        serde_json::from_value(
+            json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://operator-default:4318"}),
+        )
+        .unwrap(),
+    );
+    let env_of = |p: &Pipeline| {
+        let w = render::render(p, &s);
+        let (ingress, _) = w.ingress.unwrap();
+        [ingress, w.worker].map(|d| {
+            let env = v(&d)["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+            env.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+    };
+    let mut p = example("github-analytics.yaml", "github-ingest");
+    for env in env_of(&p) {
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            "http://operator-default:4318"
+        );
+        assert!(!env.contains_key("OTEL_TRACES_SAMPLER"), "{env:?}");
+    }
+    p.pipeline.spec.tracing = Some(
+        serde_json::from_value(
+            json!({"otlpEndpoint": "http://jaeger.obs:4318", "sampleRatio": 0.25}),
+        )
+        .unwrap(),
+    );
+    for env in env_of(&p) {
+        assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://jaeger.obs:4318");
+        assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+        assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+        assert_eq!(
+            env["AWS_REGION"], "eu-west-1",
+            "the operator's other settings stay"
+        );
+    }
+}

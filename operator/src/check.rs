@@ -1,0 +1,75 @@
+//! `eventpipe-operator check`: what `helm test` runs inside the cluster, with the
+//! operator's own image (no other image to pull): the operator answers, the API serves
+//! the eventpipe kinds, and the aggregated external metrics API reaches the operator.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use kube::Client;
+
+use crate::render::{QUEUE_DEPTH_METRIC, STREAM_LAG_METRIC};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct CheckArgs {
+    /// The operator's readiness endpoint, e.g. http://eventpipe.eventpipe.svc:9090/readyz.
+    #[arg(long)]
+    pub ready_url: String,
+    /// How long the aggregator may take to find the operator behind the APIService.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let status = reqwest::get(&args.ready_url)
+        .await
+        .with_context(|| format!("GET {}", args.ready_url))?
+        .status();
+    if !status.is_success() {
+        bail!("GET {}: {status}", args.ready_url);
+    }
+    println!("operator ready: {}", args.ready_url);
+    let client = Client::try_default().await?;
+    let served = client
+        .list_api_group_resources(eventpipe_crds::API_VERSION)
+        .await
+        .with_context(|| format!("{} not served", eventpipe_crds::API_VERSION))?;
+    let names: Vec<&str> = served.resources.iter().map(|r| r.name.as_str()).collect();
+    for plural in ["eventpipelines", "queuebindings", "deadletterpolicies"] {
+        if !names.contains(&plural) {
+            bail!("{plural} not served by the API (it serves {names:?})");
+        }
+    }
+    println!("API serves {}", names.join(", "));
+    let metrics = external_metrics(&client, args.wait).await?;
+    println!("external metrics served: {}", metrics.join(", "));
+    Ok(())
+}
+
+/// The external metrics the aggregated API lists, once both of the operator's are there.
+async fn external_metrics(client: &Client, wait: Duration) -> anyhow::Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let last = match client
+            .list_api_group_resources("external.metrics.k8s.io/v1beta1")
+            .await
+        {
+            Ok(list) => {
+                let names: Vec<String> = list.resources.into_iter().map(|r| r.name).collect();
+                if [QUEUE_DEPTH_METRIC, STREAM_LAG_METRIC]
+                    .iter()
+                    .all(|m| names.iter().any(|n| n == m))
+                {
+                    return Ok(names);
+                }
+                format!("it lists {names:?}")
+            }
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "external.metrics.k8s.io/v1beta1 does not serve the operator's metrics after {wait:?}: {last}"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

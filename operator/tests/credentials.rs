@@ -1,0 +1,108 @@
+//! A binding's credentials Secret is fetched once per version, not on every refresh.
+
+mod common;
+
+use common::FakeApi;
+use eventpipe_operator::credentials::SecretCredentials;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::{reflector, watcher};
+use serde_json::json;
+
+const PATH: &str = "/api/v1/namespaces/shop/secrets/aws";
+
+fn secret(version: &str, key_id: &str) -> serde_json::Value {
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "aws", "namespace": "shop", "resourceVersion": version},
+        "data": {"AWS_ACCESS_KEY_ID": b64(key_id), "AWS_SECRET_ACCESS_KEY": b64("s3cr3t")},
+    })
+}
+
+fn metadata(version: &str) -> PartialObjectMeta<Secret> {
+    serde_json::from_value(json!({
+        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": "aws", "namespace": "shop", "resourceVersion": version},
+    }))
+    .unwrap()
+}
+
+fn gets(api: &FakeApi) -> usize {
+    api.calls().iter().filter(|c| c.path == PATH).count()
+}
+
+async fn key_id(creds: &SecretCredentials, api: &FakeApi) -> String {
+    let c = creds
+        .get(&api.client(), "shop", "aws")
+        .await
+        .unwrap()
+        .unwrap();
+    c.access_key_id().to_string()
+}
+
+#[tokio::test]
+async fn a_secret_is_read_again_only_when_its_version_changes() {
+    let api = FakeApi::new();
+    api.put(PATH, secret("1", "AKIA-ONE"));
+    let (versions, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Apply(metadata("1")));
+    let creds = SecretCredentials::new(versions);
+
+    for _ in 0..5 {
+        assert_eq!(key_id(&creds, &api).await, "AKIA-ONE");
+    }
+    assert_eq!(gets(&api), 1, "five refreshes, one read");
+
+    // The Secret is rotated: the watch shows a new version, so it is read again.
+    api.put(PATH, secret("2", "AKIA-TWO"));
+    writer.apply_watcher_event(&watcher::Event::Apply(metadata("2")));
+    assert_eq!(key_id(&creds, &api).await, "AKIA-TWO");
+    assert_eq!(key_id(&creds, &api).await, "AKIA-TWO");
+    assert_eq!(gets(&api), 2);
+}
+
+#[tokio::test]
+async fn without_a_watched_version_the_secret_is_fetched() {
+    let api = FakeApi::new();
+    api.put(PATH, secret("1", "AKIA-ONE"));
+    let creds = SecretCredentials::new(reflector::store().0);
+    assert_eq!(key_id(&creds, &api).await, "AKIA-ONE");
+    assert_eq!(key_id(&creds, &api).await, "AKIA-ONE");
+    assert_eq!(gets(&api), 2);
+}
+
+#[tokio::test]
+async fn a_missing_secret_or_key_is_a_problem_a_person_can_act_on() {
+    let api = FakeApi::new();
+    let creds = SecretCredentials::new(reflector::store().0);
+    let problem = creds
+        .get(&api.client(), "shop", "aws")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(problem.reason, "SecretNotFound");
+    assert!(
+        problem
+            .message
+            .contains("\"aws\" not found in namespace shop"),
+        "{}",
+        problem.message
+    );
+
+    let mut partial = secret("1", "AKIA-ONE");
+    partial["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("AWS_SECRET_ACCESS_KEY");
+    api.put(PATH, partial);
+    let problem = creds
+        .get(&api.client(), "shop", "aws")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(problem.reason, "SecretKeyNotFound");
+}
