@@ -9,7 +9,7 @@ PEERS := bench/peers
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo dev e2e bench images image-archives fuzz-build venv tools clean
+.PHONY: all build test lint fmt crds demo dev e2e bench bench-operator images image-archives fuzz-build venv tools clean
 
 all: build
 
@@ -59,13 +59,19 @@ dev: venv
 ## installs the chart instead of running the operator here (images loaded: make images).
 e2e: venv tools
 	cargo build -p eventpipe-operator
-	cargo test -p eventpipe-e2e -- --nocapture --test-threads=1
+	cargo test -p eventpipe-e2e --no-fail-fast -- --nocapture --test-threads=1
 
 ## Side by side with what users run instead (release builds; the run takes ~20 min):
 ## writes bench/results.json and BENCHMARKS.md. BENCH_ARGS="--rounds 1" for a quick look.
 bench: venv $(TOOLS)/wrk $(PEERS)/node_modules/.installed
 	cargo build --release -p eventpipe-worker -p eventpipe-ingress
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+## What the operator costs on the cluster in KUBECONFIG (memory, latency, restart, API
+## requests); skips, saying why, without one. Updates BENCHMARKS.md's operator table.
+bench-operator: venv tools
+	cargo build --release -p eventpipe-operator
+	$(PY) bench/operator.py
 
 $(TOOLS)/wrk:
 	bash scripts/fetch-wrk.sh $(TOOLS)

@@ -55,19 +55,19 @@ class Layer:
         self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.PAX_FORMAT)
         self.dirs = set()
 
-    def _info(self, path, kind, mode, size=0):
+    def _info(self, path, kind, mode, size=0, owner=0):
         info = tarfile.TarInfo(path.lstrip("/"))
         info.type, info.mode, info.size, info.mtime = kind, mode, size, MTIME
-        info.uid = info.gid = 0
+        info.uid = info.gid = owner
         return info
 
-    def directory(self, path, mode=0o755):
+    def directory(self, path, mode=0o755, owner=0):
         parent = os.path.dirname(path.rstrip("/"))
         if parent not in ("", "/") and parent not in self.dirs:
             self.directory(parent)
         if path not in self.dirs:
             self.dirs.add(path)
-            self.tar.addfile(self._info(path, tarfile.DIRTYPE, mode))
+            self.tar.addfile(self._info(path, tarfile.DIRTYPE, mode, owner=owner))
 
     def file(self, path, data, mode=0o644):
         self.directory(os.path.dirname(path))
@@ -99,7 +99,7 @@ def root_filesystem(binary, entry):
     layer.directory("/etc")
     layer.file("/etc/passwd", f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{UID}:{UID}:nonroot:/home/nonroot:/sbin/nologin\n".encode())
     layer.file("/etc/group", f"root:x:0:\nnonroot:x:{UID}:\n".encode())
-    layer.directory("/home/nonroot", 0o700)
+    layer.directory("/home/nonroot", 0o700, owner=UID)
     layer.directory("/tmp", 0o1777)
     if os.path.exists(CA_BUNDLE):
         with open(CA_BUNDLE, "rb") as f:

@@ -12,11 +12,44 @@ use crate::{DeadLetterPolicy, EventPipeline, QueueBinding};
 
 /// The three CRDs, in the order they are applied.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         DeadLetterPolicy::crd(),
         QueueBinding::crd(),
         EventPipeline::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                let mut value = serde_json::to_value(&*schema).expect("schema serializes");
+                drop_unknown_formats(&mut value);
+                *schema = serde_json::from_value(value).expect("schema deserializes");
+            }
+        }
+    }
+    crds
+}
+
+/// Removes integer formats Kubernetes does not know (`uint16` for a Rust `u16`): the
+/// API server warns of each on every apply; the ranges say what the format would.
+fn drop_unknown_formats(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            if map
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.starts_with("uint"))
+            {
+                map.remove("format");
+            }
+            map.values_mut().for_each(drop_unknown_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unknown_formats),
+        _ => {}
+    }
 }
 
 /// One CRD as a YAML document.

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod external_metrics;
 pub mod metrics;
 pub mod pipeline;
+pub mod pod_trouble;
 pub mod policy;
 pub mod rbac;
 pub mod render;

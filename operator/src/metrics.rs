@@ -15,8 +15,31 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// A request to the Kubernetes API: `watch`, `get` (a read, of one object or a list),
+/// `post`, `put`, `patch` or `delete`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequest {
+    pub verb: String,
+}
+
+impl ApiRequest {
+    pub fn of<B>(request: &http::Request<B>) -> Self {
+        let query = request.uri().query().unwrap_or_default();
+        let watch = query
+            .split('&')
+            .any(|p| p == "watch=true" || p == "watch=1");
+        let verb = match request.method().as_str() {
+            "GET" if watch => "watch".to_string(),
+            other => other.to_lowercase(),
+        };
+        Self { verb }
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
+    /// Requests this process made to the Kubernetes API, by verb.
+    pub api_requests: Family<ApiRequest, Counter>,
     pub reconciles: Family<Kind, Counter>,
     pub failures: Family<Failure, Counter>,
     pub duration: Family<Kind, Histogram, fn() -> Histogram>,
@@ -35,10 +58,16 @@ impl Default for Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
+            api_requests: Family::default(),
             reconciles: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(buckets),
         };
+        registry.register(
+            "eventpipe_operator_api_requests",
+            "Requests to the Kubernetes API, by verb",
+            m.api_requests.clone(),
+        );
         registry.register(
             "eventpipe_operator_reconciles",
             "Reconciliations by kind",
@@ -64,5 +93,32 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiRequest;
+
+    fn verb(method: &str, uri: &str) -> String {
+        let r = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .unwrap();
+        ApiRequest::of(&r).verb
+    }
+
+    #[test]
+    fn watches_are_told_from_reads_and_writes() {
+        let pods = "/api/v1/namespaces/a/pods";
+        assert_eq!(
+            verb("GET", &format!("{pods}?watch=true&resourceVersion=1")),
+            "watch"
+        );
+        assert_eq!(verb("GET", &format!("{pods}?limit=500")), "get");
+        assert_eq!(verb("GET", &format!("{pods}/p")), "get");
+        assert_eq!(verb("PATCH", &format!("{pods}/p?fieldManager=x")), "patch");
+        assert_eq!(verb("POST", pods), "post");
     }
 }

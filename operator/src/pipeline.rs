@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::conditions::{self, Observed};
 use crate::context::{Context, Error, MANAGER};
+use crate::pod_trouble::{self, Trouble};
 use crate::render::{self, Workloads};
 
 /// Something only the cluster can tell is wrong, with a reason a person can act on.
@@ -215,6 +216,9 @@ async fn check_secrets(
 struct Applied {
     ingress: Option<Deployment>,
     worker: Deployment,
+    /// What keeps the ingress's and the workers' pods from running, when known.
+    ingress_trouble: Option<Trouble>,
+    worker_trouble: Option<Trouble>,
 }
 
 async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
@@ -271,7 +275,34 @@ async fn apply_all(
     };
     let worker = apply::<Deployment>(ctx, ns, &w.worker).await?;
     apply::<HorizontalPodAutoscaler>(ctx, ns, &w.autoscaler).await?;
-    Ok(Applied { ingress, worker })
+    let ingress_trouble = match &ingress {
+        Some(d) => trouble_if_short(ctx, ns, d).await,
+        None => None,
+    };
+    let worker_trouble = trouble_if_short(ctx, ns, &worker).await;
+    Ok(Applied {
+        ingress,
+        worker,
+        ingress_trouble,
+        worker_trouble,
+    })
+}
+
+/// Asks the pods only when replicas are missing: a healthy pipeline costs no list.
+async fn trouble_if_short(ctx: &Context, ns: &str, d: &Deployment) -> Option<Trouble> {
+    let (ready, want) = available(d);
+    if ready >= want.max(1) {
+        return None;
+    }
+    pod_trouble::of(ctx, ns, d).await
+}
+
+/// The reason and message of an unavailable Deployment's condition.
+fn unavailable(what: String, trouble: &Option<Trouble>) -> (String, String) {
+    match trouble {
+        Some(t) => (t.reason.clone(), format!("{what}; {}", t.message)),
+        None => ("DeploymentUnavailable".into(), what),
+    }
 }
 
 fn available(d: &Deployment) -> (i32, i32) {
@@ -293,10 +324,8 @@ fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
             let (ready, want) = available(d);
             let ok = ready >= want.max(1);
             if !ok {
-                degraded.push((
-                    "DeploymentUnavailable".into(),
-                    format!("ingress: {ready}/{want} replicas available"),
-                ));
+                let what = format!("ingress: {ready}/{want} replicas available");
+                degraded.push(unavailable(what, &applied.ingress_trouble));
             }
             observed.push(Observed::new(
                 "IngressReady",
@@ -315,10 +344,8 @@ fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
     let (ready, _) = available(&applied.worker);
     let workers_ok = ready >= 1 || pipeline.pipeline.spec.scaling.min_replicas == 0;
     if !workers_ok {
-        degraded.push((
-            "DeploymentUnavailable".into(),
-            "no worker replica available".into(),
-        ));
+        let what = "no worker replica available".to_string();
+        degraded.push(unavailable(what, &applied.worker_trouble));
     }
     observed.push(Observed::new(
         "WorkersReady",

@@ -25,6 +25,9 @@ pub const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
         &["configmaps", "services"],
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
+    // Listed only when a Deployment is short of replicas, to say why (an image that
+    // cannot be pulled, a crashing container).
+    ("", &["pods"], &["list"]),
     // Checked for existence and keys (webhook secrets), read for binding credentials.
     ("", &["secrets"], &["get", "list", "watch"]),
     (

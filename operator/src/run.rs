@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, MANAGER};
 use crate::external_metrics::{self, Cache};
+use crate::metrics::ApiRequest;
 use crate::render::Settings;
 use crate::{binding, pipeline, policy};
 
@@ -100,10 +101,10 @@ fn env_var(arg: &str) -> Result<EnvVar, String> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
-    let aws = eventpipe_core::aws::default_config().await;
     let mut registry = Registry::default();
     let metrics = crate::metrics::Metrics::register(&mut registry);
+    let client = counted_client(&metrics).await?;
+    let aws = eventpipe_core::aws::default_config().await;
     let passed_on = PASSED_ON
         .iter()
         .filter_map(|k| Some(var(k, std::env::var(k).ok()?)));
@@ -181,6 +182,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     }
     Ok(())
+}
+
+/// A client for the cluster (in-cluster or `KUBECONFIG`) that counts its requests.
+async fn counted_client(metrics: &crate::metrics::Metrics) -> anyhow::Result<Client> {
+    let config = kube::Config::infer().await?;
+    let requests = metrics.api_requests.clone();
+    let count = tower::util::MapRequestLayer::new(move |r: http::Request<kube::client::Body>| {
+        requests.get_or_create(&ApiRequest::of(&r)).inc();
+        r
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }
 
 /// Waits until this replica holds the Lease; `None` when stopped first. Losing the

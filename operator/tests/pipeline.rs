@@ -244,6 +244,24 @@ async fn unavailable_deployments_and_unready_bindings_degrade_the_pipeline() {
     assert_eq!(condition(&got, "WorkersReady").0, "False");
     assert_eq!(condition(&got, "IngressReady").0, "False");
 
+    // A pod says why: the image cannot be pulled.
+    let api = cluster(&p);
+    *api.available.lock().unwrap() = 0;
+    api.put(
+        "/api/v1/namespaces/default/pods/hooks-worker-1",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hooks-worker-1", "namespace": "default"},
+            "status": {"containerStatuses": [{"name": "worker", "image": "eventpipe/worker:typo", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"eventpipe/worker:typo\""}}}]}}),
+    );
+    let got = run(&api, &p).await;
+    let (status, reason, message) = condition(&got, "Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ImagePullBackOff")
+    );
+    assert!(message.contains("eventpipe/worker:typo"), "{message}");
+
     let api = cluster(&p);
     let unready = json!({"conditions": [{"type": "Ready", "status": "False", "reason": "QueueUnreachable", "message": "timed out", "lastTransitionTime": "2026-11-23T00:00:00Z"}]});
     api.put(&format!("{CRD}/queuebindings/orders"), binding(unready));
