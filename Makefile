@@ -71,7 +71,7 @@ bench: venv $(TOOLS)/wrk $(PEERS)/node_modules/.installed
 ## requests); skips, saying why, without one. Updates BENCHMARKS.md's operator table.
 bench-operator: venv tools
 	cargo build --release -p eventpipe-operator
-	$(PY) bench/operator.py
+	$(PY) bench/operator_cost.py
 
 $(TOOLS)/wrk:
 	bash scripts/fetch-wrk.sh $(TOOLS)

@@ -52,6 +52,7 @@ async fn helm_install_runs_the_example_and_helm_uninstall_leaves_only_the_crds()
     dead_lettered(&client, &app, &ingress).await;
     hpa_reads_queue_depth(&client, &app).await;
     kubectl_shows_the_pipelines(&app).await;
+    an_image_that_cannot_be_pulled_is_named(&client, &app).await;
     drop((ingress, moto));
 
     release.uninstall(&client).await;
@@ -251,4 +252,25 @@ async fn kubectl_shows_the_pipelines(app: &str) {
             "describe shows no {want}:\n{described}"
         );
     }
+}
+
+/// A processor image that cannot be pulled shows up as the pipeline's reason, naming
+/// the image, while the pipelines that already run go on.
+async fn an_image_that_cannot_be_pulled_is_named(client: &Client, app: &str) {
+    let image = "registry.invalid/eventpipe-e2e/no-such-processor:1";
+    let pipeline = json!({"apiVersion": "eventpipe.dev/v1alpha1", "kind": "EventPipeline",
+        "metadata": {"name": "unpullable"}, "spec": {
+            "sources": [{"queueBindingRef": {"name": "github-events"}}],
+            "processor": {"container": {"image": image}}}});
+    eventpipe_e2e::apply(client, app, &pipeline).await;
+    let pipelines: Api<EventPipeline> = Api::namespaced(client.clone(), app);
+    let condition = eventually("unpullable: an image pull reason", SETTLE, async || {
+        let c = ready_condition(&pipelines.get("unpullable").await.ok()?)?;
+        (c.status == "False" && c.reason.contains("Image")).then_some(c)
+    })
+    .await;
+    assert!(condition.message.contains(image), "{condition:?}");
+    eprintln!("unpullable: {}: {}", condition.reason, condition.message);
+    let ingest = ready_condition(&pipelines.get("github-ingest").await.unwrap()).unwrap();
+    assert_eq!(ingest.status, "True", "github-ingest disturbed: {ingest:?}");
 }

@@ -208,13 +208,16 @@ async fn apply(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<Action, Erro
         conditions: conditions::merge(&status.conditions, &[condition], b.metadata.generation),
         ..status
     };
-    let api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        &b.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"status": status})),
-    )
-    .await?;
+    // An unchanged status is not written: a binding at rest costs AWS calls only.
+    if b.status.as_ref() != Some(&status) {
+        let api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch_status(
+            &b.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await?;
+    }
     if let Some(p) = warning {
         ctx.event(b, true, p.reason, p.message).await;
     }

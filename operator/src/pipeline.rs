@@ -56,7 +56,7 @@ async fn reconcile_inner(p: &EventPipeline, ctx: &Context) -> Result<Action, Err
     let applied = apply_all(ctx, p, &ns, &workloads).await?;
     let observed = observe(&resolved, &applied);
     write_status(ctx, p, &ns, status(p, &resolved, &applied, &observed)).await?;
-    if p.status.as_ref().and_then(|s| s.observed_generation) != p.metadata.generation {
+    if !reconciled(p) {
         let what = if workloads.ingress.is_some() {
             "ConfigMap, ingress, workers and autoscaler"
         } else {
@@ -73,7 +73,14 @@ async fn reconcile_inner(p: &EventPipeline, ctx: &Context) -> Result<Action, Err
         )
         .await;
     }
-    Ok(Action::requeue(Duration::from_secs(30)))
+    // Every input is watched (the pipeline, its bindings and policies, Secrets, the
+    // objects it owns), so nothing needs a timer: an idle pipeline costs no requests.
+    Ok(Action::await_change())
+}
+
+/// Whether the pipeline's current spec was reconciled already.
+fn reconciled(p: &EventPipeline) -> bool {
+    p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
 }
 
 /// The referenced QueueBindings and DeadLetterPolicies, or what is missing.
@@ -266,12 +273,14 @@ async fn apply_all(
             apply::<Service>(ctx, ns, service).await?;
             Some(d)
         }
-        None => {
-            // The ingress was removed from the spec: remove what it left.
+        // The ingress was removed from the spec: remove what it left, once per spec
+        // (a generation already reconciled has nothing left to remove).
+        None if !reconciled(p) => {
             delete_if_present::<Deployment>(ctx, ns, &render::ingress_name(p)).await?;
             delete_if_present::<Service>(ctx, ns, &render::ingress_name(p)).await?;
             None
         }
+        None => None,
     };
     let worker = apply::<Deployment>(ctx, ns, &w.worker).await?;
     apply::<HorizontalPodAutoscaler>(ctx, ns, &w.autoscaler).await?;
@@ -451,6 +460,9 @@ async fn write_status(
     ns: &str,
     status: EventPipelineStatus,
 ) -> Result<(), Error> {
+    if p.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
     let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({"status": status});
     api.patch_status(

@@ -206,3 +206,29 @@ async fn deletion_policy_delete_removes_the_queues_it_created() {
     let b = run(&api, &moto).await;
     assert!(b.metadata.finalizers.unwrap_or_default().is_empty());
 }
+
+#[tokio::test]
+async fn a_binding_at_rest_is_not_written_again() {
+    let moto = Moto::start();
+    let api = cluster(json!({"sqs": {"queueName": "orders", "create": true}}));
+    run(&api, &moto).await;
+    let writes = |api: &FakeApi| {
+        let log = api.log();
+        log.iter()
+            .filter(|l| l.starts_with("PATCH") && l.ends_with("/status"))
+            .count()
+    };
+    assert_eq!(writes(&api), 1, "{:?}", api.log());
+    // Nothing changed in AWS or in the spec: the refresh reads the queue, writes nothing.
+    run(&api, &moto).await;
+    assert_eq!(writes(&api), 1, "{:?}", api.log());
+    moto.sqs()
+        .send_message()
+        .queue_url(run(&api, &moto).await.status.unwrap().queue_url.unwrap())
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run(&api, &moto).await.status.unwrap().depth, Some(1));
+    assert_eq!(writes(&api), 2, "a new depth is written");
+}

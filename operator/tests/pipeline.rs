@@ -296,4 +296,12 @@ async fn drift_is_corrected_and_a_removed_ingress_is_deleted() {
             .contains(&"DELETE /api/v1/namespaces/default/services/hooks-ingress".to_string())
     );
     assert!(api.get(path).is_none());
+
+    // Once that spec is reconciled, later reconciles delete nothing again.
+    let mut reconciled = without.clone();
+    reconciled["status"] = json!({"observedGeneration": 2});
+    let deletes = api.log().iter().filter(|l| l.starts_with("DELETE")).count();
+    run(&api, &reconciled).await;
+    let after = api.log().iter().filter(|l| l.starts_with("DELETE")).count();
+    assert_eq!(after, deletes, "{:?}", api.log());
 }

@@ -83,7 +83,9 @@ class Operator:
                 if name == "eventpipe_operator_api_requests"}
 
     def reconciled(self):
-        return self.metrics().get(("eventpipe_operator_reconciles", 'kind="EventPipeline"'), 0)
+        """Reconciles of pipelines finished (the duration is observed at the end)."""
+        key = ("eventpipe_operator_reconcile_duration_seconds_count", 'kind="EventPipeline"')
+        return self.metrics().get(key, 0)
 
     def stop(self):
         self.proc.stop()
