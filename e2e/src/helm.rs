@@ -13,27 +13,27 @@ use serde_json::Value;
 use crate::eventually;
 use crate::tools::{PortForward, run, run_blocking};
 
-/// Clients for the chart's moto, through a port-forward.
-pub fn dynamodb(moto: &PortForward) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_dynamodb::Config::builder()
+/// AWS configuration for the chart's moto, through a port-forward.
+fn moto_config(moto: &PortForward) -> aws_config::SdkConfig {
+    use aws_config::{BehaviorVersion, Region};
+    let credentials =
+        aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "e2e");
+    aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(moto.url(""))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            credentials,
+        ))
+        .build()
+}
+
+pub fn dynamodb(moto: &PortForward) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&moto_config(moto))
 }
 
 pub fn sqs(moto: &PortForward) -> aws_sdk_sqs::Client {
-    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto.url(""))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
+    aws_sdk_sqs::Client::new(&moto_config(moto))
 }
 
 /// The chart names its objects after the release (its fullname, as the release name
@@ -44,14 +44,19 @@ pub const APISERVICE: &str = "v1beta1.external.metrics.k8s.io";
 /// How long the cluster may take to settle after a change.
 pub const SETTLE: Duration = Duration::from_secs(180);
 
-/// Whether the run tests the chart; says how to when it does not.
-pub fn enabled() -> bool {
+/// A client for the cluster and the chart installed there with `values` (see
+/// [`Release::install`]); `None`, after saying why, when the run does not test the
+/// chart or has no cluster.
+pub async fn start(values: &[&str]) -> Option<(Client, Release)> {
     if !crate::helm_mode() {
         eprintln!(
             "SKIP: E2E_OPERATOR is not helm; set E2E_OPERATOR=helm (images loaded into the cluster) to test the chart"
         );
+        return None;
     }
-    crate::helm_mode()
+    let client = crate::cluster().await?;
+    let release = Release::install(&client, values).await;
+    Some((client, release))
 }
 
 /// An installed release and a namespace for the pipelines under test. Dropped, it

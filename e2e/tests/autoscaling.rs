@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use eventpipe_crds::EventPipeline;
-use eventpipe_e2e::helm::{self, Release, SETTLE, available};
+use eventpipe_e2e::helm::{self, SETTLE, available};
 use eventpipe_e2e::{eventually, ready_condition};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -24,13 +24,9 @@ const PROCESSOR: &str = "slow-processor";
 
 #[tokio::test]
 async fn a_backlog_scales_workers_to_max_and_back_to_min() {
-    if !helm::enabled() {
-        return;
-    }
-    let Some(client) = eventpipe_e2e::cluster().await else {
+    let Some((client, mut release)) = helm::start(&[]).await else {
         return;
     };
-    let mut release = Release::install(&client, &[]).await;
     let app = release.app.clone();
     slow_processor(&client, &app).await;
     let moto = release.moto().await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use eventpipe_crds::EventPipeline;
-use eventpipe_e2e::helm::{self, Release, SETTLE, available};
+use eventpipe_e2e::helm::{self, SETTLE, available};
 use eventpipe_e2e::tools::{PortForward, run};
 use eventpipe_e2e::{eventually, ready_condition};
 use hmac::{Hmac, Mac};
@@ -27,13 +27,9 @@ const COUNTS_TABLE: &str = "github-daily-counts";
 
 #[tokio::test]
 async fn helm_install_runs_the_example_and_helm_uninstall_leaves_only_the_crds() {
-    if !helm::enabled() {
-        return;
-    }
-    let Some(client) = eventpipe_e2e::cluster().await else {
+    let Some((client, mut release)) = helm::start(&[]).await else {
         return;
     };
-    let mut release = Release::install(&client, &[]).await;
     let app = release.app.clone();
     start_example(&client, &app).await;
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use eventpipe_e2e::eventually;
-use eventpipe_e2e::helm::{self, RELEASE, Release, SETTLE};
+use eventpipe_e2e::helm::{self, RELEASE, SETTLE};
 use eventpipe_e2e::tools::run;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,13 +21,9 @@ const HANDOVER: Duration = Duration::from_secs(15 + 5);
 
 #[tokio::test]
 async fn a_deleted_leader_hands_over_within_the_lease_duration() {
-    if !helm::enabled() {
-        return;
-    }
-    let Some(client) = eventpipe_e2e::cluster().await else {
+    let Some((client, mut release)) = helm::start(&["operator.replicas=2"]).await else {
         return;
     };
-    let mut release = Release::install(&client, &["operator.replicas=2"]).await;
     let ns = release.ns.clone();
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let lease = format!("{RELEASE}-leader");
