@@ -46,15 +46,15 @@ async fn a_deleted_leader_hands_over_within_the_lease_duration() {
 
     let kill = DeleteParams::default().grace_period(0);
     pods.delete(&first, &kill).await.unwrap();
-    let killed = Instant::now();
+    let deleted = Instant::now();
     // The standby, or the replacement the ReplicaSet starts, whichever locks first.
     let second = eventually("another leader", HANDOVER, async || {
         holder().await.filter(|h| h != &first)
     })
     .await;
     eprintln!(
-        "{first} killed; {second} leads after {:?}",
-        killed.elapsed()
+        "{first} deleted; {second} leads after {:?}",
+        deleted.elapsed()
     );
 
     // The new leader reconciles: a pipeline applied now gets its workers.
