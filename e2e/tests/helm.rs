@@ -15,6 +15,7 @@ use eventpipe_e2e::{eventually, ready_condition};
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::Api;
 use serde_json::{Value, json};
@@ -48,6 +49,7 @@ async fn helm_install_runs_the_example_and_helm_uninstall_leaves_only_the_crds()
     dead_lettered(&client, &app, &ingress).await;
     hpa_reads_queue_depth(&client, &app).await;
     kubectl_shows_the_pipelines(&app).await;
+    runs_as_non_root_read_only(&client, &[&release.ns, &app]).await;
     an_image_that_cannot_be_pulled_is_named(&client, &app).await;
     drop((ingress, moto));
 
@@ -269,4 +271,44 @@ async fn an_image_that_cannot_be_pulled_is_named(client: &Client, app: &str) {
     eprintln!("unpullable: {}: {}", condition.reason, condition.message);
     let ingest = ready_condition(&pipelines.get("github-ingest").await.unwrap()).unwrap();
     assert_eq!(ingest.status, "True", "github-ingest disturbed: {ingest:?}");
+}
+
+/// The operator, ingress and worker containers run, as a non-root user on a read-only
+/// root filesystem.
+async fn runs_as_non_root_read_only(client: &Client, namespaces: &[&str]) {
+    let mut seen = vec![];
+    for ns in namespaces {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        for pod in pods.list(&Default::default()).await.unwrap() {
+            let spec = pod.spec.unwrap();
+            let running = pod.status.and_then(|s| s.phase).as_deref() == Some("Running");
+            let pod_user = spec.security_context.as_ref();
+            for c in spec.containers {
+                if !["operator", "ingress", "worker"].contains(&c.name.as_str()) || !running {
+                    continue;
+                }
+                let own = c.security_context.unwrap_or_default();
+                let non_root = own
+                    .run_as_non_root
+                    .or(pod_user.and_then(|p| p.run_as_non_root));
+                let user = own.run_as_user.or(pod_user.and_then(|p| p.run_as_user));
+                assert_eq!(non_root, Some(true), "{}: runAsNonRoot", c.name);
+                assert!(user.is_some_and(|u| u != 0), "{}: runs as {user:?}", c.name);
+                assert_eq!(
+                    own.read_only_root_filesystem,
+                    Some(true),
+                    "{}: root fs",
+                    c.name
+                );
+                seen.push(c.name);
+            }
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["ingress", "operator", "worker"],
+        "running containers checked"
+    );
 }

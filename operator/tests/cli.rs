@@ -74,3 +74,18 @@ fn an_unknown_image_pull_policy_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn check_names_what_does_not_answer() {
+    // Nothing listens on this port: the operator's readiness endpoint is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let err = refused(&["check", "--ready-url", &url]);
+    assert!(err.contains("error:") && err.contains(&url), "{err}");
+    let err = refused(&["check", "--ready-url", &url, "--wait", "soon"]);
+    assert!(err.contains("--wait"), "{err}");
+}
