@@ -3,7 +3,10 @@
 // kube's `printcolumn(...)` repeats keys by design.
 #![allow(clippy::duplicated_attributes)]
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use k8s_openapi::api::{
     autoscaling::v2::HorizontalPodAutoscalerBehavior,
@@ -63,6 +66,65 @@ pub struct EventPipelineSpec {
     pub destinations: Option<Destinations>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<Tracing>,
+}
+
+impl EventPipeline {
+    /// Every QueueBinding the pipeline names, with the field that names it.
+    pub fn binding_refs(&self) -> Vec<(String, &ObjectRef)> {
+        let p = self;
+        let mut refs: Vec<(String, &ObjectRef)> = p
+            .spec
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    format!("spec.sources[{i}].queueBindingRef"),
+                    &s.queue_binding_ref,
+                )
+            })
+            .collect();
+        if let Some(r) = p
+            .spec
+            .ingress
+            .as_ref()
+            .and_then(|i| i.publish_to.queue_binding_ref.as_ref())
+        {
+            refs.push(("spec.ingress.publishTo.queueBindingRef".into(), r));
+        }
+        if let Some(sqs) = &p.spec.processor.sqs {
+            refs.push((
+                "spec.processor.sqs.queueBindingRef".into(),
+                &sqs.queue_binding_ref,
+            ));
+        }
+        if let Some(d) = &p.spec.destinations {
+            let outcomes = [("onSuccess", &d.on_success), ("onFailure", &d.on_failure)];
+            for (field, target) in outcomes {
+                if let Some(t) = target {
+                    refs.push((
+                        format!("spec.destinations.{field}.queueBindingRef"),
+                        &t.queue_binding_ref,
+                    ));
+                }
+            }
+            if let Some(reply) = &d.reply {
+                refs.push((
+                    "spec.destinations.reply.queueBindingRef".into(),
+                    &reply.queue_binding_ref,
+                ));
+            }
+        }
+        refs
+    }
+
+    /// The QueueBindings the pipeline names, once each.
+    pub fn binding_names(&self) -> BTreeSet<&str> {
+        self.binding_refs()
+            .into_iter()
+            .map(|(_, r)| r.name.as_str())
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -274,7 +274,7 @@ impl Manifest {
 
     fn resolve(&self, pipeline: &EventPipeline) -> Result<Pipeline, ManifestError> {
         let mut bindings = BTreeMap::new();
-        for (path, r) in binding_refs(pipeline) {
+        for (path, r) in pipeline.binding_refs() {
             let binding = self.find(&self.bindings, pipeline, &path, r)?;
             bindings.insert(r.name.clone(), binding.clone());
         }
@@ -319,54 +319,6 @@ impl Manifest {
                 }
             })
     }
-}
-
-/// Every QueueBinding a pipeline names, with the field that names it.
-fn binding_refs(p: &EventPipeline) -> Vec<(String, &ObjectRef)> {
-    let mut refs: Vec<(String, &ObjectRef)> = p
-        .spec
-        .sources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            (
-                format!("spec.sources[{i}].queueBindingRef"),
-                &s.queue_binding_ref,
-            )
-        })
-        .collect();
-    if let Some(r) = p
-        .spec
-        .ingress
-        .as_ref()
-        .and_then(|i| i.publish_to.queue_binding_ref.as_ref())
-    {
-        refs.push(("spec.ingress.publishTo.queueBindingRef".into(), r));
-    }
-    if let Some(sqs) = &p.spec.processor.sqs {
-        refs.push((
-            "spec.processor.sqs.queueBindingRef".into(),
-            &sqs.queue_binding_ref,
-        ));
-    }
-    if let Some(d) = &p.spec.destinations {
-        let outcomes = [("onSuccess", &d.on_success), ("onFailure", &d.on_failure)];
-        for (field, target) in outcomes {
-            if let Some(t) = target {
-                refs.push((
-                    format!("spec.destinations.{field}.queueBindingRef"),
-                    &t.queue_binding_ref,
-                ));
-            }
-        }
-        if let Some(reply) = &d.reply {
-            refs.push((
-                "spec.destinations.reply.queueBindingRef".into(),
-                &reply.queue_binding_ref,
-            ));
-        }
-    }
-    refs
 }
 
 /// Validates a document as the API server would, then reads it into its type.

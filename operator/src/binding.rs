@@ -17,20 +17,14 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use serde_json::json;
 
 use crate::conditions::{self, Observed};
-use crate::context::{Context, Error};
-use crate::pipeline::Problem;
+use crate::context::{Context, Error, Problem};
 
 pub const FINALIZER: &str = "eventpipe.dev/delete-queues";
 /// How often depth in status is refreshed.
 const REFRESH: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(b: Arc<QueueBinding>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics
-        .reconciles
-        .get_or_create(&crate::metrics::Kind {
-            kind: "QueueBinding".into(),
-        })
-        .inc();
+    let _measured = ctx.metrics.count_and_measure("QueueBinding");
     let ns = b.namespace().unwrap_or_else(|| "default".into());
     let api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), &ns);
     // A finalizer only where deleting the binding must delete something outside the cluster.
@@ -46,7 +40,7 @@ pub async fn reconcile(b: Arc<QueueBinding>, ctx: Arc<Context>) -> Result<Action
         }
     })
     .await
-    .map_err(|e| Error::Other(format!("finalizer: {e}")))
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// Clients for the binding: the operator's AWS configuration, overridden by the
@@ -366,7 +360,7 @@ async fn observe_stream(
 async fn cleanup(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<(), Error> {
     let (sqs, ddb) = match clients(b, ctx, ns).await? {
         Ok(c) => c,
-        Err(p) => return Err(Error::Other(p.message)),
+        Err(p) => return Err(Error::Blocked(p)),
     };
     if let Some(q) = b.spec.sqs.as_ref().filter(|q| q.create) {
         let name = q.queue_name.clone().unwrap_or_default();
@@ -382,11 +376,9 @@ async fn cleanup(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<(), Error>
                     .queue_url(&url)
                     .send()
                     .await
-                    .map_err(|e| {
-                        Error::Other(format!(
-                            "delete queue {queue}: {}",
-                            aws_sdk_sqs::error::DisplayErrorContext(&e)
-                        ))
+                    .map_err(|e| Error::Aws {
+                        what: format!("delete queue {queue}"),
+                        message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
                     })?;
             }
         }
@@ -412,6 +404,6 @@ async fn cleanup(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<(), Error>
 
 pub fn error_policy(b: Arc<QueueBinding>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(binding = %b.name_any(), %error, "reconcile failed");
-    ctx.metrics.failed("QueueBinding", "Error");
+    ctx.metrics.failed("QueueBinding", error.metric_label());
     Action::requeue(Duration::from_secs(10))
 }

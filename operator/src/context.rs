@@ -84,10 +84,62 @@ impl Context {
     }
 }
 
+/// Something a person must fix before a reconcile can succeed (a missing binding,
+/// Secret or queue): shown as a condition's reason and message, and as an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What stops a reconcile and has it retried; each kind counts under its own label.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Other(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{what}: {message}")]
+    Aws { what: String, message: String },
+    #[error("{}: {}", .0.reason, .0.message)]
+    Blocked(Problem),
+}
+
+impl Error {
+    /// The `reason` label of `eventpipe_operator_reconcile_failures_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeError",
+            Error::Finalizer(_) => "FinalizerError",
+            Error::Aws { .. } => "AwsError",
+            Error::Blocked(p) => p.reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, Problem};
+
+    #[test]
+    fn a_blocked_reconcile_counts_under_its_problem() {
+        let missing = Problem {
+            reason: "SecretNotFound",
+            message: "credentials Secret \"aws\" not found in namespace shop".into(),
+        };
+        let e = Error::Blocked(missing);
+        assert_eq!(e.metric_label(), "SecretNotFound");
+        assert_eq!(
+            e.to_string(),
+            "SecretNotFound: credentials Secret \"aws\" not found in namespace shop"
+        );
+        let aws = Error::Aws {
+            what: "delete queue orders".into(),
+            message: "AccessDenied".into(),
+        };
+        assert_eq!(
+            (aws.metric_label(), aws.to_string().as_str()),
+            ("AwsError", "delete queue orders: AccessDenied")
+        );
+    }
 }

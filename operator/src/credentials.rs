@@ -11,8 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use crate::context::Error;
-use crate::pipeline::Problem;
+use crate::context::{Error, Problem};
 
 type Key = (String, String);
 

@@ -86,6 +86,17 @@ impl Metrics {
         m
     }
 
+    /// Counts a reconcile of `kind` now and observes its duration when the guard drops,
+    /// however the reconcile ends.
+    pub fn count_and_measure(&self, kind: &str) -> Measured {
+        let kind = Kind { kind: kind.into() };
+        self.reconciles.get_or_create(&kind).inc();
+        Measured {
+            histogram: self.duration.get_or_create(&kind).clone(),
+            started: std::time::Instant::now(),
+        }
+    }
+
     pub fn failed(&self, kind: &str, reason: &str) {
         self.failures
             .get_or_create(&Failure {
@@ -93,6 +104,18 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+}
+
+/// A reconcile being timed; see [`Metrics::count_and_measure`].
+pub struct Measured {
+    histogram: Histogram,
+    started: std::time::Instant,
+}
+
+impl Drop for Measured {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -107,6 +130,28 @@ mod tests {
             .body(())
             .unwrap();
         ApiRequest::of(&r).verb
+    }
+
+    #[test]
+    fn a_reconcile_is_counted_and_timed_however_it_ends() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = super::Metrics::register(&mut registry);
+        let reconcile = |fail: bool| -> Result<(), ()> {
+            let _measured = metrics.count_and_measure("QueueBinding");
+            if fail {
+                return Err(());
+            }
+            Ok(())
+        };
+        let _ = (reconcile(false), reconcile(true));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"eventpipe_operator_reconciles_total{kind="QueueBinding"} 2"#,
+            r#"eventpipe_operator_reconcile_duration_seconds_count{kind="QueueBinding"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eventpipe_crds::{
-    DeadLetterPolicy, EventPipeline, EventPipelineStatus, ObjectRef, Pipeline, QueueBinding,
+    DeadLetterPolicy, EventPipeline, EventPipelineStatus, Pipeline, QueueBinding,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -18,29 +18,13 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 use crate::conditions::{self, Observed};
-use crate::context::{Context, Error, MANAGER};
+use crate::context::{Context, Error, MANAGER, Problem};
 use crate::pod_trouble::{self, Trouble};
 use crate::render::{self, Workloads};
 
-/// Something only the cluster can tell is wrong, with a reason a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
-
 pub async fn reconcile(p: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let kind = crate::metrics::Kind {
-        kind: "EventPipeline".into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&kind).inc();
-    let result = reconcile_inner(&p, &ctx).await;
-    ctx.metrics
-        .duration
-        .get_or_create(&kind)
-        .observe(started.elapsed().as_secs_f64());
-    result
+    let _measured = ctx.metrics.count_and_measure("EventPipeline");
+    reconcile_inner(&p, &ctx).await
 }
 
 async fn reconcile_inner(p: &EventPipeline, ctx: &Context) -> Result<Action, Error> {
@@ -92,11 +76,11 @@ async fn resolve(
     let bindings_api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), ns);
     let policies_api: Api<DeadLetterPolicy> = Api::namespaced(ctx.client.clone(), ns);
     let mut bindings = BTreeMap::new();
-    for r in binding_refs(p) {
-        match bindings_api.get_opt(&r.name).await? {
-            Some(b) => bindings.insert(r.name.clone(), b),
+    for name in p.binding_names() {
+        match bindings_api.get_opt(name).await? {
+            Some(b) => bindings.insert(name.to_string(), b),
             None => {
-                let message = format!("QueueBinding {:?} not found in namespace {ns}", r.name);
+                let message = format!("QueueBinding {name:?} not found in namespace {ns}");
                 return Ok(Err(Problem {
                     reason: "QueueBindingNotFound",
                     message,
@@ -129,39 +113,6 @@ async fn resolve(
         bindings,
         policies,
     }))
-}
-
-/// Every binding a pipeline names, sorted and once each.
-pub fn binding_refs(p: &EventPipeline) -> Vec<ObjectRef> {
-    let s = &p.spec;
-    let mut refs: Vec<ObjectRef> = s
-        .sources
-        .iter()
-        .map(|x| x.queue_binding_ref.clone())
-        .collect();
-    refs.extend(
-        s.ingress
-            .as_ref()
-            .and_then(|i| i.publish_to.queue_binding_ref.clone()),
-    );
-    refs.extend(
-        s.processor
-            .sqs
-            .as_ref()
-            .map(|x| x.queue_binding_ref.clone()),
-    );
-    if let Some(d) = &s.destinations {
-        refs.extend(
-            [&d.on_success, &d.on_failure]
-                .into_iter()
-                .flatten()
-                .map(|t| t.queue_binding_ref.clone()),
-        );
-        refs.extend(d.reply.as_ref().map(|r| r.queue_binding_ref.clone()));
-    }
-    refs.sort_by(|a, b| a.name.cmp(&b.name));
-    refs.dedup();
-    refs
 }
 
 /// Secrets the workloads mount must exist (with the keys webhooks use), or the pods
@@ -506,6 +457,6 @@ async fn report_problem(
 
 pub fn error_policy(p: Arc<EventPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(pipeline = %p.name_any(), %error, "reconcile failed");
-    ctx.metrics.failed("EventPipeline", "Error");
+    ctx.metrics.failed("EventPipeline", error.metric_label());
     Action::requeue(Duration::from_secs(10))
 }

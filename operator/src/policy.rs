@@ -17,12 +17,7 @@ use crate::conditions::{self, Observed};
 use crate::context::{Context, Error};
 
 pub async fn reconcile(d: Arc<DeadLetterPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics
-        .reconciles
-        .get_or_create(&crate::metrics::Kind {
-            kind: "DeadLetterPolicy".into(),
-        })
-        .inc();
+    let _measured = ctx.metrics.count_and_measure("DeadLetterPolicy");
     let ns = d.namespace().unwrap_or_else(|| "default".into());
     let bindings = Api::<QueueBinding>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default())
@@ -119,7 +114,7 @@ fn alert(d: &DeadLetterPolicy, status: &DeadLetterPolicyStatus) -> Vec<Observed>
 
 pub fn error_policy(d: Arc<DeadLetterPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(policy = %d.name_any(), %error, "reconcile failed");
-    ctx.metrics.failed("DeadLetterPolicy", "Error");
+    ctx.metrics.failed("DeadLetterPolicy", error.metric_label());
     Action::requeue(Duration::from_secs(10))
 }
 

@@ -319,7 +319,7 @@ async fn controllers(client: Client, ctx: Arc<Context>, pipelines_store: Store<E
             move |b| {
                 let name = b.name_any();
                 dependents(&s1, b.namespace(), |p| {
-                    pipeline::binding_refs(p).iter().any(|r| r.name == name)
+                    p.binding_names().contains(name.as_str())
                 })
             },
         )
