@@ -8,20 +8,65 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use eventpipe_crds::{DeadLetterPolicy, SqsQueue};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {message}")]
 pub struct ProvisionError {
+    /// The queue, URL or table it was about.
     pub what: String,
     pub message: String,
+    pub kind: FailureKind,
 }
 
-fn fail<E: std::error::Error>(what: impl Into<String>) -> impl FnOnce(E) -> ProvisionError {
+/// What went wrong, as far as a person can act on it, from the SDK's error code or
+/// from the request never getting an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    AccessDenied,
+    QueueNotFound,
+    TableNotFound,
+    /// No answer: a wrong endpoint, the network, a timeout.
+    Unreachable,
+    Other,
+}
+
+impl FailureKind {
+    pub fn of<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Self {
+        match e {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Self::Unreachable,
+            _ => Self::of_code(e.code()),
+        }
+    }
+
+    /// From an AWS error code; SQS's query protocol prefixes its codes
+    /// (`AWS.SimpleQueueService.NonExistentQueue`), its JSON protocol does not.
+    pub fn of_code(code: Option<&str>) -> Self {
+        let code = code.unwrap_or_default();
+        let code = code.rsplit('.').next().unwrap_or(code);
+        match code {
+            "AccessDenied"
+            | "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "InvalidClientTokenId" => Self::AccessDenied,
+            "NonExistentQueue" | "QueueDoesNotExist" => Self::QueueNotFound,
+            "ResourceNotFoundException" => Self::TableNotFound,
+            _ => Self::Other,
+        }
+    }
+}
+
+fn fail<E, R>(what: impl Into<String>) -> impl FnOnce(SdkError<E, R>) -> ProvisionError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     let what = what.into();
     move |e| ProvisionError {
         what,
+        kind: FailureKind::of(&e),
         message: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
     }
 }
@@ -257,6 +302,24 @@ pub async fn ensure_ttl(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_kinds_come_from_error_codes_in_either_protocol() {
+        let kind = |c: &str| FailureKind::of_code(Some(c));
+        assert_eq!(
+            kind("AWS.SimpleQueueService.NonExistentQueue"),
+            FailureKind::QueueNotFound
+        );
+        assert_eq!(kind("QueueDoesNotExist"), FailureKind::QueueNotFound);
+        assert_eq!(
+            kind("ResourceNotFoundException"),
+            FailureKind::TableNotFound
+        );
+        assert_eq!(kind("AccessDeniedException"), FailureKind::AccessDenied);
+        assert_eq!(kind("InvalidClientTokenId"), FailureKind::AccessDenied);
+        assert_eq!(kind("ThrottlingException"), FailureKind::Other);
+        assert_eq!(FailureKind::of_code(None), FailureKind::Other);
+    }
     use eventpipe_crds::{DeadLetterPolicySpec, DeadLetterQueue};
 
     fn policy(dlq: Option<DeadLetterQueue>) -> DeadLetterPolicy {

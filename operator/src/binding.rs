@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::config::SharedCredentialsProvider;
-use eventpipe_core::provision;
+use eventpipe_core::provision::{self, FailureKind};
 use eventpipe_crds::{
     DeadLetterPolicy, DeletionPolicy, DynamoDbStream, QueueBinding, QueueBindingStatus, SqsQueue,
 };
@@ -118,32 +118,21 @@ pub async fn dynamodb_client(
     }
 }
 
-/// A reason a person can act on, from an AWS error.
-pub fn classify(error: &str) -> &'static str {
-    if error.contains("AccessDenied")
-        || error.contains("UnrecognizedClient")
-        || error.contains("InvalidClientTokenId")
-    {
-        "AccessDenied"
-    } else if error.contains("NonExistentQueue") || error.contains("QueueDoesNotExist") {
-        "QueueNotFound"
-    } else if error.contains("ResourceNotFound") {
-        "TableNotFound"
-    } else if error.contains("dispatch failure")
-        || error.contains("timeout")
-        || error.contains("onnection")
-    {
-        "QueueUnreachable"
-    } else {
-        "AwsError"
+/// A reason a person can act on, from what kind of AWS failure it was.
+fn reason(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::AccessDenied => "AccessDenied",
+        FailureKind::QueueNotFound => "QueueNotFound",
+        FailureKind::TableNotFound => "TableNotFound",
+        FailureKind::Unreachable => "QueueUnreachable",
+        FailureKind::Other => "AwsError",
     }
 }
 
 fn problem(e: provision::ProvisionError) -> Problem {
-    let text = format!("{}: {}", e.what, e.message);
     Problem {
-        reason: classify(&text),
-        message: text,
+        reason: reason(e.kind),
+        message: e.to_string(),
     }
 }
 
@@ -310,15 +299,12 @@ async fn observe_stream(
                 .table_name(table)
                 .send()
                 .await
-                .map_err(|e| {
-                    let text = format!(
+                .map_err(|e| Problem {
+                    reason: reason(FailureKind::of(&e)),
+                    message: format!(
                         "table {table:?}: {}",
                         aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                    );
-                    Problem {
-                        reason: classify(&text),
-                        message: text,
-                    }
+                    ),
                 })?;
             out.table.and_then(|t| t.latest_stream_arn)
         }
