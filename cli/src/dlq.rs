@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use eventpipe_crds::Manifest;
-use eventpipe_worker::dlq::{self, DeadLetter};
+use eventpipe_worker::dead_letters::{self as dlq, DeadLetter};
 use eventpipe_worker::filter::Pattern;
 
 #[derive(Args)]

@@ -12,9 +12,9 @@ use serde_json::json;
 use crate::filter::Pattern;
 use crate::idempotency::{Claim, Idempotency};
 use crate::metrics::{Metrics, Source};
-use crate::policy::{Verdict, judge};
 use crate::processor::{Delivery, Failure, Outcome, Processor, with_trace};
 use crate::publish::Publisher;
+use crate::verdict::{Verdict, judge};
 
 /// What the source should do with the message or record.
 #[derive(Debug, PartialEq)]

@@ -2,16 +2,16 @@
 //! pipeline's processor, with filtering, idempotency, backoff and dead-lettering.
 
 pub mod backoff;
-pub mod dlq;
+pub mod dead_letters;
 pub mod filter;
 pub mod handler;
 pub mod idempotency;
 pub mod metrics;
-pub mod policy;
 pub mod processor;
 pub mod publish;
 pub mod sqs;
 pub mod streams;
+pub mod verdict;
 
 mod runtime;
 
