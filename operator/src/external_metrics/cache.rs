@@ -1,8 +1,6 @@
-//! The `external.metrics.k8s.io/v1beta1` API the HorizontalPodAutoscaler reads:
-//! queue depth and stream lag per pipeline, served over HTTPS from a cache that a
-//! background task refreshes every few seconds, so the HPA never waits on AWS. Stream
-//! lag comes from the iterator ages the workers record on their shard leases in the
-//! checkpoint table.
+//! The latest queue depth and stream lag of every pipeline, and the refresh that reads
+//! them from AWS. Stream lag comes from the iterator ages the workers record on their
+//! shard leases in the checkpoint table.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -10,23 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
 use eventpipe_core::checkpoints::{self, DEFAULT_LEASE_DURATION, IteratorAge};
-use serde::Deserialize;
-use serde_json::{Value, json};
-
 use eventpipe_crds::{DynamoDbStream, EventPipeline, QueueBinding};
 use kube::ResourceExt;
 
 use crate::binding;
 use crate::context::Context;
-use crate::render::{PIPELINE_LABEL, QUEUE_DEPTH_METRIC, STREAM_LAG_METRIC};
-
-const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 
 /// The latest values per (namespace, pipeline).
 #[derive(Clone, Default)]
@@ -58,153 +45,6 @@ impl Cache {
 
     pub fn retain(&self, keep: impl Fn(&(String, String)) -> bool) {
         self.0.write().unwrap().retain(|k, _| keep(k));
-    }
-}
-
-pub fn router(cache: Cache) -> Router {
-    Router::new()
-        .route("/apis/external.metrics.k8s.io/v1beta1", get(discovery))
-        .route(
-            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}",
-            get(values),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(cache)
-}
-
-async fn discovery() -> Json<Value> {
-    let resource = |name: &str| json!({"name": name, "singularName": "", "namespaced": true, "kind": "ExternalMetricValueList", "verbs": ["get"]});
-    Json(json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": GROUP_VERSION,
-        "resources": [resource(QUEUE_DEPTH_METRIC), resource(STREAM_LAG_METRIC)],
-    }))
-}
-
-#[derive(Deserialize)]
-struct Selector {
-    #[serde(rename = "labelSelector", default)]
-    label_selector: String,
-}
-
-/// `eventpipe.dev/pipeline=name` (or `==`) among comma-separated requirements.
-pub fn pipeline_of(selector: &str) -> Option<String> {
-    selector.split(',').find_map(|req| {
-        let (key, value) = req.split_once("==").or_else(|| req.split_once('='))?;
-        (key.trim() == PIPELINE_LABEL).then(|| value.trim().to_string())
-    })
-}
-
-async fn values(
-    State(cache): State<Cache>,
-    Path((ns, metric)): Path<(String, String)>,
-    Query(q): Query<Selector>,
-) -> impl IntoResponse {
-    let status = |code: StatusCode, message: String| {
-        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": code.as_u16()});
-        (code, Json(body))
-    };
-    if metric != QUEUE_DEPTH_METRIC && metric != STREAM_LAG_METRIC {
-        return status(
-            StatusCode::NOT_FOUND,
-            format!("no external metric {metric:?}"),
-        );
-    }
-    let Some(pipeline) = pipeline_of(&q.label_selector) else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            format!("labelSelector must select {PIPELINE_LABEL}=<name>"),
-        );
-    };
-    let found = cache.get(&ns, &pipeline);
-    let value = found.and_then(|v| {
-        if metric == QUEUE_DEPTH_METRIC {
-            v.queue_depth
-        } else {
-            v.stream_lag_seconds
-        }
-    });
-    let items: Vec<Value> = value
-        .map(|v| {
-            json!({
-                "metricName": metric,
-                "metricLabels": {PIPELINE_LABEL: pipeline},
-                "timestamp": found.and_then(|f| f.at).unwrap_or_else(k8s_openapi::jiff::Timestamp::now).to_string(),
-                "value": v.to_string(),
-            })
-        })
-        .into_iter()
-        .collect();
-    (
-        StatusCode::OK,
-        Json(
-            json!({"kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items}),
-        ),
-    )
-}
-
-/// TLS from PEM files (a mounted Secret), or a self-signed certificate made at start
-/// (the APIService then sets `insecureSkipTLSVerify`).
-pub fn tls_config(
-    cert: Option<&std::path::Path>,
-    key: Option<&std::path::Path>,
-) -> anyhow::Result<rustls::ServerConfig> {
-    let (certs, key) = match (cert, key) {
-        (Some(c), Some(k)) => {
-            let certs =
-                rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(c)?))
-                    .collect::<Result<Vec<_>, _>>()?;
-            let key =
-                rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(k)?))?
-                    .ok_or_else(|| anyhow::anyhow!("{}: no private key", k.display()))?;
-            (certs, key)
-        }
-        _ => {
-            let made = rcgen::generate_simple_self_signed(vec![
-                "eventpipe-operator".into(),
-                "localhost".into(),
-            ])?;
-            let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der())
-                .map_err(|e| anyhow::anyhow!(e))?;
-            (vec![made.cert.der().clone()], key)
-        }
-    };
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Serves `router` over TLS on `addr` until `shutdown`.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    tls: rustls::ServerConfig,
-    router: Router,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            _ = shutdown.cancelled() => return Ok(()),
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let Ok(stream) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                .await
-                .map_err(|_| ())
-                .and_then(|r| r.map_err(|_| ()))
-            else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-        });
     }
 }
 
@@ -357,20 +197,6 @@ pub fn stream_lag<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn selectors_name_the_pipeline() {
-        assert_eq!(
-            pipeline_of("eventpipe.dev/pipeline=hooks").as_deref(),
-            Some("hooks")
-        );
-        assert_eq!(
-            pipeline_of("a=b,eventpipe.dev/pipeline==hooks").as_deref(),
-            Some("hooks")
-        );
-        assert_eq!(pipeline_of("app=x"), None);
-        assert_eq!(pipeline_of(""), None);
-    }
 
     fn lease(checkpoint: &str, age_secs: u64, measured: SystemTime) -> Item {
         let age = IteratorAge {
