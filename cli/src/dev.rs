@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use eventpipe_core::local_aws::{self, LocalAws};
 use eventpipe_core::{aws, ops, provision};
 use eventpipe_crds::Manifest;
 use eventpipe_ingress::{Ingress, IngressConfig};
-use eventpipe_testkit::Moto;
 use eventpipe_worker::{Options, Worker, metrics::Metrics};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,7 @@ pub struct Dev {
 /// The AWS endpoint local mode talks to; a moto it started lives as long as this.
 pub struct Emulator {
     pub endpoint: String,
-    _moto: Option<Moto>,
+    _moto: Option<LocalAws>,
 }
 
 /// Picks the AWS endpoint before any thread starts (it sets the SDK's environment):
@@ -54,8 +54,8 @@ pub fn emulator() -> anyhow::Result<Emulator> {
     .is_ok()
     {
         (DEV_ENDPOINT.to_string(), None)
-    } else if eventpipe_testkit::moto_server_path().exists() {
-        let moto = Moto::start();
+    } else if let Some(server) = local_aws::server_path() {
+        let moto = LocalAws::start(&server)?;
         (moto.endpoint(), Some(moto))
     } else {
         anyhow::bail!(
