@@ -63,6 +63,7 @@ pub fn emulator() -> anyhow::Result<Emulator> {
         );
     };
     // SAFETY: called from `main` before the runtime or any other thread exists.
+    #[allow(unsafe_code)]
     unsafe {
         std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
         for (key, default) in [

@@ -45,7 +45,10 @@ fn main() -> ExitCode {
     // Local mode picks its AWS endpoint before any thread exists (it sets the SDK's environment).
     if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
         // SAFETY: no other thread exists yet. The demo's summary is the output; logs only for trouble.
-        unsafe { std::env::set_var("RUST_LOG", "warn") };
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("RUST_LOG", "warn")
+        };
     }
     let emulator = match &cli.command {
         Command::Dev(_) | Command::Demo(_) => match dev::emulator() {

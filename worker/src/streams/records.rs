@@ -54,7 +54,7 @@ pub fn subject(record: &Record) -> String {
 /// The CloudEvent for `record`. Its id is the stream record's `eventID` (the same on
 /// every read of the record, so idempotency recognises a redelivery), else
 /// `<shard>:<sequence number>`.
-pub fn to_event(record: &Record, origin: &Origin) -> Event {
+pub fn to_event(record: &Record, origin: &Origin<'_>) -> Event {
     let stream = record.dynamodb();
     let kind = match record.event_name() {
         Some(OperationType::Insert) => "INSERT",
@@ -110,7 +110,7 @@ mod tests {
     use cloudevents::AttributesReader;
     use serde_json::json;
 
-    const ORIGIN: Origin = Origin {
+    const ORIGIN: Origin<'static> = Origin {
         pipeline: "agg",
         binding: "comments",
         shard: "shardId-1",
