@@ -14,18 +14,19 @@ pub struct CheckArgs {
     /// The operator's readiness endpoint, e.g. http://eventpipe.eventpipe.svc:9090/readyz.
     #[arg(long)]
     pub ready_url: String,
-    /// How long the aggregator may take to find the operator behind the APIService.
+    /// How long the operator's Service and the aggregator may take to answer.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
 }
 
 pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let status = reqwest::get(&args.ready_url)
-        .await
-        .with_context(|| format!("GET {}", args.ready_url))?
-        .status();
-    if !status.is_success() {
-        bail!("GET {}: {status}", args.ready_url);
+    let deadline = tokio::time::Instant::now() + args.wait;
+    // A Service just made may take a moment to resolve and to have ready endpoints.
+    while let Err(e) = ready(&args.ready_url).await {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     println!("operator ready: {}", args.ready_url);
     let client = Client::try_default().await?;
@@ -40,14 +41,28 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
     }
     println!("API serves {}", names.join(", "));
-    let metrics = external_metrics(&client, args.wait).await?;
+    let metrics = external_metrics(&client, deadline).await?;
     println!("external metrics served: {}", metrics.join(", "));
     Ok(())
 }
 
+/// The operator's readiness endpoint answers with success.
+async fn ready(url: &str) -> anyhow::Result<()> {
+    let status = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .status();
+    if !status.is_success() {
+        bail!("GET {url}: {status}");
+    }
+    Ok(())
+}
+
 /// The external metrics the aggregated API lists, once both of the operator's are there.
-async fn external_metrics(client: &Client, wait: Duration) -> anyhow::Result<Vec<String>> {
-    let deadline = tokio::time::Instant::now() + wait;
+async fn external_metrics(
+    client: &Client,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Vec<String>> {
     loop {
         let last = match client
             .list_api_group_resources("external.metrics.k8s.io/v1beta1")
@@ -66,9 +81,7 @@ async fn external_metrics(client: &Client, wait: Duration) -> anyhow::Result<Vec
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "external.metrics.k8s.io/v1beta1 does not serve the operator's metrics after {wait:?}: {last}"
-            );
+            bail!("external.metrics.k8s.io/v1beta1 does not serve the operator's metrics: {last}");
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

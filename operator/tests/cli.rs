@@ -84,7 +84,7 @@ fn check_names_what_does_not_answer() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/readyz");
-    let err = refused(&["check", "--ready-url", &url]);
+    let err = refused(&["check", "--ready-url", &url, "--wait", "1s"]);
     assert!(err.contains("error:") && err.contains(&url), "{err}");
     let err = refused(&["check", "--ready-url", &url, "--wait", "soon"]);
     assert!(err.contains("--wait"), "{err}");
