@@ -43,6 +43,7 @@ crds:
 test: venv tools lint
 	cargo test --workspace
 	bash charts/test.sh
+	bash scripts/check-image-archive.sh target/debug/eventpipe-operator
 	bash scripts/fuzz-build.sh
 
 ## The GitHub analytics example, locally against moto: webhooks in, a summary out.
