@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use kube::Client;
+use tokio::time::Instant;
 
 use crate::render::{QUEUE_DEPTH_METRIC, STREAM_LAG_METRIC};
 
@@ -20,14 +21,9 @@ pub struct CheckArgs {
 }
 
 pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + args.wait;
+    let deadline = Instant::now() + args.wait;
     // A Service just made may take a moment to resolve and to have ready endpoints.
-    while let Err(e) = ready(&args.ready_url).await {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(e);
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    until(deadline, async || ready(&args.ready_url).await).await?;
     println!("operator ready: {}", args.ready_url);
     let client = Client::try_default().await?;
     let served = client
@@ -41,7 +37,8 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
     }
     println!("API serves {}", names.join(", "));
-    let metrics = external_metrics(&client, deadline).await?;
+    // The aggregator finds the operator behind the APIService a little later still.
+    let metrics = until(deadline, async || external_metrics(&client).await).await?;
     println!("external metrics served: {}", metrics.join(", "));
     Ok(())
 }
@@ -58,31 +55,32 @@ async fn ready(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The external metrics the aggregated API lists, once both of the operator's are there.
-async fn external_metrics(
-    client: &Client,
-    deadline: tokio::time::Instant,
-) -> anyhow::Result<Vec<String>> {
+/// Tries `attempt` every 2 s until it succeeds or `deadline` passes; then its error.
+async fn until<T>(
+    deadline: Instant,
+    mut attempt: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     loop {
-        let last = match client
-            .list_api_group_resources("external.metrics.k8s.io/v1beta1")
-            .await
-        {
-            Ok(list) => {
-                let names: Vec<String> = list.resources.into_iter().map(|r| r.name).collect();
-                if [QUEUE_DEPTH_METRIC, STREAM_LAG_METRIC]
-                    .iter()
-                    .all(|m| names.iter().any(|n| n == m))
-                {
-                    return Ok(names);
-                }
-                format!("it lists {names:?}")
-            }
-            Err(e) => e.to_string(),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("external.metrics.k8s.io/v1beta1 does not serve the operator's metrics: {last}");
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// The external metrics the aggregated API lists, when both of the operator's are there.
+async fn external_metrics(client: &Client) -> anyhow::Result<Vec<String>> {
+    let group = "external.metrics.k8s.io/v1beta1";
+    let list = client
+        .list_api_group_resources(group)
+        .await
+        .with_context(|| format!("{group} does not serve the operator's metrics"))?;
+    let names: Vec<String> = list.resources.into_iter().map(|r| r.name).collect();
+    for metric in [QUEUE_DEPTH_METRIC, STREAM_LAG_METRIC] {
+        if !names.iter().any(|n| n == metric) {
+            bail!("{group} does not serve the operator's metrics: it lists {names:?}");
+        }
+    }
+    Ok(names)
 }

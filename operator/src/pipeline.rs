@@ -235,11 +235,16 @@ async fn apply_all(
     };
     let worker = apply::<Deployment>(ctx, ns, &w.worker).await?;
     apply::<HorizontalPodAutoscaler>(ctx, ns, &w.autoscaler).await?;
+    // The pods are asked only for a Deployment that is unavailable: a healthy pipeline
+    // costs no list.
     let ingress_trouble = match &ingress {
-        Some(d) => trouble_if_short(ctx, ns, d).await,
-        None => None,
+        Some(d) if !ingress_available(d) => pod_trouble::of(ctx, ns, d).await,
+        _ => None,
     };
-    let worker_trouble = trouble_if_short(ctx, ns, &worker).await;
+    let worker_trouble = match workers_available(&worker, p) {
+        true => None,
+        false => pod_trouble::of(ctx, ns, &worker).await,
+    };
     Ok(Applied {
         ingress,
         worker,
@@ -248,13 +253,15 @@ async fn apply_all(
     })
 }
 
-/// Asks the pods only when replicas are missing: a healthy pipeline costs no list.
-async fn trouble_if_short(ctx: &Context, ns: &str, d: &Deployment) -> Option<Trouble> {
+/// The ingress serves when every replica it wants is available.
+fn ingress_available(d: &Deployment) -> bool {
     let (ready, want) = available(d);
-    if ready >= want.max(1) {
-        return None;
-    }
-    pod_trouble::of(ctx, ns, d).await
+    ready >= want.max(1)
+}
+
+/// Workers consume when one replica is available, or when the pipeline may scale to zero.
+fn workers_available(d: &Deployment, p: &EventPipeline) -> bool {
+    available(d).0 >= 1 || p.spec.scaling.min_replicas == 0
 }
 
 /// The reason and message of an unavailable Deployment's condition.
@@ -282,7 +289,7 @@ fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
     let ingress_ok = match &applied.ingress {
         Some(d) => {
             let (ready, want) = available(d);
-            let ok = ready >= want.max(1);
+            let ok = ingress_available(d);
             if !ok {
                 let what = format!("ingress: {ready}/{want} replicas available");
                 degraded.push(unavailable(what, &applied.ingress_trouble));
@@ -302,7 +309,7 @@ fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
         None => true,
     };
     let (ready, _) = available(&applied.worker);
-    let workers_ok = ready >= 1 || pipeline.pipeline.spec.scaling.min_replicas == 0;
+    let workers_ok = workers_available(&applied.worker, &pipeline.pipeline);
     if !workers_ok {
         let what = "no worker replica available".to_string();
         degraded.push(unavailable(what, &applied.worker_trouble));

@@ -167,10 +167,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let leadership = if args.no_leader_election {
         None
     } else {
-        match become_leader(&client, &args, &stop).await? {
-            Some(handle) => Some(handle),
-            None => return Ok(()),
-        }
+        let Some(handle) = become_leader(&client, &args, &stop).await? else {
+            return Ok(());
+        };
+        Some(handle)
     };
     tracing::info!("leading: reconciling EventPipelines, QueueBindings and DeadLetterPolicies");
     tokio::select! {
