@@ -28,10 +28,12 @@ pub enum LocalAwsError {
     NotStarted { path: String },
 }
 
-/// Where moto's server is: `EVENTPIPE_MOTO_SERVER` (which `make` sets), else
-/// `moto_server` on `PATH`.
+/// The variable naming moto's server (`make` sets it to the virtualenv's).
+pub const SERVER_VAR: &str = "EVENTPIPE_MOTO_SERVER";
+
+/// Where moto's server is: [`SERVER_VAR`], else `moto_server` on `PATH`.
 pub fn server_path() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("EVENTPIPE_MOTO_SERVER") {
+    if let Some(path) = std::env::var_os(SERVER_VAR) {
         return Some(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH")?;

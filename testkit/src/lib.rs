@@ -13,7 +13,7 @@ pub struct Moto(LocalAws);
 
 /// Where `make venv` puts moto's server; `EVENTPIPE_MOTO_SERVER` overrides it.
 pub fn moto_server_path() -> PathBuf {
-    std::env::var_os("EVENTPIPE_MOTO_SERVER")
+    std::env::var_os(eventpipe_core::local_aws::SERVER_VAR)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server")
