@@ -1,67 +1,54 @@
 //! `DeadLetterPolicy`: what happens to an event that cannot be processed.
 
-// kube's `printcolumn(...)` repeats keys by design.
-#![allow(clippy::duplicated_attributes)]
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Duration;
+use crate::{Duration, defaults};
 
-/// Retries, backoff and the dead-letter queue shared by the bindings that name this policy.
-#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "eventpipe.dev",
-    version = "v1alpha1",
-    kind = "DeadLetterPolicy",
-    namespaced,
-    status = "DeadLetterPolicyStatus",
-    shortname = "dlp",
-    category = "eventpipe",
-    doc = "Retries, backoff and the dead-letter queue shared by the QueueBindings that name it.",
-    derive = "PartialEq",
-    printcolumn(
-        name = "Max Receives",
-        type_ = "integer",
-        json_path = ".spec.maxReceiveCount"
-    ),
-    printcolumn(name = "DLQ Depth", type_ = "integer", json_path = ".status.depth"),
-    printcolumn(
-        name = "Alert",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"AlertThresholdExceeded\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterPolicySpec {
-    /// Deliveries of a message before it is dead-lettered.
-    #[serde(default = "default_max_receive_count")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub max_receive_count: i32,
-    /// Spacing of retries.
-    #[serde(default)]
-    pub backoff: Backoff,
-    /// Where dead letters go. When absent, each queue gets its own `<queue>-dlq`
-    /// (created with the queue when the binding creates it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_queue: Option<DeadLetterQueue>,
-    /// How long dead letters are kept.
-    #[serde(default = "default_retention")]
-    pub retention: Duration,
-    /// Dead letters past which the policy reports `AlertThresholdExceeded`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub alert_threshold: Option<i64>,
-    /// Outcomes that go to the dead-letter queue at once instead of burning retries.
-    #[serde(default)]
-    pub non_retryable: NonRetryable,
+kind! {
+    #[kube(
+        kind = "DeadLetterPolicy",
+        status = "DeadLetterPolicyStatus",
+        shortname = "dlp",
+        doc = "Retries, backoff and the dead-letter queue shared by the QueueBindings that name it.",
+        printcolumn(
+            name = "Max Receives",
+            type_ = "integer",
+            json_path = ".spec.maxReceiveCount"
+        ),
+        printcolumn(name = "DLQ Depth", type_ = "integer", json_path = ".status.depth"),
+        printcolumn(
+            name = "Alert",
+            type_ = "string",
+            json_path = ".status.conditions[?(@.type==\"AlertThresholdExceeded\")].status"
+        ),
+    )]
+    /// Retries, backoff and the dead-letter queue shared by the bindings that name this policy.
+    pub struct DeadLetterPolicySpec {
+        /// Deliveries of a message before it is dead-lettered.
+        #[serde(default = "defaults::max_receive_count")]
+        #[schemars(range(min = 1, max = 1000))]
+        pub max_receive_count: i32,
+        /// Spacing of retries.
+        #[serde(default)]
+        pub backoff: Backoff,
+        /// Where dead letters go. When absent, each queue gets its own `<queue>-dlq`
+        /// (created with the queue when the binding creates it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dead_letter_queue: Option<DeadLetterQueue>,
+        /// How long dead letters are kept.
+        #[serde(default = "defaults::retention")]
+        pub retention: Duration,
+        /// Dead letters past which the policy reports `AlertThresholdExceeded`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0))]
+        pub alert_threshold: Option<i64>,
+        /// Outcomes that go to the dead-letter queue at once instead of burning retries.
+        #[serde(default)]
+        pub non_retryable: NonRetryable,
+    }
 }
 
 impl DeadLetterPolicySpec {
@@ -75,14 +62,14 @@ impl DeadLetterPolicySpec {
 #[serde(rename_all = "camelCase")]
 pub struct Backoff {
     /// Delay before the first retry.
-    #[serde(default = "default_initial")]
+    #[serde(default = "defaults::backoff_initial")]
     pub initial: Duration,
     /// Factor applied to the delay at each further retry.
-    #[serde(default = "default_multiplier")]
+    #[serde(default = "defaults::backoff_multiplier")]
     #[schemars(range(min = 1.0, max = 100.0))]
     pub multiplier: f64,
     /// Longest delay between retries.
-    #[serde(default = "default_max")]
+    #[serde(default = "defaults::backoff_max")]
     pub max: Duration,
     #[serde(default)]
     pub jitter: Jitter,
@@ -91,9 +78,9 @@ pub struct Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Self {
-            initial: default_initial(),
-            multiplier: default_multiplier(),
-            max: default_max(),
+            initial: defaults::backoff_initial(),
+            multiplier: defaults::backoff_multiplier(),
+            max: defaults::backoff_max(),
             jitter: Jitter::default(),
         }
     }
@@ -160,20 +147,4 @@ pub struct DeadLetterQueueStatus {
     pub binding: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<i64>,
-}
-
-fn default_max_receive_count() -> i32 {
-    3
-}
-fn default_retention() -> Duration {
-    Duration::lit("14d")
-}
-fn default_initial() -> Duration {
-    Duration::lit("1s")
-}
-fn default_multiplier() -> f64 {
-    2.0
-}
-fn default_max() -> Duration {
-    Duration::lit("5m")
 }

@@ -1,71 +1,58 @@
 //! `QueueBinding`: a concrete SQS queue or DynamoDB stream, and how to read it.
 
-// kube's `printcolumn(...)` repeats keys by design.
-#![allow(clippy::duplicated_attributes)]
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Duration, ObjectRef};
+use crate::{Duration, ObjectRef, defaults};
 
-#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "eventpipe.dev",
-    version = "v1alpha1",
-    kind = "QueueBinding",
-    namespaced,
-    status = "QueueBindingStatus",
-    shortname = "qb",
-    category = "eventpipe",
-    doc = "An SQS queue or a DynamoDB stream, how to reach it and how to read it.",
-    derive = "PartialEq",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Queue", type_ = "string", json_path = ".status.queueUrl"),
-    printcolumn(
-        name = "Stream",
-        type_ = "string",
-        json_path = ".status.streamArn",
-        priority = 1
-    ),
-    printcolumn(name = "Depth", type_ = "integer", json_path = ".status.depth"),
-    printcolumn(name = "DLQ", type_ = "integer", json_path = ".status.dlqDepth"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.sqs) != has(self.dynamodbStream)").message("exactly one of sqs or dynamodbStream must be set"))]
-pub struct QueueBindingSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sqs: Option<SqsQueue>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dynamodb_stream: Option<DynamoDbStream>,
-    /// AWS region; the SDK's default chain (`AWS_REGION`) when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
-    pub region: Option<String>,
-    /// Endpoint override, for emulators; `AWS_ENDPOINT_URL` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://"))]
-    pub endpoint: Option<String>,
-    /// Static credentials from a Secret; the pod's own identity (e.g. IRSA) when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<Credentials>,
-    /// Retries, backoff and dead-letter queue; without one, failures retry at the
-    /// queue's visibility timeout and are never dead-lettered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_policy_ref: Option<ObjectRef>,
-    /// Whether deleting the binding deletes the queues it created.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+kind! {
+    #[kube(
+        kind = "QueueBinding",
+        status = "QueueBindingStatus",
+        shortname = "qb",
+        doc = "An SQS queue or a DynamoDB stream, how to reach it and how to read it.",
+        printcolumn(
+            name = "Ready",
+            type_ = "string",
+            json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+        ),
+        printcolumn(name = "Queue", type_ = "string", json_path = ".status.queueUrl"),
+        printcolumn(
+            name = "Stream",
+            type_ = "string",
+            json_path = ".status.streamArn",
+            priority = 1
+        ),
+        printcolumn(name = "Depth", type_ = "integer", json_path = ".status.depth"),
+        printcolumn(name = "DLQ", type_ = "integer", json_path = ".status.dlqDepth"),
+    )]
+    #[x_kube(validation = Rule::new("has(self.sqs) != has(self.dynamodbStream)").message("exactly one of sqs or dynamodbStream must be set"))]
+    pub struct QueueBindingSpec {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sqs: Option<SqsQueue>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dynamodb_stream: Option<DynamoDbStream>,
+        /// AWS region; the SDK's default chain (`AWS_REGION`) when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+        pub region: Option<String>,
+        /// Endpoint override, for emulators; `AWS_ENDPOINT_URL` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = r"^https?://"))]
+        pub endpoint: Option<String>,
+        /// Static credentials from a Secret; the pod's own identity (e.g. IRSA) when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub credentials: Option<Credentials>,
+        /// Retries, backoff and dead-letter queue; without one, failures retry at the
+        /// queue's visibility timeout and are never dead-lettered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dead_letter_policy_ref: Option<ObjectRef>,
+        /// Whether deleting the binding deletes the queues it created.
+        #[serde(default)]
+        pub deletion_policy: DeletionPolicy,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -86,17 +73,17 @@ pub struct SqsQueue {
     #[serde(default)]
     pub create: bool,
     /// How long a received message stays hidden from other consumers.
-    #[serde(default = "default_visibility_timeout")]
+    #[serde(default = "defaults::visibility_timeout")]
     pub visibility_timeout: Duration,
     /// Long-polling wait of each receive (at most 20s).
-    #[serde(default = "default_wait_time")]
+    #[serde(default = "defaults::wait_time")]
     pub wait_time: Duration,
     /// Messages per receive.
-    #[serde(default = "default_sqs_batch_size")]
+    #[serde(default = "defaults::sqs_batch_size")]
     #[schemars(range(min = 1, max = 10))]
     pub batch_size: i32,
     /// Extend the visibility of messages whose handler is still running.
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub heartbeat: bool,
 }
 
@@ -118,7 +105,7 @@ pub struct DynamoDbStream {
     #[serde(default)]
     pub starting_position: StartingPosition,
     /// Records per GetRecords.
-    #[serde(default = "default_stream_batch_size")]
+    #[serde(default = "defaults::stream_batch_size")]
     #[schemars(range(min = 1, max = 1000))]
     pub batch_size: i32,
     /// Records older than this are dead-lettered instead of processed.
@@ -128,7 +115,7 @@ pub struct DynamoDbStream {
     #[serde(default)]
     pub bisect_on_error: bool,
     /// Lease and checkpoint table, created when missing.
-    #[serde(default = "default_checkpoint_table")]
+    #[serde(default = "defaults::checkpoint_table")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{3,255}$"))]
     pub checkpoint_table: String,
 }
@@ -175,23 +162,4 @@ pub struct QueueBindingStatus {
     pub dlq_depth: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-}
-
-fn default_visibility_timeout() -> Duration {
-    Duration::lit("30s")
-}
-fn default_wait_time() -> Duration {
-    Duration::lit("20s")
-}
-fn default_sqs_batch_size() -> i32 {
-    10
-}
-fn default_stream_batch_size() -> i32 {
-    100
-}
-fn default_checkpoint_table() -> String {
-    "eventpipe-checkpoints".into()
-}
-fn yes() -> bool {
-    true
 }

@@ -38,7 +38,7 @@ fn pipeline(patch: impl FnOnce(&mut Value)) -> Value {
 
 /// The messages of every problem found, as `path: message`.
 fn problems(object: &Value) -> Vec<String> {
-    let kind = object["kind"].as_str().unwrap();
+    let kind = object["kind"].as_str().expect("the object has a kind");
     match schema::validate(kind, object) {
         Ok(_) => vec![],
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
