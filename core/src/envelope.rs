@@ -9,13 +9,7 @@ pub const CORRELATION_ID: &str = "correlationid";
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
-/// SQS message attribute names that mirror the extensions, so consumers that never
-/// parse the body (and the worker, before it does) can continue the trace.
-pub mod attribute {
-    pub const TRACEPARENT: &str = "traceparent";
-    pub const TRACESTATE: &str = "tracestate";
-    pub const CORRELATION_ID: &str = "correlation-id";
-}
+pub use crate::sqs_message::attribute;
 
 /// What a new event is made of.
 #[derive(Clone, Debug, Default)]

@@ -11,4 +11,6 @@ pub mod local_aws;
 pub mod log_writer;
 pub mod ops;
 pub mod provision;
+pub mod resolve;
+pub mod sqs_message;
 pub mod telemetry;

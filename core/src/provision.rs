@@ -6,11 +6,14 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    StreamSpecification, StreamViewType, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use eventpipe_crds::{DeadLetterPolicy, SqsQueue};
+
+use crate::resolve::{self, DeadLetterTarget};
+use crate::sqs_message;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {message}")]
@@ -28,6 +31,8 @@ pub enum FailureKind {
     AccessDenied,
     QueueNotFound,
     TableNotFound,
+    /// The table exists but has no stream to consume.
+    StreamNotEnabled,
     /// No answer: a wrong endpoint, the network, a timeout.
     Unreachable,
     Other,
@@ -71,17 +76,6 @@ where
     }
 }
 
-/// The queue's dead-letter queue name: the policy's, else `<queue>-dlq` (FIFO kept).
-pub fn dead_letter_queue_name(queue_name: &str, policy: &DeadLetterPolicy) -> Option<String> {
-    match &policy.spec.dead_letter_queue {
-        Some(dlq) => dlq.queue_name.clone(),
-        None => Some(match queue_name.strip_suffix(".fifo") {
-            Some(base) => format!("{base}-dlq.fifo"),
-            None => format!("{queue_name}-dlq"),
-        }),
-    }
-}
-
 /// What a created binding resolves to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Queues {
@@ -120,23 +114,18 @@ pub async fn ensure_sqs(
     Ok(Queues { url, arn, dlq_url })
 }
 
-/// The DLQ a policy gives `queue_name` (a queue, or a stream's table): by URL as is,
-/// else by name, created unless the policy names an existing one with `create: false`.
+/// The DLQ a policy gives `owner` (a queue, or a stream's table), by
+/// [`resolve::dead_letter_target`]: created unless the policy names an existing one.
 pub async fn ensure_dead_letter_queue(
     sqs: &aws_sdk_sqs::Client,
-    queue_name: &str,
+    owner: &str,
     policy: &DeadLetterPolicy,
 ) -> Result<String, ProvisionError> {
-    if let Some(url) = policy.spec.dead_letter_queue_url() {
-        return Ok(url);
-    }
-    let name = dead_letter_queue_name(queue_name, policy).unwrap_or_default();
-    if policy
-        .spec
-        .dead_letter_queue
-        .as_ref()
-        .is_some_and(|d| !d.create)
-    {
+    let (name, create) = match resolve::dead_letter_target(owner, None, policy) {
+        DeadLetterTarget::Url(url) => return Ok(url),
+        DeadLetterTarget::Name { name, create } => (name, create),
+    };
+    if !create {
         return url_of(sqs, &name).await;
     }
     let retention = policy
@@ -147,7 +136,7 @@ pub async fn ensure_dead_letter_queue(
         .min(1_209_600)
         .to_string();
     let mut attrs = HashMap::from([(Attr::MessageRetentionPeriod, retention)]);
-    if name.ends_with(".fifo") {
+    if sqs_message::is_fifo(&name) {
         attrs.insert(Attr::FifoQueue, "true".into());
     }
     ensure_queue(sqs, &name, attrs).await
@@ -194,17 +183,25 @@ pub async fn url_of(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, Pro
 }
 
 pub async fn arn_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, ProvisionError> {
+    Ok(attribute(sqs, url, Attr::QueueArn)
+        .await?
+        .unwrap_or_default())
+}
+
+/// One attribute of a queue.
+pub async fn attribute(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: Attr,
+) -> Result<Option<String>, ProvisionError> {
     let out = sqs
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(Attr::QueueArn)
+        .attribute_names(name.clone())
         .send()
         .await
         .map_err(fail(url))?;
-    Ok(out
-        .attributes
-        .and_then(|mut a| a.remove(&Attr::QueueArn))
-        .unwrap_or_default())
+    Ok(out.attributes.and_then(|mut a| a.remove(&name)))
 }
 
 /// Approximate messages in a queue, visible plus in flight.
@@ -227,6 +224,56 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, Pr
     Ok(n(&Attr::ApproximateNumberOfMessages) + n(&Attr::ApproximateNumberOfMessagesNotVisible))
 }
 
+/// A table whose stream a `dynamodbStream` binding consumes; returns the stream's ARN.
+pub async fn ensure_stream_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<Option<String>, ProvisionError> {
+    ensure_table(ddb, name, "id", true).await
+}
+
+/// A stream consumer's lease and checkpoint table.
+pub async fn ensure_checkpoint_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), ProvisionError> {
+    ensure_table(ddb, name, "id", false).await.map(drop)
+}
+
+/// An idempotency table, whose claims expire by the epoch-seconds `ttl_attribute`.
+pub async fn ensure_idempotency_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    ttl_attribute: &str,
+) -> Result<(), ProvisionError> {
+    ensure_table(ddb, name, "id", false).await?;
+    ensure_ttl(ddb, name, ttl_attribute).await
+}
+
+/// The table a `dynamodb` processor writes to; with a stream when it stores events
+/// as they come (so another pipeline can consume them), not when it aggregates.
+pub async fn ensure_processor_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    stream: bool,
+) -> Result<(), ProvisionError> {
+    ensure_table(ddb, name, "id", stream).await.map(drop)
+}
+
+/// The table's latest stream, if it has one.
+pub async fn latest_stream(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Option<String>, ProvisionError> {
+    let out = ddb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(fail(format!("table {table:?}")))?;
+    Ok(out.table.and_then(|t| t.latest_stream_arn))
+}
+
 /// Creates an on-demand table keyed by string `key` when missing, with a stream of new
 /// and old images when `stream` is set; returns the stream ARN when there is one.
 pub async fn ensure_table(
@@ -238,65 +285,70 @@ pub async fn ensure_table(
     if let Ok(out) = ddb.describe_table().table_name(name).send().await {
         return Ok(out.table.and_then(|t| t.latest_stream_arn));
     }
+    let string_key = AttributeDefinition::builder()
+        .attribute_name(key)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("name and type are set");
+    let hash_key = KeySchemaElement::builder()
+        .attribute_name(key)
+        .key_type(KeyType::Hash)
+        .build()
+        .expect("name and type are set");
     let mut create = ddb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(key)
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        );
+        .attribute_definitions(string_key)
+        .key_schema(hash_key);
     if stream {
         create = create.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
                 .stream_view_type(StreamViewType::NewAndOldImages)
                 .build()
-                .unwrap(),
+                .expect("enabled is set"),
         );
     }
     let out = create.send().await.map_err(fail(name))?;
     Ok(out.table_description.and_then(|t| t.latest_stream_arn))
 }
 
-/// Turns on expiry of items by the epoch-seconds attribute `attribute`.
+/// Turns on expiry of items by the epoch-seconds attribute `attribute`, unless it
+/// is on already.
 pub async fn ensure_ttl(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
     attribute: &str,
 ) -> Result<(), ProvisionError> {
+    let now = ddb
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(fail(table))?;
+    let on = now.time_to_live_description().is_some_and(|d| {
+        d.attribute_name() == Some(attribute)
+            && matches!(
+                d.time_to_live_status(),
+                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+            )
+    });
+    if on {
+        return Ok(());
+    }
     let spec = TimeToLiveSpecification::builder()
         .enabled(true)
         .attribute_name(attribute)
         .build()
-        .unwrap();
-    match ddb
-        .update_time_to_live()
+        .expect("enabled and attribute are set");
+    ddb.update_time_to_live()
         .table_name(table)
         .time_to_live_specification(spec)
         .send()
         .await
-    {
-        Ok(_) => Ok(()),
-        // Already enabled on this attribute.
-        Err(e)
-            if format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e))
-                .contains("already enabled") =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(fail(table)(e)),
-    }
+        .map_err(fail(table))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -319,42 +371,5 @@ mod tests {
         assert_eq!(kind("InvalidClientTokenId"), FailureKind::AccessDenied);
         assert_eq!(kind("ThrottlingException"), FailureKind::Other);
         assert_eq!(FailureKind::of_code(None), FailureKind::Other);
-    }
-    use eventpipe_crds::{DeadLetterPolicySpec, DeadLetterQueue};
-
-    fn policy(dlq: Option<DeadLetterQueue>) -> DeadLetterPolicy {
-        let mut spec: DeadLetterPolicySpec = serde_json::from_value(serde_json::json!({})).unwrap();
-        spec.dead_letter_queue = dlq;
-        DeadLetterPolicy::new("p", spec)
-    }
-
-    #[test]
-    fn dead_letter_queues_are_named_after_their_queue_unless_the_policy_names_one() {
-        assert_eq!(
-            dead_letter_queue_name("orders", &policy(None)).unwrap(),
-            "orders-dlq"
-        );
-        assert_eq!(
-            dead_letter_queue_name("orders.fifo", &policy(None)).unwrap(),
-            "orders-dlq.fifo"
-        );
-        let named = DeadLetterQueue {
-            queue_name: Some("shared-dlq".into()),
-            queue_url: None,
-            create: true,
-        };
-        assert_eq!(
-            dead_letter_queue_name("orders", &policy(Some(named))).unwrap(),
-            "shared-dlq"
-        );
-        let by_url = DeadLetterQueue {
-            queue_name: None,
-            queue_url: Some("http://x/1/d".into()),
-            create: false,
-        };
-        assert_eq!(
-            dead_letter_queue_name("orders", &policy(Some(by_url))),
-            None
-        );
     }
 }

@@ -6,11 +6,11 @@ use eventpipe_crds::{DeadLetterPolicy, QueueBinding};
 use eventpipe_testkit::Moto;
 
 fn binding(yaml: &str) -> QueueBinding {
-    serde_yaml::from_str(yaml).unwrap()
+    serde_yaml::from_str(yaml).expect("test YAML parses")
 }
 
 fn policy(yaml: &str) -> DeadLetterPolicy {
-    serde_yaml::from_str(yaml).unwrap()
+    serde_yaml::from_str(yaml).expect("test YAML parses")
 }
 
 async fn attributes(
@@ -22,9 +22,9 @@ async fn attributes(
         .attribute_names(Attr::All)
         .send()
         .await
-        .unwrap()
+        .expect("queue attributes")
         .attributes
-        .unwrap()
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -111,7 +111,7 @@ async fn a_dlq_that_must_exist_but_does_not_is_an_error() {
 async fn tables_with_streams_and_ttl() {
     let moto = Moto::start();
     let ddb = moto.dynamodb();
-    let arn = provision::ensure_table(&ddb, "comments", "id", true)
+    let arn = provision::ensure_stream_table(&ddb, "comments")
         .await
         .unwrap();
     assert!(
@@ -120,23 +120,22 @@ async fn tables_with_streams_and_ttl() {
         "{arn:?}"
     );
     assert_eq!(
-        provision::ensure_table(&ddb, "comments", "id", true)
+        provision::ensure_stream_table(&ddb, "comments")
             .await
             .unwrap(),
         arn
     );
     assert_eq!(
-        provision::ensure_table(&ddb, "plain", "id", false)
-            .await
-            .unwrap(),
-        None
+        provision::latest_stream(&ddb, "comments").await.unwrap(),
+        arn
     );
-    provision::ensure_ttl(&ddb, "plain", "expires_at")
-        .await
-        .unwrap();
-    provision::ensure_ttl(&ddb, "plain", "expires_at")
-        .await
-        .unwrap();
+    // Twice: a TTL already on is left alone.
+    for _ in 0..2 {
+        provision::ensure_idempotency_table(&ddb, "plain", "expires_at")
+            .await
+            .unwrap();
+    }
+    assert_eq!(provision::latest_stream(&ddb, "plain").await.unwrap(), None);
     let ttl = ddb
         .describe_time_to_live()
         .table_name("plain")

@@ -19,7 +19,7 @@ use crate::{
     publish::{Noop, Publisher},
     secrets::{self, Secrets},
     server::{self, Routes},
-    sqs::{self, BatchSettings, SqsPublisher},
+    sqs::{BatchSettings, SqsPublisher},
     webhook::Route,
 };
 
@@ -168,7 +168,7 @@ async fn publisher(
                 Some(c) => c.clone(),
                 None => aws::config_for(spec, &settings.secrets_dir).await?,
             };
-            let sizes = metrics.batch_size(&sqs::queue_name(queue));
+            let sizes = metrics.batch_size(&eventpipe_core::resolve::queue_name(queue));
             let client = aws_sdk_sqs::Client::new(&config);
             Arc::new(SqsPublisher::new(
                 client,

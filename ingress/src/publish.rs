@@ -8,13 +8,10 @@ use cloudevents::Event;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// An event on its way out, with what the transport carries beside it.
+/// An event on its way out. Its correlation id and trace context travel in it.
 #[derive(Clone, Debug)]
 pub struct Message {
     pub event: Event,
-    pub correlation_id: String,
-    /// W3C trace context (`traceparent`, `tracestate`) of the producer span.
-    pub trace: Vec<(String, String)>,
     /// FIFO message group.
     pub group_id: String,
 }

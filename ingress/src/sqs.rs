@@ -5,28 +5,24 @@
 //! partial batches at once: when the queue answers slowly, batches grow instead of
 //! calls multiplying.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use aws_sdk_sqs::{
     Client,
     error::DisplayErrorContext,
-    types::{
-        BatchResultErrorEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
-        SendMessageBatchResultEntry,
-    },
+    types::{BatchResultErrorEntry, SendMessageBatchResultEntry},
 };
-use eventpipe_core::envelope::{self, attribute};
+use eventpipe_core::resolve;
+use eventpipe_core::sqs_message::{MAX_BYTES, Outgoing};
 use eventpipe_crds::SqsQueue;
 use prometheus_client::metrics::histogram::Histogram;
-use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::publish::{BoxFuture, Destination, Message, PublishError, Publisher, Receipt, System};
 
-/// Entries per `SendMessageBatch`.
+/// Entries per `SendMessageBatch`; SQS also limits a whole batch to
+/// [`MAX_BYTES`], as it does one message.
 pub const MAX_ENTRIES: usize = 10;
-/// SQS's limit on one message and on a whole batch (body plus attributes).
-pub const MAX_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct BatchSettings {
@@ -54,17 +50,8 @@ pub struct SqsPublisher {
     tx: mpsc::Sender<Pending>,
 }
 
-/// One message as SQS will receive it.
-#[derive(Clone, Debug, PartialEq)]
-struct Entry {
-    body: String,
-    attributes: Vec<(&'static str, String)>,
-    group_id: Option<String>,
-    deduplication_id: Option<String>,
-}
-
 struct Pending {
-    entry: Entry,
+    entry: Outgoing,
     reply: oneshot::Sender<Result<Receipt, PublishError>>,
 }
 
@@ -77,7 +64,7 @@ impl SqsPublisher {
         settings: BatchSettings,
         sizes: Histogram,
     ) -> Self {
-        let name = queue_name(queue);
+        let name = resolve::queue_name(queue);
         let fifo = queue.fifo || name.ends_with(".fifo");
         let (tx, rx) = mpsc::channel(4 * 1024);
         let sender = Arc::new(Sender {
@@ -104,7 +91,7 @@ impl Publisher for SqsPublisher {
 
     fn publish(&self, message: Message) -> BoxFuture<'_, Result<Receipt, PublishError>> {
         Box::pin(async move {
-            let entry = Entry::new(message, self.fifo);
+            let entry = Outgoing::event(&message.event, self.fifo, Some(&message.group_id));
             let size = entry.size();
             if size > MAX_BYTES {
                 return Err(PublishError::TooLarge {
@@ -121,88 +108,6 @@ impl Publisher for SqsPublisher {
                 .map_err(|_| stopped())?;
             answer.await.unwrap_or_else(|_| Err(stopped()))
         })
-    }
-}
-
-/// The queue's name, from its name or the last segment of its URL.
-pub fn queue_name(queue: &SqsQueue) -> String {
-    match (&queue.queue_name, &queue.queue_url) {
-        (Some(name), _) => name.clone(),
-        (None, Some(url)) => url.rsplit('/').next().unwrap_or(url).to_string(),
-        (None, None) => String::new(),
-    }
-}
-
-impl Entry {
-    fn new(message: Message, fifo: bool) -> Self {
-        let mut attributes: Vec<(&'static str, String)> = message
-            .trace
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty()) // SQS rejects empty attribute values
-            .filter_map(|(k, v)| match k.as_str() {
-                envelope::TRACEPARENT => Some((attribute::TRACEPARENT, v)),
-                envelope::TRACESTATE => Some((attribute::TRACESTATE, v)),
-                _ => None,
-            })
-            .collect();
-        attributes.push((attribute::CORRELATION_ID, message.correlation_id));
-        let (group_id, deduplication_id) = if fifo {
-            let id = cloudevents::AttributesReader::id(&message.event);
-            (Some(fifo_id(&message.group_id)), Some(fifo_id(id)))
-        } else {
-            (None, None)
-        };
-        Self {
-            body: envelope::to_json(&message.event),
-            attributes,
-            group_id,
-            deduplication_id,
-        }
-    }
-
-    /// Size as SQS counts it: the body and each attribute's name, type and value.
-    fn size(&self) -> usize {
-        let attributes: usize = self
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + "String".len() + v.len())
-            .sum();
-        self.body.len() + attributes
-    }
-
-    fn into_sdk(self, id: usize) -> SendMessageBatchRequestEntry {
-        let attributes: HashMap<String, MessageAttributeValue> = self
-            .attributes
-            .into_iter()
-            .map(|(k, v)| {
-                let value = MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(v)
-                    .build()
-                    .expect("data type is set");
-                (k.to_string(), value)
-            })
-            .collect();
-        SendMessageBatchRequestEntry::builder()
-            .id(id.to_string())
-            .message_body(self.body)
-            .set_message_attributes(Some(attributes))
-            .set_message_group_id(self.group_id)
-            .set_message_deduplication_id(self.deduplication_id)
-            .build()
-            .expect("id and body are set")
-    }
-}
-
-/// FIFO group and deduplication ids allow 128 characters of ASCII letters, digits
-/// and punctuation; anything else is replaced by its SHA-256, which keeps equal
-/// ids equal.
-fn fifo_id(id: &str) -> String {
-    let valid = |c: char| c.is_ascii_alphanumeric() || c.is_ascii_punctuation();
-    if !id.is_empty() && id.len() <= 128 && id.chars().all(valid) {
-        id.to_string()
-    } else {
-        hex::encode(Sha256::digest(id.as_bytes()))
     }
 }
 
@@ -329,7 +234,7 @@ struct Sender {
 
 impl Sender {
     async fn send(&self, batch: Vec<Pending>) {
-        let (entries, replies): (Vec<Entry>, Vec<_>) =
+        let (entries, replies): (Vec<Outgoing>, Vec<_>) =
             batch.into_iter().map(|p| (p.entry, p.reply)).unzip();
         let results = self.send_entries(entries).await;
         for (reply, result) in replies.into_iter().zip(results) {
@@ -337,7 +242,7 @@ impl Sender {
         }
     }
 
-    async fn send_entries(&self, entries: Vec<Entry>) -> Vec<Result<Receipt, PublishError>> {
+    async fn send_entries(&self, entries: Vec<Outgoing>) -> Vec<Result<Receipt, PublishError>> {
         let n = entries.len();
         let url = match self.url().await {
             Ok(url) => url,
@@ -346,7 +251,7 @@ impl Sender {
         let entries = entries
             .into_iter()
             .enumerate()
-            .map(|(i, e)| e.into_sdk(i))
+            .map(|(i, e)| e.batch_entry(i))
             .collect();
         let sent = self
             .client
@@ -366,7 +271,7 @@ impl Sender {
 
     async fn url(&self) -> Result<&str, PublishError> {
         self.url
-            .get_or_try_init(|| eventpipe_core::aws::queue_url(&self.client, &self.queue))
+            .get_or_try_init(|| resolve::queue_url(&self.client, &self.queue))
             .await
             .map(String::as_str)
             .map_err(|e| PublishError::Unavailable(e.to_string()))
@@ -401,81 +306,6 @@ fn outcomes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventpipe_core::envelope::{NewEvent, build};
-    use serde_json::json;
-
-    fn message(id: &str, trace: Vec<(&str, &str)>) -> Message {
-        Message {
-            event: build(NewEvent {
-                id: id.into(),
-                source: "/eventpipe/p/w".into(),
-                event_type: "t".into(),
-                correlation_id: "42".into(),
-                data: json!({"a": 1}),
-                ..Default::default()
-            }),
-            correlation_id: "42".into(),
-            trace: trace
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-            group_id: "group 42".into(),
-        }
-    }
-
-    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
-    #[test]
-    fn entries_carry_trace_context_and_correlation_id_as_attributes() {
-        let e = Entry::new(
-            message(
-                "d-1",
-                vec![("traceparent", TP), ("tracestate", ""), ("baggage", "x")],
-            ),
-            false,
-        );
-        assert_eq!(
-            e.attributes,
-            [
-                ("traceparent", TP.to_string()),
-                ("correlation-id", "42".to_string())
-            ]
-        );
-        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
-        assert_eq!(body["id"], "d-1");
-        assert_eq!((e.group_id, e.deduplication_id), (None, None));
-    }
-
-    #[test]
-    fn fifo_entries_get_group_and_deduplication_ids() {
-        let e = Entry::new(message("d-1", vec![]), true);
-        assert_eq!(e.deduplication_id.as_deref(), Some("d-1"));
-        // A space is not allowed: the group id is hashed, consistently.
-        let hashed = fifo_id("group 42");
-        assert_eq!(e.group_id.as_deref(), Some(hashed.as_str()));
-        assert_eq!(hashed.len(), 64);
-    }
-
-    #[test]
-    fn fifo_ids_keep_valid_ids_and_hash_the_rest() {
-        assert_eq!(
-            fifo_id("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
-            "72d3162e-cc78-11e3-81ab-4c9367dc0958"
-        );
-        assert_eq!(fifo_id("42"), "42");
-        assert_ne!(fifo_id(&"x".repeat(129)), "x".repeat(129));
-        assert_eq!(fifo_id("é"), fifo_id("é"));
-        assert_ne!(fifo_id("é"), fifo_id("e"));
-        assert_eq!(fifo_id("").len(), 64);
-    }
-
-    #[test]
-    fn size_counts_body_and_attributes() {
-        let e = Entry::new(message("d-1", vec![("traceparent", TP)]), false);
-        let expected =
-            e.body.len() + "traceparent".len() + 6 + TP.len() + "correlation-id".len() + 6 + 2;
-        assert_eq!(e.size(), expected);
-    }
 
     #[test]
     fn outcomes_answer_each_entry_by_its_id() {
@@ -510,9 +340,9 @@ mod tests {
 
     fn pending(body_len: usize) -> (Pending, oneshot::Receiver<Result<Receipt, PublishError>>) {
         let (reply, rx) = oneshot::channel();
-        let entry = Entry {
+        let entry = Outgoing {
             body: "x".repeat(body_len),
-            attributes: vec![],
+            attributes: Default::default(),
             group_id: None,
             deduplication_id: None,
         };

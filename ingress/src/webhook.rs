@@ -101,15 +101,13 @@ impl Route {
             subject: None,
             correlation_id: correlation_id.clone(),
             data,
-            trace: trace.clone(),
+            trace,
         });
         let message = Message {
             event,
             group_id: values
                 .message_group_id
                 .unwrap_or_else(|| correlation_id.clone()),
-            correlation_id: correlation_id.clone(),
-            trace,
         };
         let outcome = self.publish(message).instrument(producer.clone()).await;
         let trace_id = telemetry::trace_id(span);
