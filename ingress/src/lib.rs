@@ -5,20 +5,24 @@
 //! [`run`] is the whole ingress (webhooks and ops endpoints) as the binary runs it;
 //! [`Ingress`] is the same without the ops server, for embedding (local mode).
 
-pub mod app;
-pub mod config;
-pub mod dynamodb;
-pub mod extract;
+mod app;
+mod config;
+mod dynamodb;
+mod extract;
+// The fuzz targets' entry point: not API, compiled for them (feature `fuzzing`) and
+// for the unit test that replays their seed corpus.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
-pub mod metrics;
-pub mod publish;
-pub mod reply;
-pub mod secrets;
-pub mod server;
-pub mod signature;
-pub mod spans;
-pub mod sqs;
-pub mod webhook;
+mod metrics;
+mod publish;
+mod reply;
+mod secrets;
+mod server;
+mod signature;
+mod spans;
+mod sqs;
+mod webhook;
 
 use std::{future::Future, sync::Arc};
 
@@ -28,7 +32,6 @@ use tokio::{net::TcpListener, sync::oneshot};
 
 pub use app::{Ingress, PublishMode, Settings};
 pub use config::{ConfigError, IngressConfig, Target, WebhookConfig};
-pub use publish::{Message, Noop, PublishError, Publisher, Receipt};
 pub use signature::Verifier;
 pub use sqs::BatchSettings;
 

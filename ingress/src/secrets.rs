@@ -53,6 +53,7 @@ impl Slot {
         self.value.read().expect("secret lock").clone()
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

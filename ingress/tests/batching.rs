@@ -27,8 +27,7 @@ fn webhook(n: usize) -> String {
 async fn concurrent_deliveries_are_batched_and_each_is_stored() {
     let moto = Moto::start();
     let sqs = moto.sqs();
-    let secrets = tempfile::tempdir().unwrap();
-    write_secret(secrets.path(), "gh", "secret", SECRET);
+    let secrets = github_secrets();
     let mut config = String::new();
     let mut urls = Vec::new();
     for n in 0..QUEUES {
@@ -38,13 +37,7 @@ async fn concurrent_deliveries_are_batched_and_each_is_stored() {
         let to = format!("{{queueBindingRef: {{name: {queue}}}}}");
         config += &pipeline(&format!("p{n}"), &webhook(n), &to, &queue);
     }
-    let ingress = Ingress::start(Launch {
-        config: &config,
-        secrets_dir: secrets.path(),
-        env: moto.env(),
-        args: vec![],
-    })
-    .await;
+    let ingress = Ingress::start(Launch::new(&config, secrets.path(), moto.env())).await;
     let client = reqwest::Client::new();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut requests = JoinSet::new();

@@ -12,14 +12,14 @@ fn ingress(args: &[&str]) -> Output {
         .args(args)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .output()
-        .unwrap()
+        .expect("the ingress binary runs")
 }
 
 fn with_config(yaml: &str) -> Output {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    ingress(&["--config", file.to_str().unwrap()])
+    std::fs::write(&file, yaml).expect("the config is written");
+    ingress(&["--config", file.to_str().expect("a UTF-8 temporary path")])
 }
 
 /// Exits non-zero with exactly one line on stderr, which contains `needle`.

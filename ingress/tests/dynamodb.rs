@@ -26,14 +26,14 @@ async fn create_table(moto: &Moto, name: &str) {
                 .attribute_name("id")
                 .attribute_type(ScalarAttributeType::S)
                 .build()
-                .unwrap(),
+                .expect("a complete definition"),
         )
         .key_schema(
             KeySchemaElement::builder()
                 .attribute_name("id")
                 .key_type(KeyType::Hash)
                 .build()
-                .unwrap(),
+                .expect("a complete definition"),
         )
         .billing_mode(BillingMode::PayPerRequest)
         .stream_specification(
@@ -41,11 +41,17 @@ async fn create_table(moto: &Moto, name: &str) {
                 .stream_enabled(true)
                 .stream_view_type(StreamViewType::NewAndOldImages)
                 .build()
-                .unwrap(),
+                .expect("a complete definition"),
         )
         .send()
         .await
-        .unwrap();
+        .expect("moto creates the table");
+}
+
+/// How many items the table holds.
+async fn items(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> i32 {
+    let scan = dynamodb.scan().table_name(table).send().await;
+    scan.expect("the table can be scanned").count
 }
 
 /// Serves the ingress on a loopback port until the returned sender is dropped.
@@ -54,10 +60,14 @@ async fn serve(
     settings: Settings,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
     let mut registry = Registry::default();
-    let ingress = Ingress::new(config, settings, &mut registry).await.unwrap();
+    let ingress = Ingress::new(config, settings, &mut registry)
+        .await
+        .expect("the ingress starts");
     assert!(ingress.ready().get(), "secrets loaded");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("bound"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(ingress.serve(listener, async move {
         let _ = stopped.await;
@@ -70,8 +80,7 @@ async fn events_are_put_into_the_table_once_with_their_trace() {
     let _telemetry = eventpipe_core::telemetry::init("eventpipe-ingress-test");
     let moto = Moto::start();
     create_table(&moto, "github-comments").await;
-    let secrets = tempfile::tempdir().unwrap();
-    write_secret(secrets.path(), "gh", "secret", SECRET);
+    let secrets = github_secrets();
     let github = GITHUB_WEBHOOK.replace("maxBodyBytes: 4096", "maxBodyBytes: 1048576");
     let missing_table = GITHUB_WEBHOOK
         .replace("name: github", "name: lost")
@@ -130,13 +139,7 @@ async fn events_are_put_into_the_table_once_with_their_trace() {
     );
 
     let dynamodb = moto.dynamodb();
-    let scan = dynamodb
-        .scan()
-        .table_name("github-comments")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(scan.count, 1);
+    assert_eq!(items(&dynamodb, "github-comments").await, 1);
     let item = dynamodb
         .get_item()
         .table_name("github-comments")
@@ -185,13 +188,7 @@ async fn events_are_put_into_the_table_once_with_their_trace() {
         error.contains("DynamoDB table github-comments accepts at most 409600"),
         "{error}"
     );
-    let scan = dynamodb
-        .scan()
-        .table_name("github-comments")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(scan.count, 1);
+    assert_eq!(items(&dynamodb, "github-comments").await, 1);
 
     let lost_signature = github_signature(SECRET, BODY);
     let lost = post(

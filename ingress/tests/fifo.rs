@@ -26,25 +26,9 @@ async fn fifo_messages_get_group_and_deduplication_ids() {
     let moto = Moto::start();
     let sqs = moto.sqs();
     let url = create_queue(&sqs, "orders.fifo").await;
-    let secrets = tempfile::tempdir().unwrap();
-    write_secret(secrets.path(), "gh", "secret", SECRET);
-    let config = [
-        queue_binding("orders", "orders.fifo"),
-        pipeline(
-            "shop",
-            WEBHOOKS,
-            "{queueBindingRef: {name: orders}}",
-            "orders",
-        ),
-    ]
-    .concat();
-    let ingress = Ingress::start(Launch {
-        config: &config,
-        secrets_dir: secrets.path(),
-        env: moto.env(),
-        args: vec![],
-    })
-    .await;
+    let secrets = github_secrets();
+    let config = queue_pipeline("shop", WEBHOOKS, "orders", "orders.fifo");
+    let ingress = Ingress::start(Launch::new(&config, secrets.path(), moto.env())).await;
     let client = reqwest::Client::new();
     let send = |path: &'static str, key: Option<&'static str>, body: &'static [u8]| {
         let (client, url) = (client.clone(), format!("{}{path}", ingress.url));

@@ -12,24 +12,12 @@ use eventpipe_testkit::Moto;
 async fn sigterm_drains_in_flight_requests() {
     let moto = Moto::start();
     let url = create_queue(&moto.sqs(), "github-events").await;
-    let secrets = tempfile::tempdir().unwrap();
-    write_secret(secrets.path(), "gh", "secret", SECRET);
-    let config = [
-        queue_binding("github-events", "github-events"),
-        pipeline(
-            "hooks",
-            GITHUB_WEBHOOK,
-            "{queueBindingRef: {name: github-events}}",
-            "github-events",
-        ),
-    ]
-    .concat();
+    let secrets = github_secrets();
+    let config = queue_pipeline("hooks", GITHUB_WEBHOOK, "github-events", "github-events");
     // A long flush delay holds the request in the batcher while the signal arrives.
     let mut ingress = Ingress::start(Launch {
-        config: &config,
-        secrets_dir: secrets.path(),
-        env: moto.env(),
         args: vec!["--flush-delay", "1500ms"],
+        ..Launch::new(&config, secrets.path(), moto.env())
     })
     .await;
     let client = reqwest::Client::new();

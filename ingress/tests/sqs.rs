@@ -22,29 +22,17 @@ struct Setup {
 async fn setup(webhooks: &str, args: Vec<&str>) -> Setup {
     let moto = Moto::start();
     let queue_url = create_queue(&moto.sqs(), "github-events").await;
-    let secrets = tempfile::tempdir().unwrap();
-    write_secret(secrets.path(), "gh", "secret", SECRET);
+    let secrets = github_secrets();
     write_secret(secrets.path(), "notes-api", "token", "t0ken\n");
     let webhooks = if webhooks.is_empty() {
         GITHUB_WEBHOOK
     } else {
         webhooks
     };
-    let config = [
-        queue_binding("github-events", "github-events"),
-        pipeline(
-            "hooks",
-            webhooks,
-            "{queueBindingRef: {name: github-events}}",
-            "github-events",
-        ),
-    ]
-    .concat();
+    let config = queue_pipeline("hooks", webhooks, "github-events", "github-events");
     let ingress = Ingress::start(Launch {
-        config: &config,
-        secrets_dir: secrets.path(),
-        env: moto.env(),
         args,
+        ..Launch::new(&config, secrets.path(), moto.env())
     })
     .await;
     Setup {
@@ -475,21 +463,10 @@ async fn not_ready_until_the_secrets_are_loaded() {
     let moto = Moto::start();
     create_queue(&moto.sqs(), "github-events").await;
     let secrets = tempfile::tempdir().unwrap();
-    let config = [
-        queue_binding("github-events", "github-events"),
-        pipeline(
-            "hooks",
-            GITHUB_WEBHOOK,
-            "{queueBindingRef: {name: github-events}}",
-            "github-events",
-        ),
-    ]
-    .concat();
+    let config = queue_pipeline("hooks", GITHUB_WEBHOOK, "github-events", "github-events");
     let mut ingress = Ingress::spawn(Launch {
-        config: &config,
-        secrets_dir: secrets.path(),
-        env: moto.env(),
         args: vec!["--secrets-poll", "100ms"],
+        ..Launch::new(&config, secrets.path(), moto.env())
     });
     let client = reqwest::Client::new();
     let health = |path: &'static str| {
@@ -524,25 +501,9 @@ async fn not_ready_until_the_secrets_are_loaded() {
 #[tokio::test]
 async fn a_missing_queue_answers_503_until_it_exists() {
     let moto = Moto::start();
-    let secrets = tempfile::tempdir().unwrap();
-    write_secret(secrets.path(), "gh", "secret", SECRET);
-    let config = [
-        queue_binding("later", "created-later"),
-        pipeline(
-            "hooks",
-            GITHUB_WEBHOOK,
-            "{queueBindingRef: {name: later}}",
-            "later",
-        ),
-    ]
-    .concat();
-    let ingress = Ingress::start(Launch {
-        config: &config,
-        secrets_dir: secrets.path(),
-        env: moto.env(),
-        args: vec![],
-    })
-    .await;
+    let secrets = github_secrets();
+    let config = queue_pipeline("hooks", GITHUB_WEBHOOK, "later", "created-later");
+    let ingress = Ingress::start(Launch::new(&config, secrets.path(), moto.env())).await;
     let client = reqwest::Client::new();
     let refused = post_github(&client, &ingress, "d-1", BODY, &[]).await;
     assert_eq!(refused.status, 503, "{}", refused.json);
@@ -562,18 +523,8 @@ async fn a_missing_queue_answers_503_until_it_exists() {
 
 #[tokio::test]
 async fn an_unreachable_endpoint_answers_503() {
-    let secrets = tempfile::tempdir().unwrap();
-    write_secret(secrets.path(), "gh", "secret", SECRET);
-    let config = [
-        queue_binding("github-events", "github-events"),
-        pipeline(
-            "hooks",
-            GITHUB_WEBHOOK,
-            "{queueBindingRef: {name: github-events}}",
-            "github-events",
-        ),
-    ]
-    .concat();
+    let secrets = github_secrets();
+    let config = queue_pipeline("hooks", GITHUB_WEBHOOK, "github-events", "github-events");
     // Nothing listens there.
     let endpoint = format!("http://127.0.0.1:{}", eventpipe_testkit::free_port());
     let env = vec![
@@ -583,10 +534,8 @@ async fn an_unreachable_endpoint_answers_503() {
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
     ];
     let ingress = Ingress::start(Launch {
-        config: &config,
-        secrets_dir: secrets.path(),
-        env,
         args: vec!["--publish-timeout", "3s"],
+        ..Launch::new(&config, secrets.path(), env)
     })
     .await;
     let client = reqwest::Client::new();

@@ -1,7 +1,11 @@
 //! Helpers for driving the ingress against moto: manifests, secrets, signing (done
 //! here independently of the crate's own code), the binary as a child process, and
 //! reading what landed in the queue.
-#![allow(dead_code)] // each test file uses its own subset
+#![allow(dead_code)]
+// each test file uses its own subset
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 use std::{
     fs::File,
@@ -51,6 +55,13 @@ pub fn pipeline(name: &str, webhooks: &str, publish_to: &str, source: &str) -> S
     )
 }
 
+/// A pipeline `name` whose ingress publishes to QueueBinding `binding` (SQS queue
+/// `queue_name`) and whose workers consume it, after that binding's document.
+pub fn queue_pipeline(name: &str, webhooks: &str, binding: &str, queue_name: &str) -> String {
+    let publish_to = format!("{{queueBindingRef: {{name: {binding}}}}}");
+    queue_binding(binding, queue_name) + &pipeline(name, webhooks, &publish_to, binding)
+}
+
 /// The GitHub webhook of the analytics example.
 pub const GITHUB_WEBHOOK: &str = "      - name: github
         path: /hooks/github
@@ -60,6 +71,13 @@ pub const GITHUB_WEBHOOK: &str = "      - name: github
         deduplicationId: {header: X-GitHub-Delivery}
         maxBodyBytes: 4096
 ";
+
+/// A secrets directory holding the GitHub webhook's secret ([`SECRET`]).
+pub fn github_secrets() -> tempfile::TempDir {
+    let secrets = tempfile::tempdir().unwrap();
+    write_secret(secrets.path(), "gh", "secret", SECRET);
+    secrets
+}
 
 pub fn write_secret(dir: &Path, name: &str, key: &str, value: &str) {
     std::fs::create_dir_all(dir.join(name)).unwrap();
@@ -84,6 +102,18 @@ pub struct Launch<'a> {
     pub secrets_dir: &'a Path,
     pub env: Vec<(&'static str, String)>,
     pub args: Vec<&'a str>,
+}
+
+impl<'a> Launch<'a> {
+    /// The ingress serving `config` with no extra arguments.
+    pub fn new(config: &'a str, secrets_dir: &'a Path, env: Vec<(&'static str, String)>) -> Self {
+        Self {
+            config,
+            secrets_dir,
+            env,
+            args: vec![],
+        }
+    }
 }
 
 impl Ingress {
