@@ -21,6 +21,9 @@ pub struct SecretCredentials {
     read: Mutex<HashMap<Key, (String, Credentials)>>,
 }
 
+/// The lock is poisoned only when a panic held it, and no code that holds it panics.
+const POISONED: &str = "credentials cache lock poisoned";
+
 impl SecretCredentials {
     /// `versions`: Secrets' metadata, kept current by a watch. Where it does not know a
     /// Secret (an empty store, a Secret just made), the Secret is fetched.
@@ -44,7 +47,7 @@ impl SecretCredentials {
             .get(&ObjectRef::new(name).within(ns))
             .and_then(|m| m.resource_version());
         if let Some(version) = current
-            && let Some((seen, creds)) = self.read.lock().unwrap().get(&key)
+            && let Some((seen, creds)) = self.read.lock().expect(POISONED).get(&key)
             && *seen == version
         {
             return Ok(Ok(creds.clone()));
@@ -64,7 +67,7 @@ impl SecretCredentials {
             Err(p) => return Ok(Err(p)),
         };
         if let Some(version) = version {
-            let mut read = self.read.lock().unwrap();
+            let mut read = self.read.lock().expect(POISONED);
             read.insert(key, (version, creds.clone()));
         }
         Ok(Ok(creds))

@@ -1,17 +1,31 @@
 //! The operator: reconciles EventPipelines into workloads, provisions the queues and
 //! tables QueueBindings ask for, reports DeadLetterPolicy health, and serves queue
 //! depth and stream lag to the HorizontalPodAutoscaler.
+//!
+//! [`run`] is the operator as its binary runs it and [`check`] what `helm test` runs;
+//! the reconcilers, [`render`] and the [`external_metrics`] server are public for tests.
 
-pub mod binding;
-pub mod check;
-pub mod conditions;
-pub mod context;
-pub mod credentials;
+mod binding;
+mod check;
+mod conditions;
+mod context;
+mod credentials;
 pub mod external_metrics;
-pub mod metrics;
-pub mod pipeline;
-pub mod pod_trouble;
-pub mod policy;
-pub mod rbac;
-pub mod render;
-pub mod run;
+mod metrics;
+mod pipeline;
+mod pod_trouble;
+mod policy;
+mod rbac;
+mod render;
+mod run;
+
+pub use binding::reconcile as reconcile_binding;
+pub use check::{CheckArgs, check};
+pub use context::{Context, Error};
+pub use credentials::SecretCredentials;
+pub use metrics::Metrics;
+pub use pipeline::reconcile as reconcile_pipeline;
+pub use policy::reconcile as reconcile_policy;
+pub use rbac::{CLUSTER_RULES, LEASE_RULES};
+pub use render::{Settings, Workloads, render};
+pub use run::{RunArgs, run};

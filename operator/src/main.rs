@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use eventpipe_operator::run::{RunArgs, run};
+use eventpipe_operator::{RunArgs, run};
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +24,7 @@ enum Command {
     /// Run the operator (the default).
     Run(Box<RunArgs>),
     /// Check an installed operator from inside the cluster (what `helm test` runs).
-    Check(eventpipe_operator::check::CheckArgs),
+    Check(eventpipe_operator::CheckArgs),
     /// Print the CRDs as multi-document YAML, or write one file per CRD.
     Crds {
         /// Write `<plural>.yaml` files into this directory instead of printing.
@@ -40,7 +40,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Crds { out_dir }) => crds(out_dir),
         Some(Command::Run(args)) => serve(*args).await,
-        Some(Command::Check(args)) => eventpipe_operator::check::check(args).await,
+        Some(Command::Check(args)) => eventpipe_operator::check(args).await,
         None => serve(cli.run).await,
     };
     match result {

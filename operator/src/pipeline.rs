@@ -294,16 +294,8 @@ fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
                 let what = format!("ingress: {ready}/{want} replicas available");
                 degraded.push(unavailable(what, &applied.ingress_trouble));
             }
-            observed.push(Observed::new(
-                "IngressReady",
-                ok,
-                if ok {
-                    "Available"
-                } else {
-                    "DeploymentUnavailable"
-                },
-                format!("{ready}/{want} replicas available"),
-            ));
+            let message = format!("{ready}/{want} replicas available");
+            observed.push(workload_ready("IngressReady", ok, message));
             ok
         }
         None => true,
@@ -314,59 +306,65 @@ fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
         let what = "no worker replica available".to_string();
         degraded.push(unavailable(what, &applied.worker_trouble));
     }
-    observed.push(Observed::new(
-        "WorkersReady",
-        workers_ok,
-        if workers_ok {
-            "Available"
-        } else {
-            "DeploymentUnavailable"
-        },
-        format!("{ready} replicas available"),
-    ));
-    for (name, b) in &pipeline.bindings {
-        let unready = b.status.as_ref().and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Ready" && c.status == "False")
-        });
-        if let Some(c) = unready {
-            degraded.push((
-                c.reason.clone(),
-                format!("QueueBinding {name:?}: {}", c.message),
-            ));
-        }
-    }
-    let ready = ingress_ok && workers_ok && degraded.is_empty();
+    let message = format!("{ready} replicas available");
+    observed.push(workload_ready("WorkersReady", workers_ok, message));
+    degraded.extend(unready_bindings(pipeline));
+    observed.extend(overall(ingress_ok && workers_ok, &degraded));
+    observed
+}
+
+/// `IngressReady` or `WorkersReady`: whether the Deployment has what it needs available.
+fn workload_ready(type_: &'static str, ok: bool, message: String) -> Observed {
+    let reason = if ok {
+        "Available"
+    } else {
+        "DeploymentUnavailable"
+    };
+    Observed::new(type_, ok, reason, message)
+}
+
+/// (reason, message) of each QueueBinding of the pipeline that reports not ready.
+fn unready_bindings(pipeline: &Pipeline) -> impl Iterator<Item = (String, String)> + '_ {
+    pipeline.bindings.iter().filter_map(|(name, b)| {
+        let c = b
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False")?;
+        Some((
+            c.reason.clone(),
+            format!("QueueBinding {name:?}: {}", c.message),
+        ))
+    })
+}
+
+/// `Ready` and `Degraded`, which name the first problem found.
+fn overall(workloads_ok: bool, degraded: &[(String, String)]) -> [Observed; 2] {
+    let ready = workloads_ok && degraded.is_empty();
     let (reason, message) = degraded
         .first()
         .cloned()
         .unwrap_or_else(|| ("Reconciled".into(), "all workloads available".into()));
-    observed.push(Observed::new(
-        "Ready",
-        ready,
-        if ready {
-            "Reconciled".into()
-        } else {
-            reason.clone()
-        },
-        message.clone(),
-    ));
-    observed.push(Observed::new(
-        "Degraded",
-        !degraded.is_empty(),
-        if degraded.is_empty() {
-            "AsExpected".into()
-        } else {
-            reason
-        },
-        if degraded.is_empty() {
-            String::new()
-        } else {
-            message
-        },
-    ));
-    observed
+    let ready_reason = if ready {
+        "Reconciled".into()
+    } else {
+        reason.clone()
+    };
+    let (degraded_reason, degraded_message) = if degraded.is_empty() {
+        ("AsExpected".into(), String::new())
+    } else {
+        (reason, message.clone())
+    };
+    [
+        Observed::new("Ready", ready, ready_reason, message),
+        Observed::new(
+            "Degraded",
+            !degraded.is_empty(),
+            degraded_reason,
+            degraded_message,
+        ),
+    ]
 }
 
 fn status(

@@ -272,7 +272,7 @@ fn ingress(pipeline: &Pipeline, settings: &Settings, replicas: i32, hash: &str) 
     );
     c["ports"]
         .as_array_mut()
-        .unwrap()
+        .expect("container() always lists the metrics port")
         .push(json!({"name": "http", "containerPort": 8080}));
     from(json!({
         "metadata": meta(p, &ingress_name(p), "ingress"),

@@ -105,20 +105,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = crate::metrics::Metrics::register(&mut registry);
     let client = counted_client(&metrics).await?;
     let aws = eventpipe_core::aws::default_config().await;
-    let passed_on = PASSED_ON
-        .iter()
-        .filter_map(|k| Some(var(k, std::env::var(k).ok()?)));
-    let env: Vec<EnvVar> = passed_on.chain(args.workload_env.clone()).collect();
-    let settings = Settings {
-        ingress_image: args.ingress_image.clone(),
-        worker_image: args.worker_image.clone(),
-        env,
-        credentials_secret: args.aws_credentials_secret.clone(),
-        image_pull_policy: args.image_pull_policy.clone(),
-    };
     let ctx = Context::watching(
         client.clone(),
-        settings,
+        settings(&args),
         aws,
         metrics,
         // Secrets by metadata only: their data never enters this cache.
@@ -126,7 +115,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let stop = CancellationToken::new();
     let ready = eventpipe_core::ops::Ready::default();
-
     let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     let ops_stop = stop.clone();
     tokio::spawn(eventpipe_core::ops::serve(
@@ -135,28 +123,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready.clone(),
         async move { ops_stop.cancelled().await },
     ));
-
-    // Every replica serves metrics from its own cache, so the APIService may pick any.
-    let cache = Cache::default();
-    let tls = external_metrics::tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
-    let listener = tokio::net::TcpListener::bind(args.external_metrics_listen).await?;
-    tokio::spawn(external_metrics::serve_tls(
-        listener,
-        tls,
-        external_metrics::router(cache.clone()),
-        stop.clone(),
-    ));
-    let (pipelines, bindings) = (
-        watch_store::<EventPipeline>(&client),
-        watch_store::<QueueBinding>(&client),
-    );
-    tokio::spawn(refresh_metrics(
-        ctx.clone(),
-        pipelines.clone(),
-        bindings,
-        cache,
-        stop.clone(),
-    ));
+    let pipelines = watch_store::<EventPipeline>(&client);
+    serve_external_metrics(&args, &client, &ctx, &pipelines, &stop).await?;
     ready.set(true);
 
     let signal_stop = stop.clone();
@@ -181,6 +149,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(handle) = leadership {
         let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     }
+    Ok(())
+}
+
+/// What the rendered workloads get from the operator's own arguments and environment.
+fn settings(args: &RunArgs) -> Settings {
+    let passed_on = PASSED_ON
+        .iter()
+        .filter_map(|k| Some(var(k, std::env::var(k).ok()?)));
+    Settings {
+        ingress_image: args.ingress_image.clone(),
+        worker_image: args.worker_image.clone(),
+        env: passed_on.chain(args.workload_env.clone()).collect(),
+        credentials_secret: args.aws_credentials_secret.clone(),
+        image_pull_policy: args.image_pull_policy.clone(),
+    }
+}
+
+/// Serves the external metrics API until `stop`, from a cache refreshed in the
+/// background. Every replica serves from its own cache, so the APIService may pick any.
+async fn serve_external_metrics(
+    args: &RunArgs,
+    client: &Client,
+    ctx: &Arc<Context>,
+    pipelines: &Store<EventPipeline>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let cache = Cache::default();
+    let tls = external_metrics::tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(args.external_metrics_listen).await?;
+    tokio::spawn(external_metrics::serve_tls(
+        listener,
+        tls,
+        external_metrics::router(cache.clone()),
+        stop.clone(),
+    ));
+    tokio::spawn(refresh_metrics(
+        ctx.clone(),
+        pipelines.clone(),
+        watch_store::<QueueBinding>(client),
+        cache,
+        stop.clone(),
+    ));
     Ok(())
 }
 
@@ -299,16 +309,25 @@ fn dependents(
         .collect()
 }
 
-async fn controllers(client: Client, ctx: Arc<Context>, pipelines_store: Store<EventPipeline>) {
+async fn controllers(client: Client, ctx: Arc<Context>, pipelines: Store<EventPipeline>) {
+    let bindings = Controller::new(Api::<QueueBinding>::all(client.clone()), Default::default())
+        .shutdown_on_signal()
+        .run(binding::reconcile, binding::error_policy, ctx.clone())
+        .for_each(|_| async {});
+    tokio::join!(
+        pipeline_controller(client.clone(), ctx.clone(), pipelines),
+        bindings,
+        policy_controller(client, ctx),
+    );
+}
+
+/// EventPipelines, reconciled again when what they own or depend on changes.
+async fn pipeline_controller(client: Client, ctx: Arc<Context>, store: Store<EventPipeline>) {
     let wc = watcher::Config::default();
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=eventpipe-operator");
-    let (s1, s2, s3) = (
-        pipelines_store.clone(),
-        pipelines_store.clone(),
-        pipelines_store,
-    );
-    let pipelines = Controller::new(Api::<EventPipeline>::all(client.clone()), wc.clone())
+    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    Controller::new(Api::<EventPipeline>::all(client.clone()), wc.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
@@ -331,8 +350,8 @@ async fn controllers(client: Client, ctx: Arc<Context>, pipelines_store: Store<E
         )
         // Secrets by metadata only: their data never enters the operator's memory.
         .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            wc.clone(),
+            Api::<PartialObjectMeta<Secret>>::all(client),
+            wc,
             move |s| {
                 let name = s.name_any();
                 dependents(&s3, s.namespace(), |p| {
@@ -341,15 +360,16 @@ async fn controllers(client: Client, ctx: Arc<Context>, pipelines_store: Store<E
             },
         )
         .shutdown_on_signal()
-        .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let bindings = Controller::new(Api::<QueueBinding>::all(client.clone()), wc.clone())
-        .shutdown_on_signal()
-        .run(binding::reconcile, binding::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let policies_store_client = client.clone();
-    let policies = Controller::new(Api::<DeadLetterPolicy>::all(client.clone()), wc.clone())
-        .watches(Api::<QueueBinding>::all(policies_store_client), wc, |b| {
+        .run(pipeline::reconcile, pipeline::error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// DeadLetterPolicies, reconciled again when a QueueBinding that names one changes.
+async fn policy_controller(client: Client, ctx: Arc<Context>) {
+    let wc = watcher::Config::default();
+    Controller::new(Api::<DeadLetterPolicy>::all(client.clone()), wc.clone())
+        .watches(Api::<QueueBinding>::all(client), wc, |b| {
             let ns = b.namespace().unwrap_or_default();
             b.spec
                 .dead_letter_policy_ref
@@ -359,6 +379,6 @@ async fn controllers(client: Client, ctx: Arc<Context>, pipelines_store: Store<E
         })
         .shutdown_on_signal()
         .run(policy::reconcile, policy::error_policy, ctx)
-        .for_each(|_| async {});
-    tokio::join!(pipelines, bindings, policies);
+        .for_each(|_| async {})
+        .await;
 }

@@ -1,4 +1,7 @@
 //! The QueueBinding reconciler against kube's mock API service and moto.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -6,8 +9,7 @@ use std::sync::Arc;
 
 use common::{CRD, FakeApi};
 use eventpipe_crds::QueueBinding;
-use eventpipe_operator::binding::reconcile;
-use eventpipe_operator::context::Context;
+use eventpipe_operator::{Context, reconcile_binding as reconcile};
 use eventpipe_testkit::Moto;
 use serde_json::{Value, json};
 
@@ -48,13 +50,20 @@ fn cluster(spec: Value) -> FakeApi {
     api
 }
 
+/// moto and a cluster holding a binding with `spec`, reconciled once.
+async fn reconciled(spec: Value) -> (Moto, FakeApi, QueueBinding) {
+    let moto = Moto::start();
+    let api = cluster(spec);
+    let b = run(&api, &moto).await;
+    (moto, api, b)
+}
+
 #[tokio::test]
 async fn creates_the_queue_and_dlq_and_reports_urls_and_depth() {
-    let moto = Moto::start();
-    let api = cluster(
+    let (moto, api, b) = reconciled(
         json!({"sqs": {"queueName": "orders", "create": true}, "deadLetterPolicyRef": {"name": "p"}}),
-    );
-    let b = run(&api, &moto).await;
+    )
+    .await;
     let s = b.status.clone().unwrap();
     assert!(s.queue_url.as_deref().unwrap().ends_with("/orders"));
     assert!(s.queue_arn.as_deref().unwrap().ends_with(":orders"));
@@ -97,9 +106,7 @@ async fn creates_the_queue_and_dlq_and_reports_urls_and_depth() {
 
 #[tokio::test]
 async fn a_queue_that_must_exist_but_does_not_is_reported() {
-    let moto = Moto::start();
-    let api = cluster(json!({"sqs": {"queueName": "missing"}}));
-    let b = run(&api, &moto).await;
+    let (moto, api, b) = reconciled(json!({"sqs": {"queueName": "missing"}})).await;
     let (status, reason, message) = ready(&b);
     assert_eq!(
         (status.as_str(), reason.as_str()),
@@ -127,22 +134,20 @@ async fn a_queue_that_must_exist_but_does_not_is_reported() {
 
 #[tokio::test]
 async fn an_unreachable_endpoint_is_reported() {
-    let moto = Moto::start();
     let port = eventpipe_testkit::free_port();
-    let api = cluster(
+    let (_moto, _api, b) = reconciled(
         json!({"sqs": {"queueName": "orders", "create": true}, "endpoint": format!("http://127.0.0.1:{port}")}),
-    );
-    let b = run(&api, &moto).await;
+    )
+    .await;
     assert_eq!(ready(&b).1, "QueueUnreachable", "{:?}", ready(&b));
 }
 
 #[tokio::test]
 async fn stream_bindings_resolve_or_create_their_table_stream() {
-    let moto = Moto::start();
-    let api = cluster(
+    let (moto, _api, b) = reconciled(
         json!({"dynamodbStream": {"tableName": "comments", "create": true}, "deadLetterPolicyRef": {"name": "p"}}),
-    );
-    let b = run(&api, &moto).await;
+    )
+    .await;
     let s = b.status.unwrap();
     assert!(s.stream_arn.unwrap().contains(":table/comments/stream/"));
     assert!(

@@ -1,9 +1,12 @@
 //! The Helm chart grants exactly the API access the operator uses and starts it with a
 //! command line it accepts.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
-use eventpipe_operator::rbac::{CLUSTER_RULES, LEASE_RULES};
+use eventpipe_operator::{CLUSTER_RULES, LEASE_RULES};
 use serde_json::Value;
 
 fn render() -> Vec<Value> {
@@ -214,7 +217,7 @@ fn every_alert_reads_a_metric_the_scraped_pods_export() {
         .unwrap();
     pipeline.pipeline.metadata.namespace = Some("shop".into());
     pipeline.pipeline.metadata.uid = Some("6f1c0c4e-1111-2222-3333-444455556666".into());
-    let w = eventpipe_operator::render::render(&pipeline, &Default::default());
+    let w = eventpipe_operator::render(&pipeline, &Default::default());
     let (ingress, _) = w.ingress.unwrap();
     for d in [ingress, w.worker] {
         let pod = serde_json::to_value(d.spec.template).unwrap();

@@ -1,4 +1,7 @@
 //! The operator binary's command line.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 

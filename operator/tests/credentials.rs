@@ -1,9 +1,12 @@
 //! A binding's credentials Secret is fetched once per version, not on every refresh.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::FakeApi;
-use eventpipe_operator::credentials::SecretCredentials;
+use eventpipe_operator::SecretCredentials;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{reflector, watcher};

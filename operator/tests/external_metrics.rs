@@ -1,5 +1,8 @@
 //! The external metrics API: discovery, values from moto's queues and from the
 //! leases in a checkpoint table, and TLS.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -8,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use eventpipe_core::checkpoints::{self, IteratorAge};
 use eventpipe_crds::{EventPipeline, QueueBinding};
-use eventpipe_operator::context::Context;
+use eventpipe_operator::Context;
 use eventpipe_operator::external_metrics::{self, Cache};
 use eventpipe_testkit::Moto;
 use eventpipe_worker::streams::lease::{Checkpoint, LeaseTable};

@@ -1,4 +1,7 @@
 //! The EventPipeline reconciler against kube's mock API service.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -6,9 +9,7 @@ use std::sync::Arc;
 
 use common::{CRD, FakeApi};
 use eventpipe_crds::EventPipeline;
-use eventpipe_operator::context::Context;
-use eventpipe_operator::pipeline::reconcile;
-use eventpipe_operator::render::Settings;
+use eventpipe_operator::{Context, Settings, reconcile_pipeline as reconcile};
 use serde_json::{Value, json};
 
 fn pipeline(spec_patch: impl FnOnce(&mut Value)) -> Value {

@@ -1,4 +1,7 @@
 //! The DeadLetterPolicy reconciler against kube's mock API service.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -6,8 +9,7 @@ use std::sync::Arc;
 
 use common::{CRD, FakeApi};
 use eventpipe_crds::DeadLetterPolicy;
-use eventpipe_operator::context::Context;
-use eventpipe_operator::policy::reconcile;
+use eventpipe_operator::{Context, reconcile_policy as reconcile};
 use serde_json::{Value, json};
 
 const PATH: &str = "/apis/eventpipe.dev/v1alpha1/namespaces/default/deadletterpolicies/p";

@@ -1,7 +1,10 @@
 //! Rendering pipelines into workloads, on the examples a user applies.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 use eventpipe_crds::{Manifest, Pipeline};
-use eventpipe_operator::render::{self, Settings};
+use eventpipe_operator::{Settings, render};
 use serde_json::{Value, json};
 
 fn example(file: &str, name: &str) -> Pipeline {
@@ -31,7 +34,7 @@ fn v<T: serde::Serialize>(x: &T) -> Value {
 #[test]
 fn the_config_map_holds_the_documents_the_binaries_read() {
     let p = example("github-analytics.yaml", "github-ingest");
-    let w = render::render(&p, &settings());
+    let w = render(&p, &settings());
     let yaml = &w.config.data.as_ref().unwrap()["pipeline.yaml"];
     let back = Manifest::from_yaml("configmap", yaml)
         .unwrap()
@@ -52,7 +55,7 @@ fn the_config_map_holds_the_documents_the_binaries_read() {
 #[test]
 fn the_ingress_is_a_hardened_deployment_with_its_secrets_and_a_service() {
     let p = example("github-analytics.yaml", "github-ingest");
-    let w = render::render(&p, &settings());
+    let w = render(&p, &settings());
     let (deployment, service) = w.ingress.unwrap();
     let d = v(&deployment);
     assert_eq!(d["metadata"]["name"], "github-ingest-ingress");
@@ -103,7 +106,7 @@ fn the_ingress_is_a_hardened_deployment_with_its_secrets_and_a_service() {
 #[test]
 fn workers_scale_on_queue_depth_and_drain_before_they_are_killed() {
     let p = example("github-analytics.yaml", "github-ingest");
-    let w = render::render(&p, &settings());
+    let w = render(&p, &settings());
     let d = v(&w.worker);
     assert!(
         d["spec"]["replicas"].is_null(),
@@ -141,7 +144,7 @@ fn workers_scale_on_queue_depth_and_drain_before_they_are_killed() {
 #[test]
 fn stream_pipelines_scale_on_lag_and_have_no_ingress() {
     let p = example("github-analytics.yaml", "github-aggregate");
-    let w = render::render(&p, &settings());
+    let w = render(&p, &settings());
     assert!(w.ingress.is_none());
     let h = v(&w.autoscaler);
     let metrics = h["spec"]["metrics"].as_array().unwrap();
@@ -164,7 +167,7 @@ fn a_container_processor_runs_as_a_sidecar_and_behavior_passes_through() {
         serde_json::from_value(json!({"scaleDown": {"stabilizationWindowSeconds": 120}})).unwrap(),
     );
     p.pipeline.spec.scaling.min_replicas = 0;
-    let w = render::render(&p, &settings());
+    let w = render(&p, &settings());
     let pod = v(&w.worker)["spec"]["template"]["spec"].clone();
     let sidecar = &pod["containers"][1];
     assert_eq!(sidecar["name"], "processor");
@@ -186,7 +189,7 @@ fn a_container_processor_runs_as_a_sidecar_and_behavior_passes_through() {
 fn a_changed_spec_rolls_the_pods() {
     let p = example("notes.yaml", "notes");
     let hash = |p: &Pipeline| {
-        v(&render::render(p, &settings()).worker)["spec"]["template"]["metadata"]["annotations"]["eventpipe.dev/config-hash"].clone()
+        v(&render(p, &settings()).worker)["spec"]["template"]["metadata"]["annotations"]["eventpipe.dev/config-hash"].clone()
     };
     let before = hash(&p);
     let mut changed = p.clone();
@@ -205,7 +208,7 @@ fn a_pipelines_tracing_reaches_its_pods_in_place_of_the_operators() {
         .unwrap(),
     );
     let env_of = |p: &Pipeline| {
-        let w = render::render(p, &s);
+        let w = render(p, &s);
         let (ingress, _) = w.ingress.unwrap();
         [ingress, w.worker].map(|d| {
             let env = v(&d)["spec"]["template"]["spec"]["containers"][0]["env"].clone();

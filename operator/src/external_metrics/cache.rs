@@ -27,24 +27,27 @@ pub struct Values {
     pub at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
+/// The cache's lock is poisoned only when a panic held it, and no code that holds it panics.
+const POISONED: &str = "external metrics cache lock poisoned";
+
 impl Cache {
     pub fn set(&self, ns: &str, pipeline: &str, values: Values) {
         self.0
             .write()
-            .unwrap()
+            .expect(POISONED)
             .insert((ns.into(), pipeline.into()), values);
     }
 
     pub fn get(&self, ns: &str, pipeline: &str) -> Option<Values> {
         self.0
             .read()
-            .unwrap()
+            .expect(POISONED)
             .get(&(ns.into(), pipeline.into()))
             .copied()
     }
 
     pub fn retain(&self, keep: impl Fn(&(String, String)) -> bool) {
-        self.0.write().unwrap().retain(|k, _| keep(k));
+        self.0.write().expect(POISONED).retain(|k, _| keep(k));
     }
 }
 

@@ -1,6 +1,9 @@
 //! A scripted Kubernetes API for reconcile tests: kube's mock service answering from
 //! an in-memory object store, recording every request (the controller-rs pattern).
 #![allow(dead_code)]
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
