@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use eventpipe_core::{item, provision};
-use eventpipe_crds::Manifest;
+use eventpipe_crds::{Manifest, Webhook};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -92,7 +92,9 @@ fn comment(i: usize, poison: bool) -> Value {
         "sender": {"login": "octocat"},
     });
     if poison {
-        body.as_object_mut().unwrap().remove("repository");
+        body.as_object_mut()
+            .expect("a JSON object")
+            .remove("repository");
     }
     body
 }
@@ -112,27 +114,43 @@ impl Demo {
     }
 
     async fn drive(&self, running: &dev::Running) -> anyhow::Result<()> {
-        let manifest = &running.manifest;
-        let t = tables(manifest)?;
+        let t = tables(&running.manifest)?;
         let (pipeline, webhook, url) = running
             .webhooks
             .first()
             .cloned()
             .context("the manifest has no webhook")?;
-        let hook = manifest
+        let hook = running
+            .manifest
             .pipelines
             .iter()
             .filter_map(|p| p.spec.ingress.as_ref())
             .flat_map(|i| &i.webhooks)
             .find(|h| h.name == webhook)
             .cloned()
-            .unwrap();
-        let secret = Arc::new(send::read_secret(&hook, &running.secrets_dir)?);
+            .context("the webhook the ingress serves is in the manifest")?;
         println!(
             "\nsending {} signed issue_comment webhooks ({} poison) to {pipeline}/{webhook} at {url}",
             self.events, self.poison
         );
+        let accepted = self.send_all(&hook, &running.secrets_dir, &url).await?;
+        println!(
+            "accepted {accepted}/{} (202 after each event was stored in the queue)",
+            self.events
+        );
+        let outcome = self.settle(&t, accepted).await?;
+        outcome.print(&t);
+        self.verdict(accepted, &outcome)
+    }
 
+    /// Sends the comments, 16 at a time; how many were answered 202.
+    async fn send_all(
+        &self,
+        hook: &Webhook,
+        secrets_dir: &Path,
+        url: &str,
+    ) -> anyhow::Result<usize> {
+        let secret = Arc::new(send::read_secret(hook, secrets_dir)?);
         let client = reqwest::Client::new();
         let gate = Arc::new(Semaphore::new(16));
         let mut sends = tokio::task::JoinSet::new();
@@ -142,8 +160,8 @@ impl Demo {
                 && i % poison_every == poison_every - 1
                 && i / poison_every < self.poison;
             let body = serde_json::to_vec(&comment(i, poison))?;
-            let headers = send::headers(&hook, &secret, &body, Some("issue_comment"))?;
-            let (client, url, gate) = (client.clone(), url.clone(), gate.clone());
+            let headers = send::headers(hook, &secret, &body, Some("issue_comment"))?;
+            let (client, url, gate) = (client.clone(), url.to_string(), gate.clone());
             sends.spawn(async move {
                 let _permit = gate.acquire_owned().await;
                 let mut request = client.post(&url).body(body);
@@ -161,11 +179,12 @@ impl Demo {
         while let Some(ok) = sends.join_next().await {
             accepted += usize::from(ok.unwrap_or(false));
         }
-        println!(
-            "accepted {accepted}/{} (202 after each event was stored in the queue)",
-            self.events
-        );
+        Ok(accepted)
+    }
 
+    /// Reads the tables and the dead-letter queue until every accepted event is
+    /// accounted for, or the timeout passes.
+    async fn settle(&self, t: &Tables, accepted: usize) -> anyhow::Result<Outcome> {
         let config = eventpipe_core::aws::default_config().await;
         let (ddb, sqs) = (
             aws_sdk_dynamodb::Client::new(&config),
@@ -173,55 +192,87 @@ impl Demo {
         );
         let dlq = provision::url_of(&sqs, &t.dead_letters).await?;
         let deadline = Instant::now() + self.timeout.as_std();
-        let (mut stored, mut counts, mut dead) = (vec![], BTreeMap::new(), 0);
+        let mut outcome = Outcome::default();
         while Instant::now() < deadline {
-            stored = scan(&ddb, &t.events).await?;
-            counts = scan(&ddb, &t.counts)
-                .await?
-                .into_iter()
-                .map(|c| (c["id"].as_str().unwrap_or_default().to_string(), c))
-                .collect();
-            dead = provision::queue_depth(&sqs, &dlq).await? as usize;
-            let counted: i64 = counts
-                .values()
-                .map(|c| c[&t.counter].as_i64().unwrap_or(0))
-                .sum();
-            if stored.len() >= accepted && counted as usize + dead >= accepted {
+            outcome = Outcome::read(&ddb, &sqs, t, &dlq).await?;
+            if outcome.stored.len() >= accepted
+                && outcome.counted as usize + outcome.dead >= accepted
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let counted: i64 = counts
-            .values()
-            .map(|c| c[&t.counter].as_i64().unwrap_or(0))
-            .sum();
-        self.report(&t, accepted, &stored, &counts, counted, dead)
+        Ok(outcome)
     }
 
-    fn report(
-        &self,
+    fn verdict(&self, accepted: usize, o: &Outcome) -> anyhow::Result<()> {
+        let expected_poison = self.poison.min(accepted);
+        let adds_up = accepted == self.events
+            && o.stored.len() == accepted
+            && o.dead == expected_poison
+            && o.counted as usize == accepted - expected_poison;
+        if adds_up {
+            println!("\nOK: every accepted event was processed, counted once or dead-lettered");
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "the numbers do not add up: sent {}, accepted {accepted}, stored {}, counted {}, dead-lettered {} (want {expected_poison})",
+                self.events,
+                o.stored.len(),
+                o.counted,
+                o.dead
+            )
+        }
+    }
+}
+
+/// What the pipeline made of the events: the stored ones, the counter items by id,
+/// their total, and the depth of the dead-letter queue.
+#[derive(Default)]
+struct Outcome {
+    stored: Vec<Value>,
+    counts: BTreeMap<String, Value>,
+    counted: i64,
+    dead: usize,
+}
+
+impl Outcome {
+    async fn read(
+        ddb: &aws_sdk_dynamodb::Client,
+        sqs: &aws_sdk_sqs::Client,
         t: &Tables,
-        accepted: usize,
-        stored: &[Value],
-        counts: &BTreeMap<String, Value>,
-        counted: i64,
-        dead: usize,
-    ) -> anyhow::Result<()> {
+        dlq: &str,
+    ) -> anyhow::Result<Self> {
+        let stored = scan(ddb, &t.events).await?;
+        let counts = scan(ddb, &t.counts)
+            .await?
+            .into_iter()
+            .map(|c| (c["id"].as_str().unwrap_or_default().to_string(), c))
+            .collect();
+        Ok(Self {
+            stored,
+            counted: counted(&counts, &t.counter),
+            counts,
+            dead: provision::queue_depth(sqs, dlq).await? as usize,
+        })
+    }
+
+    fn print(&self, t: &Tables) {
         println!(
             "processed {} into table {} (webhook → SQS → worker → DynamoDB)",
-            stored.len(),
+            self.stored.len(),
             t.events
         );
         println!(
-            "counted {counted} in table {} (table stream → worker → aggregate)",
-            t.counts
+            "counted {} in table {} (table stream → worker → aggregate)",
+            self.counted, t.counts
         );
         println!(
-            "dead-lettered {dead} into {} (comments without a repository)",
-            t.dead_letters
+            "dead-lettered {} into {} (comments without a repository)",
+            self.dead, t.dead_letters
         );
         println!("\n{:<16} {:<12} {:>8}", "repository", "day", t.counter);
-        for c in counts.values() {
+        for c in self.counts.values() {
             println!(
                 "{:<16} {:<12} {:>8}",
                 c["repository"].as_str().unwrap_or("-"),
@@ -229,7 +280,12 @@ impl Demo {
                 c[&t.counter]
             );
         }
-        let mut latencies: Vec<f64> = stored.iter().filter_map(latency_ms).collect();
+        self.print_latency();
+        self.print_trace();
+    }
+
+    fn print_latency(&self) {
+        let mut latencies: Vec<f64> = self.stored.iter().filter_map(latency_ms).collect();
         latencies.sort_by(f64::total_cmp);
         if !latencies.is_empty() {
             let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
@@ -240,7 +296,11 @@ impl Demo {
                 latencies.len()
             );
         }
-        if let Some(trace) = stored
+    }
+
+    fn print_trace(&self) {
+        if let Some(trace) = self
+            .stored
             .iter()
             .find_map(|s| s["_eventpipe"]["traceparent"].as_str())
             .and_then(|tp| tp.split('-').nth(1))
@@ -253,22 +313,15 @@ impl Demo {
                 "  then OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 make demo, and open http://localhost:16686/trace/<trace id>"
             );
         }
-        let expected_poison = self.poison.min(accepted);
-        let adds_up = accepted == self.events
-            && stored.len() == accepted
-            && dead == expected_poison
-            && counted as usize == accepted - expected_poison;
-        if adds_up {
-            println!("\nOK: every accepted event was processed, counted once or dead-lettered");
-            Ok(())
-        } else {
-            anyhow::bail!(
-                "the numbers do not add up: sent {}, accepted {accepted}, stored {}, counted {counted}, dead-lettered {dead} (want {expected_poison})",
-                self.events,
-                stored.len()
-            )
-        }
     }
+}
+
+/// The total of the counter attribute over the counter items.
+fn counted(counts: &BTreeMap<String, Value>, counter: &str) -> i64 {
+    counts
+        .values()
+        .map(|c| c[counter].as_i64().unwrap_or(0))
+        .sum()
 }
 
 /// Milliseconds from the event's time (set at the ingress) to its write into the table.

@@ -1,21 +1,20 @@
 //! Local mode: `eventpipe demo` end to end against moto, and `eventpipe send`'s errors.
 
-use std::process::Command;
+mod common;
 
+use common::eventpipe;
 use eventpipe_testkit::Moto;
 
-fn eventpipe(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// `eventpipe send --config examples/github-analytics.yaml ARGS`: whether it
+/// succeeded, and its stderr.
+fn send(args: &[&str]) -> (bool, String) {
+    let args = [
+        &["send", "--config", "examples/github-analytics.yaml"],
+        args,
+    ]
+    .concat();
+    let (ok, _, err) = eventpipe(&args, &[]);
+    (ok, err)
 }
 
 #[test]
@@ -47,34 +46,13 @@ fn the_demo_runs_the_github_example_and_the_numbers_add_up() {
 
 #[test]
 fn send_names_what_is_missing() {
-    let env = vec![];
-    let (ok, _, err) = eventpipe(
-        &[
-            "send",
-            "--config",
-            "examples/github-analytics.yaml",
-            "github-ingest",
-            "gitlab",
-        ],
-        &env,
-    );
+    let (ok, err) = send(&["github-ingest", "gitlab"]);
     assert!(!ok);
     assert!(
         err.contains("EventPipeline \"github-ingest\" has no webhook \"gitlab\" (has: github)"),
         "{err}"
     );
-    let (ok, _, err) = eventpipe(
-        &[
-            "send",
-            "--config",
-            "examples/github-analytics.yaml",
-            "--secrets-dir",
-            "/nonexistent",
-            "github-ingest",
-            "github",
-        ],
-        &env,
-    );
+    let (ok, err) = send(&["--secrets-dir", "/nonexistent", "github-ingest", "github"]);
     assert!(!ok);
     assert!(
         err.contains("secret github-webhook/secret (/nonexistent/github-webhook/secret)"),
@@ -84,37 +62,20 @@ fn send_names_what_is_missing() {
     std::fs::create_dir_all(dir.join("github-webhook")).unwrap();
     std::fs::write(dir.join("github-webhook/secret"), "s3cr3t").unwrap();
     let d = dir.to_str().unwrap();
-    let (ok, _, err) = eventpipe(
-        &[
-            "send",
-            "--config",
-            "examples/github-analytics.yaml",
-            "--secrets-dir",
-            d,
-            "github-ingest",
-            "github",
-        ],
-        &env,
-    );
+    let (ok, err) = send(&["--secrets-dir", d, "github-ingest", "github"]);
     assert!(!ok);
     assert!(
         err.contains("takes its event type from header X-GitHub-Event: pass --event-type"),
         "{err}"
     );
-    let (ok, _, err) = eventpipe(
-        &[
-            "send",
-            "--config",
-            "examples/github-analytics.yaml",
-            "--secrets-dir",
-            d,
-            "--data",
-            "{nope",
-            "github-ingest",
-            "github",
-        ],
-        &env,
-    );
+    let (ok, err) = send(&[
+        "--secrets-dir",
+        d,
+        "--data",
+        "{nope",
+        "github-ingest",
+        "github",
+    ]);
     assert!(!ok);
     assert!(err.contains("the body is not JSON"), "{err}");
 }

@@ -2,6 +2,9 @@
 //! analytics example exporting OTLP to a receiver here; one signed webhook must give
 //! one trace: ingress → SQS → worker → DynamoDB → stream → worker, each span with the
 //! correlation id, and log lines naming the same trace.
+// Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
+// covers #[test] functions only, not the helpers of an integration test).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
