@@ -1,5 +1,7 @@
 //! Shared set-up of the end-to-end suite: a client for the cluster in `KUBECONFIG`,
 //! or a clear reason to skip when there is none, and the helpers every test uses.
+// Test support only: a failed step is a failed e2e test, so helpers unwrap.
+#![allow(clippy::unwrap_used)]
 
 pub mod helm;
 pub mod tools;

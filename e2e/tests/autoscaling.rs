@@ -3,6 +3,8 @@
 //! `eventpipe_queue_depth` or `eventpipe_stream_lag_seconds` from the operator through
 //! the aggregated external metrics API; once the backlog is worked off the workers come
 //! back to minReplicas, as the pipeline's `scaling.behavior` allows.
+// The e2e suite is test code: a failed step fails the test, helpers included.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

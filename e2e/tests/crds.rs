@@ -1,6 +1,8 @@
 //! The CRDs and examples on a real API server: `kubectl apply -f crds/` and
 //! `kubectl apply -f examples/` succeed, and every invalid case is rejected by the
 //! API server itself with a message naming the rule.
+// The e2e suite is test code: a failed step fails the test, helpers included.
+#![allow(clippy::unwrap_used)]
 
 use kube::Client;
 use kube::api::{DynamicObject, PostParams};

@@ -3,6 +3,8 @@
 //! another replica takes the Lease within the lease duration and reconciles from then
 //! on. (A leader stopped by a signal releases the Lease first; one that dies without
 //! a word loses it when it expires, as the lease manager's own tests show.)
+// The e2e suite is test code: a failed step fails the test, helpers included.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! The operator on a real cluster, run out of cluster against moto (E2E_OPERATOR unset
 //! or `local`; the Helm path is in helm.rs): apply the GitHub analytics example and
 //! watch it become workloads.
+// The e2e suite is test code: a failed step fails the test, helpers included.
+#![allow(clippy::unwrap_used)]
 
 use std::process::{Child, Command};
 use std::time::Duration;
