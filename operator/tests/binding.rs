@@ -58,6 +58,17 @@ async fn reconciled(spec: Value) -> (Moto, FakeApi, QueueBinding) {
     (moto, api, b)
 }
 
+/// How many queues moto holds.
+async fn queues(moto: &Moto) -> usize {
+    moto.sqs()
+        .list_queues()
+        .send()
+        .await
+        .unwrap()
+        .queue_urls()
+        .len()
+}
+
 #[tokio::test]
 async fn creates_the_queue_and_dlq_and_reports_urls_and_depth() {
     let (moto, api, b) = reconciled(
@@ -178,16 +189,7 @@ async fn deletion_policy_delete_removes_the_queues_it_created() {
             .contains(&"eventpipe.dev/delete-queues".to_string())
     );
     run(&api, &moto).await; // provisions
-    assert_eq!(
-        moto.sqs()
-            .list_queues()
-            .send()
-            .await
-            .unwrap()
-            .queue_urls()
-            .len(),
-        2
-    );
+    assert_eq!(queues(&moto).await, 2);
     let mut deleting = api.get(PATH).unwrap();
     deleting["metadata"]["deletionTimestamp"] = json!("2026-11-23T00:00:00Z");
     api.put(PATH, deleting);
@@ -196,15 +198,7 @@ async fn deletion_policy_delete_removes_the_queues_it_created() {
         b.metadata.finalizers.unwrap_or_default().is_empty(),
         "finalizer released"
     );
-    assert!(
-        moto.sqs()
-            .list_queues()
-            .send()
-            .await
-            .unwrap()
-            .queue_urls()
-            .is_empty()
-    );
+    assert_eq!(queues(&moto).await, 0);
 
     // Retain (the default) has no finalizer and leaves the queues.
     let api = cluster(json!({"sqs": {"queueName": "kept", "create": true}}));
