@@ -66,7 +66,10 @@ fn main() -> ExitCode {
             Command::Validate { files } => validate(&files).map(|summary| println!("{summary}")),
             Command::Dlq(dlq) => dlq.run().await,
             Command::Send(send) => send.run().await,
-            Command::Dev(dev) => dev::run(dev, emulator.as_ref().unwrap()).await,
+            Command::Dev(dev) => {
+                let emulator = emulator.as_ref().expect("picked above for dev");
+                dev::run(dev, emulator).await
+            }
             Command::Demo(demo) => demo.run().await,
         }
     });

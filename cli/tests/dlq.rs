@@ -1,4 +1,6 @@
 //! `eventpipe dlq` against moto.
+// Helpers fail the test by unwrapping, as the test itself does.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::time::Instant;

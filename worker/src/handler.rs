@@ -1,18 +1,21 @@
 //! One event through a pipeline: filter, idempotency claim, processor (with the
 //! delivery timeout), destinations (reply, outcome events), and the dead-letter
-//! policy's verdict on failures. Shared by every source kind.
+//! policy's verdict on failures. Shared by every source kind, and built once per
+//! pipeline from its spec.
 
 use std::time::{Duration, Instant};
 
+use aws_config::SdkConfig;
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope::{self, NewEvent};
-use eventpipe_crds::DeadLetterPolicySpec;
+use eventpipe_crds::{DeadLetterPolicySpec, Destinations, Pipeline};
 use serde_json::json;
 
+use crate::clients::Clients;
 use crate::filter::Pattern;
 use crate::idempotency::{Claim, Idempotency};
 use crate::metrics::{Metrics, Source};
-use crate::processor::{Delivery, Failure, Outcome, Processor, with_trace};
+use crate::processor::{self, Delivery, Failure, Outcome, Processor, with_trace};
 use crate::publish::Publisher;
 use crate::verdict::{Verdict, judge};
 
@@ -55,47 +58,80 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// The handler of a pipeline: its filter, processor, idempotency store and
+    /// destinations, with the tables they need created when missing.
+    pub async fn build(
+        p: &Pipeline,
+        aws: &SdkConfig,
+        metrics: &Metrics,
+        clients: &mut Clients<'_>,
+    ) -> anyhow::Result<Self> {
+        let spec = &p.pipeline.spec;
+        let filter = spec
+            .filter
+            .as_ref()
+            .map(|f| Pattern::compile(&f.0))
+            .transpose()?;
+        let ddb = aws_sdk_dynamodb::Client::new(aws);
+        let processor = processor::build(p, &ddb, clients).await?;
+        let timeout = spec.delivery.timeout.as_std();
+        let idempotency = match &spec.delivery.idempotency {
+            Some(i) => Some(Idempotency::build(ddb, i, timeout).await?),
+            None => None,
+        };
+        let mut handler = Self {
+            pipeline: p.name(),
+            filter,
+            processor,
+            idempotency,
+            timeout,
+            on_success: None,
+            on_failure: None,
+            reply: None,
+            metrics: metrics.clone(),
+        };
+        if let Some(d) = &spec.destinations {
+            handler.set_destinations(p, d, clients).await?;
+        }
+        Ok(handler)
+    }
+
+    async fn set_destinations(
+        &mut self,
+        p: &Pipeline,
+        d: &Destinations,
+        clients: &mut Clients<'_>,
+    ) -> anyhow::Result<()> {
+        for (target, slot) in [
+            (&d.on_success, &mut self.on_success),
+            (&d.on_failure, &mut self.on_failure),
+        ] {
+            if let Some(t) = target {
+                let publisher = clients.publisher(p, &t.queue_binding_ref).await?;
+                *slot = Some(OutcomeTarget {
+                    publisher,
+                    event_type: t.event_type.clone(),
+                });
+            }
+        }
+        if let Some(r) = &d.reply {
+            self.reply = Some(clients.publisher(p, &r.queue_binding_ref).await?);
+        }
+        Ok(())
+    }
+
     pub async fn handle(&self, event: &Event, attempt: &Attempt<'_>, source: &Source) -> Decision {
         if let Some(filter) = &self.filter
             && !filter.matches(&envelope::as_json(event))
         {
             return Decision::Ack("filtered");
         }
-        let claimed = match &self.idempotency {
-            None => false,
-            Some(store) => match store.claim(event.id()).await {
-                Ok(Claim::Claimed) => true,
-                Ok(Claim::Completed) => return Decision::Ack("duplicate"),
-                // Not the event's fault, so not judged: look again soon (the other
-                // delivery is usually quick), at the latest when its claim expires.
-                Ok(Claim::InProgress(remaining)) => {
-                    let soon =
-                        Duration::from_secs(2 << attempt.receive_count.saturating_sub(1).min(10));
-                    let message = "another delivery of this event is in progress".to_string();
-                    return Decision::Retry(Some(remaining.min(soon)), message);
-                }
-                Err(e) => return self.verdict(Failure::transient(e), attempt),
-            },
+        let claimed = match self.claim(event, attempt).await {
+            Ok(claimed) => claimed,
+            Err(decision) => return decision,
         };
         let trace = eventpipe_core::telemetry::inject(&tracing::Span::current());
-        let started = Instant::now();
-        let delivery = Delivery {
-            event,
-            trace: trace.clone(),
-            group: attempt.group,
-        };
-        let outcome = tokio::time::timeout(self.timeout, self.processor.deliver(delivery))
-            .await
-            .unwrap_or_else(|_| {
-                Outcome::Failed(Failure::transient(format!(
-                    "delivery timed out after {:?}",
-                    self.timeout
-                )))
-            });
-        self.metrics
-            .delivery_seconds
-            .get_or_create(source)
-            .observe(started.elapsed().as_secs_f64());
+        let outcome = self.deliver(event, &trace, attempt.group, source).await;
         let result = match outcome {
             Outcome::Delivered { reply } => {
                 self.send_on(event, reply.as_deref(), &trace, attempt.group)
@@ -120,6 +156,56 @@ impl Handler {
                 self.verdict(failure, attempt)
             }
         }
+    }
+
+    /// Claims the event in the idempotency store: true when this delivery owns it,
+    /// false without a store; the decision when it must not be delivered now.
+    async fn claim(&self, event: &Event, attempt: &Attempt<'_>) -> Result<bool, Decision> {
+        let Some(store) = &self.idempotency else {
+            return Ok(false);
+        };
+        match store.claim(event.id()).await {
+            Ok(Claim::Claimed) => Ok(true),
+            Ok(Claim::Completed) => Err(Decision::Ack("duplicate")),
+            // Not the event's fault, so not judged: look again soon (the other
+            // delivery is usually quick), at the latest when its claim expires.
+            Ok(Claim::InProgress(remaining)) => {
+                let soon =
+                    Duration::from_secs(2 << attempt.receive_count.saturating_sub(1).min(10));
+                let message = "another delivery of this event is in progress".to_string();
+                Err(Decision::Retry(Some(remaining.min(soon)), message))
+            }
+            Err(e) => Err(self.verdict(Failure::transient(e), attempt)),
+        }
+    }
+
+    /// The processor's outcome within the delivery timeout, timed.
+    async fn deliver(
+        &self,
+        event: &Event,
+        trace: &[(String, String)],
+        group: Option<&str>,
+        source: &Source,
+    ) -> Outcome {
+        let started = Instant::now();
+        let delivery = Delivery {
+            event,
+            trace: trace.to_vec(),
+            group,
+        };
+        let outcome = tokio::time::timeout(self.timeout, self.processor.deliver(delivery))
+            .await
+            .unwrap_or_else(|_| {
+                Outcome::Failed(Failure::transient(format!(
+                    "delivery timed out after {:?}",
+                    self.timeout
+                )))
+            });
+        self.metrics
+            .delivery_seconds
+            .get_or_create(source)
+            .observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     /// The policy's decision on a failure that happened before delivery (e.g. a body

@@ -6,8 +6,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::{error::SdkError, operation::put_item::PutItemError, types::AttributeValue};
+use eventpipe_core::provision;
 
-pub const TTL_ATTRIBUTE: &str = "expires_at";
+const TTL_ATTRIBUTE: &str = "expires_at";
+/// How much longer than the delivery timeout a claim holds.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 const IN_PROGRESS: &str = "IN_PROGRESS";
 const COMPLETED: &str = "COMPLETED";
 
@@ -50,22 +53,21 @@ fn err(e: impl std::error::Error) -> String {
 }
 
 impl Idempotency {
-    pub fn new(
+    /// The store `spec` describes, its table (expiring items by TTL) created when
+    /// missing; a claim outlasts a delivery of at most `timeout`.
+    pub async fn build(
         ddb: aws_sdk_dynamodb::Client,
-        table: String,
-        ttl: Duration,
-        claim_for: Duration,
-    ) -> Self {
-        Self {
+        spec: &eventpipe_crds::Idempotency,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        provision::ensure_table(&ddb, &spec.table_name, "id", false).await?;
+        provision::ensure_ttl(&ddb, &spec.table_name, TTL_ATTRIBUTE).await?;
+        Ok(Self {
             ddb,
-            table,
-            ttl,
-            claim_for,
-        }
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
+            table: spec.table_name.clone(),
+            ttl: spec.ttl.as_std(),
+            claim_for: timeout + CLAIM_MARGIN,
+        })
     }
 
     pub async fn claim(&self, id: &str) -> Result<Claim, String> {

@@ -1,18 +1,42 @@
 //! The worker: consumes the sources of its pipelines and delivers each event to the
 //! pipeline's processor, with filtering, idempotency, backoff and dead-lettering.
+//!
+//! The binary (`main.rs`) and `eventpipe dev` build a [`Worker`] from resolved
+//! pipelines and run it; the rest of what is public here is shared with other
+//! components, each item saying with whom.
 
-pub mod backoff;
-pub mod dead_letters;
-pub mod filter;
-pub mod handler;
-pub mod idempotency;
+mod backoff;
+mod clients;
+mod dlq;
+mod filter;
+mod handler;
+mod idempotency;
 pub mod metrics;
-pub mod processor;
-pub mod publish;
-pub mod sqs;
-pub mod streams;
-pub mod verdict;
-
+mod processor;
+mod publish;
 mod runtime;
+mod sources;
+mod verdict;
 
-pub use runtime::{Options, Worker};
+pub use self::metrics::Metrics;
+pub use self::runtime::{Options, Worker};
+pub use self::sources::streams::StreamOptions;
+
+// The pipeline filter's event patterns, which `eventpipe dlq redrive --filter` uses too.
+pub use self::filter::{Pattern, PatternError};
+
+// For the `eventpipe dlq` tooling, which reads and redrives what the worker
+// dead-letters: where a source's dead-letter queue is, the attributes that say why a
+// message is there, and how the worker encodes message attributes and FIFO
+// deduplication ids.
+pub use self::dlq::{
+    ERROR_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, dead_letter_queue,
+};
+pub use self::publish::{dedup_id, string_attribute};
+
+/// Sharing DynamoDB streams between replicas: this replica's default name and the
+/// lease table replicas coordinate through, which the operator reads for stream lag
+/// and tests write to as another replica would.
+pub mod streams {
+    pub use crate::sources::streams::{default_worker_id, lease};
+}

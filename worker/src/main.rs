@@ -8,8 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use eventpipe_core::{aws, ops, telemetry};
 use eventpipe_crds::{Duration, Manifest};
-use eventpipe_worker::streams::{self, StreamOptions};
-use eventpipe_worker::{Options, Worker, metrics::Metrics};
+use eventpipe_worker::{Metrics, Options, StreamOptions, Worker, streams};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 

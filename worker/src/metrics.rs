@@ -1,4 +1,6 @@
-//! The worker's Prometheus metrics (DESIGN.md section 4).
+//! The worker's Prometheus metrics (DESIGN.md section 4). Public with their label
+//! sets: `eventpipe dev` registers them, and the operator's tests check the chart's
+//! alerts against them.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::{

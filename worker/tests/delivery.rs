@@ -11,8 +11,6 @@ use common::*;
 use eventpipe_testkit::Moto;
 use serde_json::json;
 
-const SECONDS: Duration = Duration::from_secs(1);
-
 const POLICY: &str = r#"apiVersion: eventpipe.dev/v1alpha1
 kind: DeadLetterPolicy
 metadata: {name: p}
@@ -34,33 +32,42 @@ fn pipeline(spec: &str) -> String {
     )
 }
 
+/// Pipeline `t` consuming binding `in` with `spec`, with these other bindings (queues
+/// of the same name), its queues created; returns the YAML and the queue URLs.
+async fn provisioned(
+    moto: &Moto,
+    others: &[&str],
+    spec: &str,
+) -> (String, HashMap<String, String>) {
+    let bindings: String = others.iter().map(|b| binding(b, b)).collect();
+    let cfg = format!(
+        "{POLICY}{}{bindings}{}",
+        binding("in", "in"),
+        pipeline(spec)
+    );
+    let urls = provision(moto, &cfg).await;
+    (cfg, urls)
+}
+
 fn traceparent(trace: &str) -> String {
     format!("00-{trace}-00f067aa0ba902b7-01")
 }
 
 fn with_trace(id: &str, data: serde_json::Value, trace: &str) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(&cloudevent(id, "t", data)).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&cloudevent(id, "t", data)).expect("cloudevent() writes JSON");
     v["traceparent"] = json!(traceparent(trace));
     v.to_string()
-}
-
-fn trace_id(traceparent: &str) -> &str {
-    traceparent.split('-').nth(1).unwrap()
 }
 
 #[tokio::test]
 async fn duplicates_are_delivered_once_with_idempotency() {
     let sink = Sink::ok().await;
     let moto = Moto::start();
-    let cfg = format!(
-        "{POLICY}{}{}",
-        binding("in", "in"),
-        pipeline(&format!(
-            "  processor: {{http: {{url: \"{}\"}}}}\n  delivery: {{idempotency: {{tableName: seen, ttl: 1h}}}}",
-            sink.url
-        ))
-    );
-    let urls = provision(&moto, &cfg).await;
+    let (cfg, urls) = provisioned(&moto, &[], &format!(
+        "  processor: {{http: {{url: \"{}\"}}}}\n  delivery: {{idempotency: {{tableName: seen, ttl: 1h}}}}",
+        sink.url
+    )).await;
     let sqs = moto.sqs();
     for _ in 0..3 {
         send(&sqs, &urls["in"], &cloudevent("dup", "t", json!({}))).await;
@@ -101,15 +108,10 @@ async fn a_crash_mid_delivery_is_retried_after_the_claim_expires_not_lost() {
     })
     .await;
     let moto = Moto::start();
-    let cfg = format!(
-        "{POLICY}{}{}",
-        binding("in", "in"),
-        pipeline(&format!(
-            "  processor: {{http: {{url: \"{}\", timeout: 60s}}}}\n  delivery: {{timeout: 2s, idempotency: {{tableName: seen}}}}",
-            sink.url
-        ))
-    );
-    let urls = provision(&moto, &cfg).await;
+    let (cfg, urls) = provisioned(&moto, &[], &format!(
+        "  processor: {{http: {{url: \"{}\", timeout: 60s}}}}\n  delivery: {{timeout: 2s, idempotency: {{tableName: seen}}}}",
+        sink.url
+    )).await;
     let sqs = moto.sqs();
     send(&sqs, &urls["in"], &cloudevent("crash", "t", json!({}))).await;
     let mut first = WorkerProcess::start(&moto, &cfg, &[]).await;
@@ -136,12 +138,12 @@ async fn a_crash_mid_delivery_is_retried_after_the_claim_expires_not_lost() {
 async fn dynamodb_processor_puts_events_with_their_trace_and_counts_aggregates() {
     let moto = Moto::start();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let put_cfg = format!(
-        "{POLICY}{}{}",
-        binding("in", "in"),
-        pipeline("  processor: {dynamodb: {tableName: events, create: true}}")
-    );
-    let urls = provision(&moto, &put_cfg).await;
+    let (put_cfg, urls) = provisioned(
+        &moto,
+        &[],
+        "  processor: {dynamodb: {tableName: events, create: true}}",
+    )
+    .await;
     let sqs = moto.sqs();
     send(
         &sqs,
@@ -239,13 +241,12 @@ async fn dynamodb_processor_puts_events_with_their_trace_and_counts_aggregates()
 async fn sqs_processor_forwards_with_trace_and_correlation() {
     let moto = Moto::start();
     let trace = "0af7651916cd43dd8448eb211c80319c";
-    let cfg = format!(
-        "{POLICY}{}{}{}",
-        binding("in", "in"),
-        binding("out", "out"),
-        pipeline("  processor: {sqs: {queueBindingRef: {name: out}}}")
-    );
-    let urls = provision(&moto, &cfg).await;
+    let (cfg, urls) = provisioned(
+        &moto,
+        &["out"],
+        "  processor: {sqs: {queueBindingRef: {name: out}}}",
+    )
+    .await;
     let sqs = moto.sqs();
     send(&sqs, &urls["in"], &with_trace("f1", json!({"x": 1}), trace)).await;
     let _worker = WorkerProcess::start(&moto, &cfg, &[]).await;
@@ -271,38 +272,18 @@ async fn sqs_processor_forwards_with_trace_and_correlation() {
 
 #[tokio::test]
 async fn outcome_events_follow_success_and_dead_lettering() {
-    let sink = Sink::start(|r, _| {
-        if r.id() == "bad" {
-            (422, Duration::ZERO)
-        } else {
-            (200, Duration::ZERO)
-        }
-    })
-    .await;
+    let sink = Sink::failing(422, |id| id == "bad").await;
     let moto = Moto::start();
-    let cfg = format!(
-        "{POLICY}{}{}{}",
-        binding("in", "in"),
-        binding("outcomes", "outcomes"),
-        pipeline(&format!(
-            "  processor: {{http: {{url: \"{}\"}}}}\n  destinations:\n    onSuccess: {{queueBindingRef: {{name: outcomes}}, type: note-saved}}\n    onFailure: {{queueBindingRef: {{name: outcomes}}, type: note-failed}}",
-            sink.url
-        ))
-    );
-    let urls = provision(&moto, &cfg).await;
+    let (cfg, urls) = provisioned(&moto, &["outcomes"], &format!(
+        "  processor: {{http: {{url: \"{}\"}}}}\n  destinations:\n    onSuccess: {{queueBindingRef: {{name: outcomes}}, type: note-saved}}\n    onFailure: {{queueBindingRef: {{name: outcomes}}, type: note-failed}}",
+        sink.url
+    )).await;
     let sqs = moto.sqs();
-    send(
-        &sqs,
-        &urls["in"],
-        &cloudevent("good", "note-created", json!({"text": "hi"})),
-    )
-    .await;
-    send(
-        &sqs,
-        &urls["in"],
-        &cloudevent("bad", "note-created", json!({"text": ""})),
-    )
-    .await;
+    let events = [
+        ("good", "note-created", json!({"text": "hi"})),
+        ("bad", "note-created", json!({"text": ""})),
+    ];
+    send_events(&sqs, &urls["in"], &events).await;
     let _worker = WorkerProcess::start(&moto, &cfg, &[]).await;
     eventually(20 * SECONDS, "two outcomes", async || {
         depth(&sqs, &urls["outcomes"]).await.0 == 2
@@ -346,15 +327,9 @@ async fn a_cloudevent_in_the_response_is_published_as_the_reply() {
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let moto = Moto::start();
-    let cfg = format!(
-        "{POLICY}{}{}{}",
-        binding("in", "in"),
-        binding("payments", "payments"),
-        pipeline(&format!(
-            "  processor: {{http: {{url: \"{url}\"}}}}\n  destinations: {{reply: {{queueBindingRef: {{name: payments}}}}}}"
-        ))
-    );
-    let urls = provision(&moto, &cfg).await;
+    let (cfg, urls) = provisioned(&moto, &["payments"], &format!(
+        "  processor: {{http: {{url: \"{url}\"}}}}\n  destinations: {{reply: {{queueBindingRef: {{name: payments}}}}}}"
+    )).await;
     let sqs = moto.sqs();
     let mut placed: serde_json::Value =
         serde_json::from_str(&cloudevent("o1", "OrderPlaced", json!({}))).unwrap();
@@ -378,24 +353,12 @@ async fn a_cloudevent_in_the_response_is_published_as_the_reply() {
 
 #[tokio::test]
 async fn two_thousand_messages_with_one_percent_poison() {
-    let sink = Sink::start(|r, _| {
-        if r.id().starts_with("poison") {
-            (500, Duration::ZERO)
-        } else {
-            (200, Duration::ZERO)
-        }
-    })
-    .await;
+    let sink = Sink::failing(500, |id| id.starts_with("poison")).await;
     let moto = Moto::start();
-    let cfg = format!(
-        "{POLICY}{}{}",
-        binding("in", "in"),
-        pipeline(&format!(
-            "  processor: {{http: {{url: \"{}\"}}}}\n  delivery: {{concurrency: 32, idempotency: {{tableName: seen}}}}",
-            sink.url
-        ))
-    );
-    let urls = provision(&moto, &cfg).await;
+    let (cfg, urls) = provisioned(&moto, &[], &format!(
+        "  processor: {{http: {{url: \"{}\"}}}}\n  delivery: {{concurrency: 32, idempotency: {{tableName: seen}}}}",
+        sink.url
+    )).await;
     let sqs = moto.sqs();
     let _worker = WorkerProcess::start(&moto, &cfg, &[]).await;
     // Fed at a steady 50/s in batches of ten: with idempotency each message costs moto

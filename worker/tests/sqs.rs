@@ -9,8 +9,6 @@ use common::*;
 use eventpipe_testkit::Moto;
 use serde_json::json;
 
-const SECONDS: Duration = Duration::from_secs(1);
-
 /// A pipeline consuming queue `in` into the sink, with policy `p`; `queue` and
 /// `pipeline` are extra YAML lines for the binding's `sqs` and the pipeline's spec.
 fn config(sink: &str, queue: &str, pipeline: &str) -> String {
@@ -157,14 +155,7 @@ async fn failures_back_off_then_dead_letter_after_exactly_max_receive_count() {
 
 #[tokio::test]
 async fn non_retryable_outcomes_and_undecodable_bodies_go_to_the_dlq_at_once() {
-    let sink = Sink::start(|r, _| {
-        if r.id() == "bad" {
-            (422, Duration::ZERO)
-        } else {
-            (200, Duration::ZERO)
-        }
-    })
-    .await;
+    let sink = Sink::failing(422, |id| id == "bad").await;
     let (moto, urls, cfg) = setup(&sink, STANDARD, "").await;
     let sqs = moto.sqs();
     send(&sqs, &urls["in"], &cloudevent("bad", "t", json!({}))).await;
@@ -205,14 +196,7 @@ async fn non_retryable_outcomes_and_undecodable_bodies_go_to_the_dlq_at_once() {
 
 #[tokio::test]
 async fn a_poison_message_does_not_delay_the_others() {
-    let sink = Sink::start(|r, _| {
-        if r.id() == "poison" {
-            (500, Duration::ZERO)
-        } else {
-            (200, Duration::ZERO)
-        }
-    })
-    .await;
+    let sink = Sink::failing(500, |id| id == "poison").await;
     let (moto, urls, cfg) = setup(&sink, STANDARD, "").await;
     let sqs = moto.sqs();
     send(&sqs, &urls["in"], &cloudevent("poison", "t", json!({}))).await;
@@ -348,14 +332,7 @@ async fn shutdown_finishes_in_flight_work_and_hands_back_the_rest() {
     let sink = Sink::start(|_, _| (200, Duration::from_secs(2))).await;
     let (moto, urls, cfg) = setup(&sink, STANDARD, "  delivery: {concurrency: 2}").await;
     let sqs = moto.sqs();
-    for i in 0..6 {
-        send(
-            &sqs,
-            &urls["in"],
-            &cloudevent(&format!("e{i}"), "t", json!({})),
-        )
-        .await;
-    }
+    send_numbered(&sqs, &urls["in"], 6).await;
     let mut worker = WorkerProcess::start(&moto, &cfg, &["--grace-period", "10s"]).await;
     eventually(10 * SECONDS, "deliveries under way", async || {
         sink.count() >= 2
@@ -380,14 +357,7 @@ async fn after_the_grace_period_unfinished_messages_are_visible_again_at_once() 
     let sink = Sink::start(|_, _| (200, Duration::from_secs(30))).await;
     let (moto, urls, cfg) = setup(&sink, STANDARD, "  delivery: {concurrency: 3}").await;
     let sqs = moto.sqs();
-    for i in 0..3 {
-        send(
-            &sqs,
-            &urls["in"],
-            &cloudevent(&format!("e{i}"), "t", json!({})),
-        )
-        .await;
-    }
+    send_numbered(&sqs, &urls["in"], 3).await;
     let mut worker = WorkerProcess::start(&moto, &cfg, &["--grace-period", "1s"]).await;
     eventually(10 * SECONDS, "three deliveries under way", async || {
         sink.count() == 3
@@ -403,24 +373,12 @@ async fn filtered_events_are_acknowledged_and_counted_never_delivered() {
     let pipeline = "  filter: {type: [issue_comment], data: {action: [{anything-but: deleted}]}}";
     let (moto, urls, cfg) = setup(&sink, STANDARD, pipeline).await;
     let sqs = moto.sqs();
-    send(
-        &sqs,
-        &urls["in"],
-        &cloudevent("keep", "issue_comment", json!({"action": "created"})),
-    )
-    .await;
-    send(
-        &sqs,
-        &urls["in"],
-        &cloudevent("drop1", "push", json!({"action": "created"})),
-    )
-    .await;
-    send(
-        &sqs,
-        &urls["in"],
-        &cloudevent("drop2", "issue_comment", json!({"action": "deleted"})),
-    )
-    .await;
+    let events = [
+        ("keep", "issue_comment", json!({"action": "created"})),
+        ("drop1", "push", json!({"action": "created"})),
+        ("drop2", "issue_comment", json!({"action": "deleted"})),
+    ];
+    send_events(&sqs, &urls["in"], &events).await;
     let worker = WorkerProcess::start(&moto, &cfg, &[]).await;
     eventually(20 * SECONDS, "queue drained", async || {
         depth(&sqs, &urls["in"]).await == (0, 0)
@@ -436,22 +394,7 @@ async fn filtered_events_are_acknowledged_and_counted_never_delivered() {
 async fn bad_configuration_is_a_clear_error() {
     let moto = Moto::start();
     let dir = temp_dir("badcfg");
-    let run = |cfg: &str| {
-        let file = dir.join("p.yaml");
-        std::fs::write(&file, cfg).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventpipe-worker"))
-            .arg("--config")
-            .arg(&file)
-            .args([
-                "--metrics-listen",
-                &format!("127.0.0.1:{}", eventpipe_testkit::free_port()),
-            ])
-            .envs(moto.env())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let run = |cfg: &str| start_failing(&moto, &dir, cfg);
     let sink = "http://127.0.0.1:9/x";
     let err = run(&config(sink, "    queueName: in\n    batchSize: 50", ""));
     assert!(

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{error::SdkError, operation::put_item::PutItemError, types::AttributeValue};
-use eventpipe_core::{envelope, item};
+use eventpipe_core::{envelope, item, provision};
 use eventpipe_crds::{Aggregate, DynamoDbProcessor as Spec};
 use serde_json::Value;
 
@@ -17,8 +17,17 @@ pub struct DynamoDbProcessor {
 }
 
 impl DynamoDbProcessor {
-    pub fn new(ddb: aws_sdk_dynamodb::Client, spec: Spec) -> Self {
-        Self { ddb, spec }
+    /// The processor of `spec`, creating its table first when `create` says so (with
+    /// a stream, unless it holds counters).
+    pub async fn build(spec: &Spec, ddb: aws_sdk_dynamodb::Client) -> anyhow::Result<Self> {
+        if spec.create {
+            let stream = spec.aggregate.is_none();
+            provision::ensure_table(&ddb, &spec.table_name, "id", stream).await?;
+        }
+        Ok(Self {
+            ddb,
+            spec: spec.clone(),
+        })
     }
 
     async fn put(&self, d: &Delivery<'_>) -> Outcome {
@@ -126,10 +135,6 @@ impl Processor for DynamoDbProcessor {
                 None => self.put(&d).await,
             }
         })
-    }
-
-    fn describe(&self) -> String {
-        format!("dynamodb {}", self.spec.table_name)
     }
 }
 

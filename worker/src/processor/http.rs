@@ -2,10 +2,12 @@
 //! headers, `data` as the body, W3C `traceparent`); 2xx is success, and a CloudEvent
 //! in the response is the processor's reply.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cloudevents::{AttributesReader, Event, binding::http::to_event};
 use eventpipe_core::envelope;
+use eventpipe_crds::{ContainerProcessor, HttpProcessor as Spec};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor};
@@ -18,11 +20,17 @@ pub struct HttpProcessor {
 }
 
 impl HttpProcessor {
-    pub fn new(
-        url: &str,
-        timeout: Duration,
-        extra: &std::collections::BTreeMap<String, String>,
-    ) -> anyhow::Result<Self> {
+    pub fn from_spec(spec: &Spec) -> anyhow::Result<Self> {
+        Self::new(&spec.url, spec.timeout.as_std(), &spec.headers)
+    }
+
+    /// The user's sidecar, on localhost at the container's port and path.
+    pub fn from_container(spec: &ContainerProcessor) -> anyhow::Result<Self> {
+        let url = format!("http://127.0.0.1:{}{}", spec.port, spec.path);
+        Self::new(&url, spec.timeout.as_std(), &BTreeMap::new())
+    }
+
+    fn new(url: &str, timeout: Duration, extra: &BTreeMap<String, String>) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         for (k, v) in extra {
             headers.insert(
@@ -106,10 +114,6 @@ impl Processor for HttpProcessor {
                 reply: reply(&headers, bytes.to_vec()).map(Box::new),
             }
         })
-    }
-
-    fn describe(&self) -> String {
-        format!("http {}", self.url)
     }
 }
 

@@ -7,7 +7,11 @@ mod sqs;
 
 use std::{future::Future, pin::Pin};
 
+use anyhow::bail;
 use cloudevents::Event;
+use eventpipe_crds::Pipeline;
+
+use crate::clients::Clients;
 
 pub use self::dynamodb::DynamoDbProcessor;
 pub use self::http::HttpProcessor;
@@ -69,9 +73,33 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait Processor: Send + Sync {
     fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, Outcome>;
+}
 
-    /// Short description for logs and spans, e.g. `http http://analytics/events`.
-    fn describe(&self) -> String;
+/// The processor the pipeline's `spec.processor` names, each kind built from its
+/// own spec.
+pub async fn build(
+    pipeline: &Pipeline,
+    ddb: &aws_sdk_dynamodb::Client,
+    clients: &mut Clients<'_>,
+) -> anyhow::Result<Box<dyn Processor>> {
+    let spec = &pipeline.pipeline.spec.processor;
+    if let Some(http) = &spec.http {
+        return Ok(Box::new(HttpProcessor::from_spec(http)?));
+    }
+    if let Some(container) = &spec.container {
+        return Ok(Box::new(HttpProcessor::from_container(container)?));
+    }
+    if let Some(table) = &spec.dynamodb {
+        return Ok(Box::new(
+            DynamoDbProcessor::build(table, ddb.clone()).await?,
+        ));
+    }
+    if let Some(queue) = &spec.sqs {
+        return Ok(Box::new(
+            SqsProcessor::build(queue, pipeline, clients).await?,
+        ));
+    }
+    bail!("spec.processor names no processor");
 }
 
 /// The event with its trace context replaced by the delivery's, so what it causes

@@ -1,16 +1,24 @@
 //! `sqs`: forward the event to another binding's queue, keeping its trace.
 
-use crate::publish::Publisher;
+use eventpipe_crds::{Pipeline, SqsProcessor as Spec};
 
 use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
+use crate::clients::Clients;
+use crate::publish::Publisher;
 
 pub struct SqsProcessor {
     target: Publisher,
 }
 
 impl SqsProcessor {
-    pub fn new(target: Publisher) -> Self {
-        Self { target }
+    /// Forwards to the queue of the binding `spec` names, one of `pipeline`'s.
+    pub async fn build(
+        spec: &Spec,
+        pipeline: &Pipeline,
+        clients: &mut Clients<'_>,
+    ) -> anyhow::Result<Self> {
+        let target = clients.publisher(pipeline, &spec.queue_binding_ref).await?;
+        Ok(Self { target })
     }
 }
 
@@ -23,9 +31,5 @@ impl Processor for SqsProcessor {
                 Err(e) => Outcome::Failed(Failure::transient(e.to_string())),
             }
         })
-    }
-
-    fn describe(&self) -> String {
-        format!("sqs {}", self.target.url())
     }
 }

@@ -1,6 +1,10 @@
 //! Test support for the worker: a recording HTTP sink, the worker binary run against
-//! moto, and bounded waits.
+//! moto, and bounded waits; `streams` holds the DynamoDB stream fixtures.
 #![allow(dead_code)]
+// Setup that fails fails the test, as in the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+pub mod streams;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +29,8 @@ impl Received {
         &self.headers["ce-id"]
     }
 }
+
+pub const SECONDS: Duration = Duration::from_secs(1);
 
 type Behaviour = Arc<dyn Fn(&Received, usize) -> (u16, Duration) + Send + Sync>;
 
@@ -70,6 +76,18 @@ impl Sink {
     /// Answers 200 at once.
     pub async fn ok() -> Self {
         Self::start(|_, _| (200, Duration::ZERO)).await
+    }
+
+    /// Answers `status` at once to events whose id `fails`, and 200 to the others.
+    pub async fn failing(
+        status: u16,
+        fails: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self::start(move |r, _| match fails(r.id()) {
+            true => (status, Duration::ZERO),
+            false => (200, Duration::ZERO),
+        })
+        .await
     }
 
     pub fn ids(&self) -> Vec<String> {
@@ -154,6 +172,21 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("eventpipe-{name}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Runs the worker on `config` (YAML), expecting it to refuse; returns its stderr.
+pub fn start_failing(moto: &Moto, dir: &std::path::Path, config: &str) -> String {
+    let file = dir.join("p.yaml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventpipe-worker"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 impl WorkerProcess {
@@ -259,6 +292,34 @@ pub fn cloudevent(id: &str, ty: &str, data: serde_json::Value) -> String {
         "datacontenttype": "application/json", "correlationid": format!("corr-{id}"), "data": data
     })
     .to_string()
+}
+
+/// The trace id of a W3C `traceparent`.
+pub fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap()
+}
+
+/// CloudEvents `(id, type, data)`, one message each.
+pub async fn send_events(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    events: &[(&str, &str, serde_json::Value)],
+) {
+    for (id, ty, data) in events {
+        send(sqs, url, &cloudevent(id, ty, data.clone())).await;
+    }
+}
+
+/// `n` CloudEvents `e0`, `e1`, … of type `t` with empty data.
+pub async fn send_numbered(sqs: &aws_sdk_sqs::Client, url: &str, n: usize) {
+    for i in 0..n {
+        send(
+            sqs,
+            url,
+            &cloudevent(&format!("e{i}"), "t", serde_json::json!({})),
+        )
+        .await;
+    }
 }
 
 pub async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) {

@@ -76,12 +76,12 @@ impl Lease {
 
 /// When this replica last saw each lease's counter change.
 #[derive(Default)]
-pub struct Expiry {
+pub(super) struct Expiry {
     seen: HashMap<String, (u64, Instant)>,
 }
 
 impl Expiry {
-    pub fn observe(&mut self, leases: &[Lease], now: Instant) {
+    pub(super) fn observe(&mut self, leases: &[Lease], now: Instant) {
         self.seen
             .retain(|key, _| leases.iter().any(|l| &l.key == key));
         for l in leases {
@@ -93,7 +93,7 @@ impl Expiry {
     }
 
     /// Owned, but not renewed for `duration`.
-    pub fn expired(&self, lease: &Lease, now: Instant, duration: Duration) -> bool {
+    pub(super) fn expired(&self, lease: &Lease, now: Instant, duration: Duration) -> bool {
         lease.owner.is_some()
             && self.seen.get(&lease.key).is_some_and(|(counter, since)| {
                 *counter == lease.counter && now.duration_since(*since) >= duration
@@ -103,7 +103,7 @@ impl Expiry {
 
 /// What this replica should do to hold its fair share of the leases.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Free or expired leases to take now.
     pub take: Vec<String>,
     /// A lease to ask its busy owner for.
@@ -114,7 +114,7 @@ pub struct Plan {
 /// replicas: those owning an unexpired lease, and `me`. A replica below its share
 /// takes free and expired leases, then asks the busiest replica, when that one holds
 /// more than its share, for one more (one request at a time).
-pub fn plan(me: &str, workable: &[&Lease], expired: impl Fn(&Lease) -> bool) -> Plan {
+pub(super) fn plan(me: &str, workable: &[&Lease], expired: impl Fn(&Lease) -> bool) -> Plan {
     let live = |l: &Lease| l.owner.clone().filter(|_| !expired(l));
     let mut load: BTreeMap<String, usize> = BTreeMap::from([(me.to_string(), 0)]);
     for l in workable {

@@ -1,6 +1,6 @@
-//! Dead-letter tooling: list and show what a pipeline's dead-letter queues hold, and
-//! redrive messages (all, or those matching a pattern) back to their source queue at
-//! a limited rate, each deleted from the DLQ only after it was re-sent.
+//! A pipeline's dead-letter queues: list and show what they hold, and redrive
+//! messages (all, or those matching a pattern) back to their source queue at a
+//! limited rate, each deleted from the DLQ only after it was re-sent.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,9 +14,10 @@ use aws_sdk_sqs::types::{
 use cloudevents::AttributesReader;
 use eventpipe_core::{aws, envelope};
 use eventpipe_crds::Pipeline;
-
-use crate::filter::Pattern;
-use crate::sqs::{ERROR_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE};
+use eventpipe_worker::{
+    ERROR_ATTRIBUTE, Pattern, RECEIVE_COUNT_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, dead_letter_queue,
+    dedup_id, string_attribute,
+};
 
 /// How long listed messages stay hidden while a listing or redrive runs.
 const HOLD_SECONDS: i32 = 60;
@@ -97,7 +98,7 @@ pub async fn queues(
         let source_url = aws::queue_url(&sqs, queue)
             .await
             .with_context(|| format!("QueueBinding {name:?}"))?;
-        let url = crate::runtime::dead_letter_queue(&sqs, &source_url, queue, policy).await?;
+        let url = dead_letter_queue(&sqs, &source_url, queue, policy).await?;
         out.push(DeadLetterQueue {
             binding: name.clone(),
             sqs,
@@ -239,7 +240,7 @@ impl DeadLetterQueue {
                 ]
                 .contains(&k.as_str())
             })
-            .map(|(k, v)| (k.clone(), crate::publish::string_attribute(v)))
+            .map(|(k, v)| (k.clone(), string_attribute(v)))
             .collect();
         let mut send = self
             .sqs
@@ -251,7 +252,7 @@ impl DeadLetterQueue {
             let dedup = format!("{}-redrive-{}", letter.message_id, fastrand::u32(..));
             send = send
                 .message_group_id(letter.group.clone().unwrap_or_else(|| "redrive".into()))
-                .message_deduplication_id(crate::publish::dedup_id(&dedup));
+                .message_deduplication_id(dedup_id(&dedup));
         }
         send.send().await.map(|_| ()).map_err(|e| {
             anyhow::anyhow!(

@@ -5,11 +5,12 @@
 //! shutdown readers finish their batch, checkpoint and release their leases, so
 //! another replica takes over at once.
 
-pub mod batch;
+mod batch;
+mod config;
 pub mod lease;
-pub mod reader;
-pub mod records;
-pub mod shards;
+mod reader;
+mod records;
+mod shards;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,15 +18,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use eventpipe_core::checkpoints::{DEFAULT_LEASE_DURATION, IteratorAge};
 use eventpipe_crds::{DeadLetterPolicySpec, DynamoDbStream};
+use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+pub use self::config::StreamConfig;
 use self::lease::{Expiry, Lease, LeaseError, LeaseTable};
 use self::reader::{Control, Reader};
 use self::shards::Shard;
+use super::{Kind, Source, lock};
 use crate::handler::Handler;
-use crate::metrics::{self, Source};
+use crate::metrics::{self, Source as Labels};
 use crate::publish::Publisher;
 
 /// `DescribeStream` pages read at most per discovery.
@@ -62,16 +66,16 @@ pub fn default_worker_id() -> String {
 
 /// One `dynamodbStream` source of a pipeline.
 pub struct StreamSource {
-    pub labels: Source,
-    pub streams: aws_sdk_dynamodbstreams::Client,
-    pub stream_arn: String,
-    pub table: String,
-    pub spec: DynamoDbStream,
-    pub policy: Option<DeadLetterPolicySpec>,
-    pub dlq: Option<Publisher>,
-    pub handler: Arc<Handler>,
-    pub leases: LeaseTable,
-    pub lease_duration: Duration,
+    labels: Labels,
+    streams: aws_sdk_dynamodbstreams::Client,
+    stream_arn: String,
+    table: String,
+    spec: DynamoDbStream,
+    policy: Option<DeadLetterPolicySpec>,
+    dlq: Option<Publisher>,
+    handler: Arc<Handler>,
+    leases: LeaseTable,
+    lease_duration: Duration,
     /// Iterator age per shard read here.
     ages: Mutex<HashMap<String, IteratorAge>>,
 }
@@ -93,38 +97,29 @@ struct State {
     tasks: JoinSet<()>,
 }
 
-impl StreamSource {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        labels: Source,
-        streams: aws_sdk_dynamodbstreams::Client,
-        stream_arn: String,
-        table: String,
-        spec: DynamoDbStream,
-        policy: Option<DeadLetterPolicySpec>,
-        dlq: Option<Publisher>,
-        handler: Arc<Handler>,
-        leases: LeaseTable,
-        lease_duration: Duration,
-    ) -> Self {
-        Self {
-            labels,
-            streams,
-            stream_arn,
-            table,
-            spec,
-            policy,
-            dlq,
-            handler,
-            leases,
-            lease_duration,
-            ages: Mutex::default(),
-        }
+impl Source for StreamSource {
+    fn run(
+        self: Arc<Self>,
+        permits: Arc<Semaphore>,
+        stop: CancellationToken,
+        grace: Duration,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(self.consume(permits, stop, grace))
     }
 
+    fn kind(&self) -> Kind {
+        Kind::Stream
+    }
+
+    fn describe(&self) -> &str {
+        &self.stream_arn
+    }
+}
+
+impl StreamSource {
     /// Consumes until `stop`; then readers finish their batch within `grace`, and
     /// whatever is still delivering after it is abandoned at the last checkpoint.
-    pub async fn run(
+    async fn consume(
         self: Arc<Self>,
         permits: Arc<Semaphore>,
         stop: CancellationToken,
@@ -356,30 +351,30 @@ impl StreamSource {
 
     /// Sets a shard's iterator age from the newest record read (none: caught up) and
     /// the source's lag, the largest age among its shards read here.
-    pub fn report_age(&self, shard: &str, newest: Option<SystemTime>) {
+    fn report_age(&self, shard: &str, newest: Option<SystemTime>) {
         let age = iterator_age(newest, SystemTime::now());
         self.handler
             .metrics
             .iterator_age
             .get_or_create(&self.shard_labels(shard))
             .set(age.age.as_secs_f64());
-        let mut ages = self.ages.lock().unwrap();
+        let mut ages = lock(&self.ages);
         ages.insert(shard.to_string(), age);
         self.set_lag(&ages);
     }
 
     /// The shard's latest iterator age, for the lease writes that record it.
-    pub fn age(&self, shard: &str) -> Option<IteratorAge> {
-        self.ages.lock().unwrap().get(shard).copied()
+    fn age(&self, shard: &str) -> Option<IteratorAge> {
+        lock(&self.ages).get(shard).copied()
     }
 
     /// Stops reporting a shard no longer read here.
-    pub fn forget_age(&self, shard: &str) {
+    fn forget_age(&self, shard: &str) {
         self.handler
             .metrics
             .iterator_age
             .remove(&self.shard_labels(shard));
-        let mut ages = self.ages.lock().unwrap();
+        let mut ages = lock(&self.ages);
         ages.remove(shard);
         self.set_lag(&ages);
     }

@@ -19,13 +19,12 @@ use tracing::Instrument;
 use super::reader::Reader;
 use super::records::{self, Origin};
 use crate::backoff;
+use crate::dlq::{
+    ERROR_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, SEQUENCE_ATTRIBUTE, SHARD_ATTRIBUTE,
+    SOURCE_STREAM_ATTRIBUTE,
+};
 use crate::handler::{Attempt, Decision};
-use crate::sqs::{ERROR_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE};
-
-/// Attributes of a dead-lettered stream record.
-pub const SOURCE_STREAM_ATTRIBUTE: &str = "eventpipe-source-stream";
-pub const SHARD_ATTRIBUTE: &str = "eventpipe-shard-id";
-pub const SEQUENCE_ATTRIBUTE: &str = "eventpipe-sequence-number";
+use crate::publish::Publisher;
 
 /// Pause before trying the dead-letter queue again.
 const DLQ_RETRY: Duration = Duration::from_secs(2);
@@ -120,41 +119,19 @@ impl Reader {
             .received
             .get_or_create(&self.source.labels)
             .inc();
-        let policy = self.source.policy.as_ref();
         let mut last_error = String::new();
         for attempt in 1..=u32::MAX {
             if too_old(records::created(record), self.max_age(), SystemTime::now()) {
-                let error = format!(
-                    "record older than maxRecordAge ({})",
-                    self.source
-                        .spec
-                        .max_record_age
-                        .as_ref()
-                        .map(|d| d.as_str())
-                        .unwrap_or_default()
-                );
-                let error = match last_error.is_empty() {
-                    true => error,
-                    false => format!("{error}; last error: {last_error}"),
-                };
-                return Finished::Failed(error, attempt - 1);
+                return Finished::Failed(self.too_old_error(&last_error), attempt - 1);
             }
             let span = self.span(record, &event);
             let attempt_of = Attempt {
                 receive_count: attempt,
                 group: Some(&group),
-                policy,
-            };
-            let delivery = async {
-                let Ok(_permit) = self.permits.acquire().await else {
-                    return Decision::Retry(None, "worker shutting down".into());
-                };
-                handler
-                    .handle(&event, &attempt_of, &self.source.labels)
-                    .await
+                policy: self.source.policy.as_ref(),
             };
             let decision = tokio::select! {
-                d = delivery.instrument(span.clone()) => d,
+                d = self.attempt(&event, &attempt_of).instrument(span.clone()) => d,
                 _ = self.control.abort.cancelled() => return Finished::Interrupted,
                 _ = self.control.lost.cancelled() => return Finished::Interrupted,
             };
@@ -166,20 +143,53 @@ impl Reader {
                 }
                 Decision::DeadLetter(error) => return Finished::Failed(error, attempt),
                 Decision::Retry(delay, error) => {
-                    // Without a policy, retry as a policy's default backoff would.
-                    let delay = delay.unwrap_or_else(|| {
-                        backoff::delay(&Default::default(), attempt, fastrand::f64())
-                    });
-                    tracing::warn!(parent: &span, error = %error, retry_in = ?delay, "delivery failed; will retry");
-                    handler.metrics.outcome(&self.source.labels, "retried");
-                    last_error = error;
-                    if !self.control.pause(delay).await {
+                    if !self.retry_after(delay, &error, attempt, &span).await {
                         return Finished::Interrupted;
                     }
+                    last_error = error;
                 }
             }
         }
         Finished::Interrupted
+    }
+
+    /// One delivery, holding a permit of the pipeline's concurrency.
+    async fn attempt(&self, event: &Event, attempt: &Attempt<'_>) -> Decision {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Decision::Retry(None, "worker shutting down".into());
+        };
+        let source = &self.source;
+        source.handler.handle(event, attempt, &source.labels).await
+    }
+
+    /// Waits before the next attempt; false when the reader must stop first.
+    async fn retry_after(
+        &self,
+        delay: Option<Duration>,
+        error: &str,
+        attempt: u32,
+        span: &tracing::Span,
+    ) -> bool {
+        // Without a policy, retry as a policy's default backoff would.
+        let delay =
+            delay.unwrap_or_else(|| backoff::delay(&Default::default(), attempt, fastrand::f64()));
+        tracing::warn!(parent: span, error = %error, retry_in = ?delay, "delivery failed; will retry");
+        let handler = &self.source.handler;
+        handler.metrics.outcome(&self.source.labels, "retried");
+        self.control.pause(delay).await
+    }
+
+    /// Why a record past `maxRecordAge` is given up, with the last delivery error.
+    fn too_old_error(&self, last_error: &str) -> String {
+        let max = self.source.spec.max_record_age.as_ref();
+        let error = format!(
+            "record older than maxRecordAge ({})",
+            max.map(|d| d.as_str()).unwrap_or_default()
+        );
+        match last_error.is_empty() {
+            true => error,
+            false => format!("{error}; last error: {last_error}"),
+        }
     }
 
     fn max_age(&self) -> Option<Duration> {
@@ -288,7 +298,7 @@ impl Reader {
     /// false when the reader must stop first.
     async fn send_until_sent(
         &self,
-        dlq: &crate::publish::Publisher,
+        dlq: &Publisher,
         event: &Event,
         group: &str,
         attributes: &[(&str, String)],

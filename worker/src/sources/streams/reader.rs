@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::StreamSource;
 use super::lease::{Checkpoint, Lease, LeaseError};
 use super::records;
+use crate::sources::lock;
 
 /// Wait after an empty `GetRecords`: about one call per shard per second when idle.
 const IDLE: Duration = Duration::from_secs(1);
@@ -46,7 +47,7 @@ impl Control {
     }
 
     pub fn hand_to(&self, to: String) {
-        *self.handoff.lock().unwrap() = Some(to);
+        *lock(&self.handoff) = Some(to);
         self.finish.cancel();
     }
 
@@ -282,7 +283,7 @@ impl Reader {
     async fn give_up(&self, ended: bool, at: Checkpoint) {
         let (at, to) = match ended {
             true => (Checkpoint::ShardEnd, None),
-            false => (at, self.control.handoff.lock().unwrap().clone()),
+            false => (at, lock(&self.control.handoff).clone()),
         };
         for attempt in 1..=3 {
             match self

@@ -1,0 +1,55 @@
+//! SQS clients per QueueBinding, built once, and publishers to a binding's queue.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use eventpipe_core::aws;
+use eventpipe_crds::{ObjectRef, Pipeline, QueueBinding};
+
+use crate::publish::Publisher;
+
+pub struct Clients<'a> {
+    secrets_dir: &'a Path,
+    sqs: BTreeMap<String, aws_sdk_sqs::Client>,
+}
+
+impl<'a> Clients<'a> {
+    pub fn new(secrets_dir: &'a Path) -> Self {
+        Self {
+            secrets_dir,
+            sqs: BTreeMap::new(),
+        }
+    }
+
+    /// The AWS configuration a binding describes (region, endpoint, credentials).
+    pub async fn config(&self, binding: &QueueBinding) -> anyhow::Result<aws_config::SdkConfig> {
+        Ok(aws::config_for(&binding.spec, self.secrets_dir).await?)
+    }
+
+    pub async fn sqs(&mut self, binding: &QueueBinding) -> anyhow::Result<aws_sdk_sqs::Client> {
+        let name = binding.metadata.name.clone().unwrap_or_default();
+        if let Some(c) = self.sqs.get(&name) {
+            return Ok(c.clone());
+        }
+        let client = aws_sdk_sqs::Client::new(&self.config(binding).await?);
+        self.sqs.insert(name, client.clone());
+        Ok(client)
+    }
+
+    /// A publisher to the queue of the binding `r` names.
+    pub async fn publisher(&mut self, p: &Pipeline, r: &ObjectRef) -> anyhow::Result<Publisher> {
+        let binding = p.binding(r);
+        let Some(queue) = &binding.spec.sqs else {
+            bail!(
+                "QueueBinding {:?} is not an SQS queue, so events cannot be sent to it",
+                r.name
+            );
+        };
+        let sqs = self.sqs(binding).await?;
+        let url = aws::queue_url(&sqs, queue)
+            .await
+            .with_context(|| format!("QueueBinding {:?}", r.name))?;
+        Ok(Publisher::new(sqs, url, queue.fifo))
+    }
+}

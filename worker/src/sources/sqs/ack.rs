@@ -1,0 +1,145 @@
+//! Acknowledgement and visibility: acknowledged messages deleted in batches, retries
+//! scheduled by changing a message's visibility, unfinished messages handed back at
+//! once, and heartbeats that keep slow deliveries invisible.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::SqsSource;
+use crate::backoff::visibility_seconds;
+use crate::sources::lock;
+
+/// How long a delete waits for company: a message's deletion only has to beat its
+/// visibility timeout, and fuller batches mean fewer requests.
+const DELETE_LINGER: Duration = Duration::from_millis(50);
+
+/// Deletes acknowledged messages (sent as receipt handles) in batches of up to ten,
+/// waiting at most `DELETE_LINGER` for a batch to fill.
+pub(super) fn spawn_acker(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+) -> (mpsc::UnboundedSender<String>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(DELETE_LINGER);
+            tokio::pin!(linger);
+            while batch.len() < 10 {
+                tokio::select! {
+                    next = rx.recv() => match next { Some(r) => batch.push(r), None => break },
+                    _ = &mut linger => break,
+                }
+            }
+            delete(&sqs, &url, &batch).await;
+        }
+    });
+    (tx, task)
+}
+
+/// One `DeleteMessageBatch`; failures are logged, as the messages come back anyway.
+async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, receipts: &[String]) {
+    let entries = receipts.iter().enumerate().map(|(i, r)| {
+        DeleteMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .receipt_handle(r)
+            .build()
+            .expect("id and receipt set")
+    });
+    let request = sqs
+        .delete_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries.collect()));
+    match request.send().await {
+        Ok(out) => {
+            for failed in out.failed() {
+                tracing::warn!(
+                    code = failed.code(),
+                    message = failed.message(),
+                    "delete failed; the message may be redelivered"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete failed; messages may be redelivered")
+        }
+    }
+}
+
+impl SqsSource {
+    pub(super) async fn set_visibility(&self, receipt: &str, seconds: i32) {
+        let change = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds);
+        if let Err(e) = change.send().await {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not change visibility");
+        }
+    }
+
+    /// Makes messages visible again at once (handing them back).
+    pub(super) async fn make_visible(&self, receipts: Vec<String>) {
+        self.change_visibility(&receipts, 0).await;
+    }
+
+    async fn change_visibility(&self, receipts: &[String], seconds: i32) {
+        for chunk in receipts.chunks(10) {
+            let entries = chunk.iter().enumerate().map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .visibility_timeout(seconds)
+                    .build()
+                    .expect("id and receipt set")
+            });
+            let change = self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries.collect()));
+            if let Err(e) = change.send().await {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not change visibility");
+            }
+        }
+    }
+
+    /// Extends the visibility of messages still being worked on, before it runs out.
+    pub(super) async fn heartbeat(self: Arc<Self>, done: CancellationToken) {
+        if !self.queue.heartbeat {
+            return;
+        }
+        let visibility = self.visibility();
+        let tick = (visibility / 3).max(Duration::from_millis(500));
+        loop {
+            tokio::select! { _ = tokio::time::sleep(tick) => {}, _ = done.cancelled() => return }
+            let due = self.due_for_heartbeat(visibility / 2);
+            if !due.is_empty() {
+                tracing::debug!(count = due.len(), "extending visibility of slow deliveries");
+                self.change_visibility(&due, visibility_seconds(visibility))
+                    .await;
+            }
+        }
+    }
+
+    /// Messages last made invisible at least `after` ago, marked as extended now.
+    fn due_for_heartbeat(&self, after: Duration) -> Vec<String> {
+        let mut inflight = lock(&self.inflight);
+        let now = Instant::now();
+        inflight
+            .iter_mut()
+            .filter(|(_, at)| now.duration_since(**at) >= after)
+            .map(|(r, at)| {
+                *at = now;
+                r.clone()
+            })
+            .collect()
+    }
+}

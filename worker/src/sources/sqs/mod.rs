@@ -1,0 +1,225 @@
+//! The SQS source: long polling with backpressure (never more messages received than
+//! there is capacity to start), per-message acknowledgement in batched deletes,
+//! retries scheduled through the visibility timeout, dead-lettering with the reason
+//! attached, heartbeats for slow deliveries, in-order delivery per FIFO message
+//! group, and a graceful shutdown that hands unfinished messages back at once.
+
+mod ack;
+mod dead_letter;
+mod poll;
+mod process;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
+use cloudevents::Event;
+use eventpipe_core::aws;
+use eventpipe_core::envelope::{self, attribute};
+use eventpipe_crds::{DeadLetterPolicySpec, Ordering, SqsQueue};
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Binding, Kind, Source};
+use crate::clients::Clients;
+use crate::dlq::dead_letter_queue;
+use crate::handler::Handler;
+use crate::metrics::Source as Labels;
+
+/// Everything an SQS source is built from.
+pub struct SqsConfig {
+    pub labels: Labels,
+    pub sqs: aws_sdk_sqs::Client,
+    pub url: String,
+    pub queue: SqsQueue,
+    pub policy: Option<DeadLetterPolicySpec>,
+    pub dlq_url: Option<String>,
+    /// Deliver each FIFO message group in order, one message at a time.
+    pub ordered: bool,
+    pub handler: Arc<Handler>,
+    /// The pipeline's delivery concurrency, which sets the number of receive loops.
+    pub concurrency: usize,
+}
+
+impl SqsConfig {
+    /// The queue's URL and its dead-letter queue, looked up.
+    pub async fn resolve(
+        source: Binding<'_>,
+        queue: &SqsQueue,
+        clients: &mut Clients<'_>,
+    ) -> anyhow::Result<Self> {
+        let sqs = clients.sqs(source.binding).await?;
+        let url = aws::queue_url(&sqs, queue).await?;
+        let policy = source.pipeline.policy_of(source.binding);
+        let dlq_url = match policy {
+            Some(policy) => Some(dead_letter_queue(&sqs, &url, queue, policy).await?),
+            None => None,
+        };
+        let ordering = source.pipeline.pipeline.spec.delivery.ordering;
+        Ok(Self {
+            labels: source.labels,
+            sqs,
+            url,
+            queue: queue.clone(),
+            policy: policy.map(|p| p.spec.clone()),
+            dlq_url,
+            ordered: queue.fifo && ordering == Ordering::PerGroup,
+            handler: source.handler,
+            concurrency: source.concurrency,
+        })
+    }
+
+    pub fn build(self) -> SqsSource {
+        let pollers = poll::pollers(self.concurrency, self.queue.batch_size.max(1) as usize);
+        SqsSource {
+            labels: self.labels,
+            sqs: self.sqs,
+            url: self.url,
+            queue: self.queue,
+            policy: self.policy,
+            dlq_url: self.dlq_url,
+            ordered: self.ordered,
+            handler: self.handler,
+            pollers,
+            inflight: Mutex::default(),
+            lanes: Mutex::default(),
+        }
+    }
+}
+
+pub struct SqsSource {
+    labels: Labels,
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    queue: SqsQueue,
+    policy: Option<DeadLetterPolicySpec>,
+    dlq_url: Option<String>,
+    ordered: bool,
+    handler: Arc<Handler>,
+    /// Receive loops: fixed from the pipeline's concurrency, not from what the shared
+    /// semaphore happens to hold when the source starts.
+    pollers: usize,
+    /// Receipt handles of messages being worked on, with when they were last made invisible.
+    inflight: Mutex<HashMap<String, Instant>>,
+    /// One lock per FIFO message group, so a group's messages never overlap.
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Source for SqsSource {
+    fn run(
+        self: Arc<Self>,
+        permits: Arc<Semaphore>,
+        stop: CancellationToken,
+        grace: Duration,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(self.consume(permits, stop, grace))
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Queue
+    }
+
+    fn describe(&self) -> &str {
+        &self.url
+    }
+}
+
+impl SqsSource {
+    fn queue_name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or(&self.url)
+    }
+
+    fn visibility(&self) -> Duration {
+        self.queue.visibility_timeout.as_std()
+    }
+
+    /// Consumes until `stop`, then lets in-flight deliveries finish within `grace`
+    /// and hands back whatever is left.
+    async fn consume(
+        self: Arc<Self>,
+        permits: Arc<Semaphore>,
+        stop: CancellationToken,
+        grace: Duration,
+    ) {
+        let (acks, acker) = ack::spawn_acker(self.sqs.clone(), self.url.clone());
+        let release = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let heartbeat = tokio::spawn(self.clone().heartbeat(release.clone()));
+        let depth = tokio::spawn(self.clone().report_depth(release.clone()));
+        let batch = self.queue.batch_size.max(1) as usize;
+        futures::future::join_all(
+            (0..self.pollers).map(|_| self.poll(&permits, batch, &stop, &tasks, &acks, &release)),
+        )
+        .await;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::info!(
+                queue = self.queue_name(),
+                "grace period over; releasing unfinished messages"
+            );
+            release.cancel();
+            tasks.wait().await;
+        }
+        release.cancel();
+        drop(acks);
+        let _ = acker.await;
+        let _ = heartbeat.await;
+        let _ = depth.await;
+    }
+
+    /// Keeps `eventpipe_queue_depth` and `eventpipe_dlq_depth` current (visible plus in
+    /// flight), every 15 seconds.
+    async fn report_depth(self: Arc<Self>, done: CancellationToken) {
+        let metrics = &self.handler.metrics;
+        loop {
+            if let Some(n) = queue_depth(&self.sqs, &self.url).await {
+                metrics.queue_depth.get_or_create(&self.labels).set(n);
+            }
+            if let Some(dlq) = &self.dlq_url
+                && let Some(n) = queue_depth(&self.sqs, dlq).await
+            {
+                metrics.dlq_depth.get_or_create(&self.labels).set(n);
+            }
+            tokio::select! { _ = tokio::time::sleep(Duration::from_secs(15)) => {}, _ = done.cancelled() => return }
+        }
+    }
+}
+
+/// Approximate messages visible and in flight.
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<i64> {
+    eventpipe_core::provision::queue_depth(sqs, url).await.ok()
+}
+
+fn system_attribute(message: &Message, name: SysAttr) -> Option<String> {
+    message
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&name))
+        .cloned()
+}
+
+/// The producer's trace context: message attributes first, then the CloudEvent's own
+/// extensions.
+fn trace_of(message: &Message) -> Vec<(String, String)> {
+    let attrs = message.message_attributes.as_ref();
+    let from_attrs: Vec<(String, String)> = [attribute::TRACEPARENT, attribute::TRACESTATE]
+        .into_iter()
+        .filter_map(|k| {
+            attrs
+                .and_then(|a| a.get(k))
+                .and_then(|v| v.string_value.clone())
+                .map(|v| (k.to_string(), v))
+        })
+        .collect();
+    let body = message.body.as_deref().unwrap_or_default();
+    // Only a structured CloudEvent carries its trace in the body; parse nothing else.
+    if !from_attrs.is_empty() || !body.contains("\"specversion\"") {
+        return from_attrs;
+    }
+    serde_json::from_str::<Event>(body)
+        .map(|e| envelope::trace_context(&e))
+        .unwrap_or_default()
+}

@@ -1,0 +1,230 @@
+//! Receiving: receive loops that reserve capacity before they long-poll, and the
+//! dispatch of what arrives, one task per message or, for ordered FIFO queues, one
+//! per message group taking its turn on the group's lane.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
+use opentelemetry::trace::TraceContextExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{SqsSource, system_attribute, trace_of};
+use crate::backoff::visibility_seconds;
+use crate::sources::lock;
+
+/// Beyond this, more long polls only add empty receives.
+const MAX_POLLERS: usize = 10;
+
+/// Messages started together, with the capacity they hold.
+type Work = (Vec<Message>, Vec<OwnedSemaphorePermit>);
+
+/// Receive loops per queue: enough long polls in flight to fill the pipeline's
+/// concurrency, since one receive round trip would otherwise cap throughput at
+/// `batch` messages per round trip.
+pub(super) fn pollers(concurrency: usize, batch: usize) -> usize {
+    concurrency.div_ceil(batch.max(1)).clamp(1, MAX_POLLERS)
+}
+
+/// Waits for capacity for at least one message, then takes what more is free, up to
+/// `batch`; `None` once `stop` is cancelled.
+async fn reserve(
+    permits: &Arc<Semaphore>,
+    batch: usize,
+    stop: &CancellationToken,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let first = tokio::select! {
+        p = permits.clone().acquire_owned() => p.ok()?,
+        _ = stop.cancelled() => return None,
+    };
+    let mut held = vec![first];
+    while held.len() < batch {
+        match permits.clone().try_acquire_owned() {
+            Ok(p) => held.push(p),
+            Err(_) => break,
+        }
+    }
+    Some(held)
+}
+
+/// Messages of the same FIFO group together, in the order received.
+fn by_group(messages: Vec<Message>, held: Vec<OwnedSemaphorePermit>) -> Vec<Work> {
+    let mut groups: Vec<(String, Work)> = vec![];
+    for (m, p) in messages.into_iter().zip(held) {
+        let g = system_attribute(&m, SysAttr::MessageGroupId).unwrap_or_default();
+        match groups.iter_mut().find(|(k, _)| *k == g) {
+            Some((_, (ms, ps))) => {
+                ms.push(m);
+                ps.push(p);
+            }
+            None => groups.push((g, (vec![m], vec![p]))),
+        }
+    }
+    groups.into_iter().map(|(_, work)| work).collect()
+}
+
+impl SqsSource {
+    /// One receive loop: reserves capacity, long-polls for at most that many messages
+    /// and starts them, until `stop`.
+    pub(super) async fn poll(
+        self: &Arc<Self>,
+        permits: &Arc<Semaphore>,
+        batch: usize,
+        stop: &CancellationToken,
+        tasks: &TaskTracker,
+        acks: &mpsc::UnboundedSender<String>,
+        release: &CancellationToken,
+    ) {
+        while let Some(held) = reserve(permits, batch, stop).await {
+            let Some(messages) = self.receive(held.len(), stop).await else {
+                continue;
+            };
+            if stop.is_cancelled() {
+                // Received while shutting down: give them back rather than start them.
+                self.make_visible(
+                    messages
+                        .iter()
+                        .filter_map(|m| m.receipt_handle.clone())
+                        .collect(),
+                )
+                .await;
+                break;
+            }
+            self.dispatch(messages, held, tasks, acks, release);
+        }
+    }
+
+    /// One long-poll receive for at most `max` messages; `None` after an error (logged,
+    /// with a pause so an unreachable queue is not hammered).
+    async fn receive(&self, max: usize, stop: &CancellationToken) -> Option<Vec<Message>> {
+        let request = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max as i32)
+            .wait_time_seconds(self.queue.wait_time.as_std().as_secs().min(20) as i32)
+            .visibility_timeout(visibility_seconds(self.visibility()))
+            // Only what the worker reads: every attribute is parsed on each receive.
+            .message_system_attribute_names(SysAttr::ApproximateReceiveCount)
+            .message_system_attribute_names(SysAttr::MessageGroupId)
+            .message_attribute_names("All")
+            .send();
+        let queue = self.queue_name();
+        let span = tracing::info_span!(
+            "receive",
+            otel.name = format!("receive {queue}"),
+            otel.kind = "consumer",
+            messaging.system = "aws_sqs",
+            messaging.operation.type = "receive",
+            messaging.destination.name = queue,
+            messaging.batch.message_count = Empty,
+        );
+        match request.instrument(span.clone()).await {
+            Ok(out) => {
+                let messages = out.messages.unwrap_or_default();
+                link_traces(&span, &messages);
+                Some(messages)
+            }
+            Err(e) => {
+                tracing::error!(queue = self.queue_name(), error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.cancelled() => {} }
+                None
+            }
+        }
+    }
+
+    /// Starts the received messages, each holding one of the reserved permits.
+    fn dispatch(
+        self: &Arc<Self>,
+        messages: Vec<Message>,
+        mut held: Vec<OwnedSemaphorePermit>,
+        tasks: &TaskTracker,
+        acks: &mpsc::UnboundedSender<String>,
+        release: &CancellationToken,
+    ) {
+        held.truncate(messages.len()); // unused capacity goes back at once
+        {
+            let mut inflight = lock(&self.inflight);
+            for r in messages.iter().filter_map(|m| m.receipt_handle.as_ref()) {
+                inflight.insert(r.clone(), Instant::now());
+            }
+        }
+        let work = match self.ordered {
+            true => by_group(messages, held),
+            false => messages
+                .into_iter()
+                .zip(held)
+                .map(|(m, p)| (vec![m], vec![p]))
+                .collect(),
+        };
+        for (batch, permits) in work {
+            let (me, acks, release) = (self.clone(), acks.clone(), release.clone());
+            // Boxed: spawning moves the future, and unboxed it is several KiB.
+            tasks.spawn(Box::pin(async move {
+                me.process_in_order(batch, &acks, &release).await;
+                drop(permits);
+            }));
+        }
+    }
+
+    /// Messages of one group (or a single message), one at a time; after a message is
+    /// not finished, the group's later messages are handed back so order holds.
+    async fn process_in_order(
+        &self,
+        batch: Vec<Message>,
+        acks: &mpsc::UnboundedSender<String>,
+        release: &CancellationToken,
+    ) {
+        let group = batch
+            .first()
+            .and_then(|m| system_attribute(m, SysAttr::MessageGroupId));
+        let lane = group.map(|g| lock(&self.lanes).entry(g).or_default().clone());
+        let _turn = match &lane {
+            Some(lane) => Some(lane.lock().await),
+            None => None,
+        };
+        let mut rest = batch.into_iter();
+        while let Some(message) = rest.next() {
+            if !self.process(message, acks, release).await {
+                let receipts = rest.by_ref().filter_map(|m| m.receipt_handle).collect();
+                self.make_visible(receipts).await;
+            }
+        }
+    }
+}
+
+/// The receive span links to the trace of every message it brought.
+fn link_traces(span: &tracing::Span, messages: &[Message]) {
+    span.record("messaging.batch.message_count", messages.len());
+    for m in messages {
+        let trace = trace_of(m);
+        let cx = eventpipe_core::telemetry::context_of(
+            trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        span.add_link(cx.span().span_context().clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pollers;
+
+    #[test]
+    fn enough_receive_loops_to_fill_the_concurrency() {
+        assert_eq!(pollers(16, 10), 2);
+        assert_eq!(pollers(40, 10), 4);
+        assert_eq!(pollers(1, 10), 1);
+        assert_eq!(pollers(5, 1), 5);
+    }
+
+    #[test]
+    fn receive_loops_are_bounded() {
+        assert_eq!(pollers(1000, 1), 10);
+        assert_eq!(pollers(0, 10), 1);
+        assert_eq!(pollers(8, 0), 8);
+    }
+}

@@ -1,0 +1,136 @@
+//! One message through the pipeline: decoded into an event, handled under a consumer
+//! span that continues the producer's trace, and the decision carried out
+//! (acknowledged, scheduled for a retry, or dead-lettered).
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
+use cloudevents::{AttributesReader, Event};
+use eventpipe_core::envelope::{self, Decoded, NewEvent};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{SqsSource, system_attribute, trace_of};
+use crate::backoff::visibility_seconds;
+use crate::handler::{Attempt, Decision};
+use crate::processor::Failure;
+use crate::sources::lock;
+
+impl SqsSource {
+    /// Handles one message; true when it is finished (acknowledged or dead-lettered).
+    pub(super) async fn process(
+        &self,
+        message: Message,
+        acks: &mpsc::UnboundedSender<String>,
+        release: &CancellationToken,
+    ) -> bool {
+        let receipt = message.receipt_handle.clone().unwrap_or_default();
+        let decoded = self.decode(&message);
+        let span = self.span(&message, &decoded);
+        let decided = tokio::select! {
+            d = self.decide(&message, decoded).instrument(span.clone()) => Some(d),
+            _ = release.cancelled() => None,
+        };
+        lock(&self.inflight).remove(&receipt);
+        let Some((event, decision)) = decided else {
+            self.make_visible(vec![receipt]).await;
+            return false;
+        };
+        let _enter = span.enter();
+        // Every line about an event names it, its correlation id and its trace.
+        let correlation_id = envelope::correlation_id(&event).unwrap_or_default();
+        let event_id = event.id().to_string();
+        let trace_id = eventpipe_core::telemetry::trace_id(&span);
+        match decision {
+            Decision::Ack(outcome) => {
+                tracing::info!(outcome, %correlation_id, %event_id, %trace_id, "acknowledged");
+                self.handler.metrics.outcome(&self.labels, outcome);
+                let _ = acks.send(receipt);
+                true
+            }
+            Decision::Retry(delay, error) => {
+                tracing::warn!(error = %error, retry_in = ?delay, %correlation_id, %event_id, %trace_id, "delivery failed; will retry");
+                self.handler.metrics.outcome(&self.labels, "retried");
+                if let Some(delay) = delay {
+                    self.set_visibility(&receipt, visibility_seconds(delay))
+                        .await;
+                }
+                false
+            }
+            Decision::DeadLetter(error) => self.dead_letter(&message, &event, &error, acks).await,
+        }
+    }
+
+    fn decode(&self, message: &Message) -> Decoded {
+        let id = message.message_id.as_deref().unwrap_or_default();
+        let body = message.body.as_deref().unwrap_or_default();
+        envelope::decode(body, id, &self.event_source())
+    }
+
+    fn event_source(&self) -> String {
+        format!("/eventpipe/{}/{}", self.labels.pipeline, self.labels.source)
+    }
+
+    /// Runs the decoded message through the pipeline.
+    async fn decide(&self, message: &Message, decoded: Decoded) -> (Event, Decision) {
+        let receive_count = system_attribute(message, SysAttr::ApproximateReceiveCount)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let group = system_attribute(message, SysAttr::MessageGroupId);
+        let attempt = Attempt {
+            receive_count,
+            group: group.as_deref(),
+            policy: self.policy.as_ref(),
+        };
+        self.handler
+            .metrics
+            .received
+            .get_or_create(&self.labels)
+            .inc();
+        match decoded {
+            Decoded::Event(event) | Decoded::Wrapped(event) => {
+                let decision = self.handler.handle(&event, &attempt, &self.labels).await;
+                (*event, decision)
+            }
+            Decoded::Undecodable(why) => {
+                let raw = envelope::build(NewEvent {
+                    id: message.message_id.clone().unwrap_or_default(),
+                    source: self.event_source(),
+                    event_type: "eventpipe.undecodable".into(),
+                    data: serde_json::Value::String(message.body.clone().unwrap_or_default()),
+                    ..Default::default()
+                });
+                let decision = self.handler.judge(Failure::invalid(why), &attempt);
+                (raw, decision)
+            }
+        }
+    }
+
+    /// A consumer span continuing the producer's trace (message attributes first, then
+    /// the CloudEvent's own extensions), named after the event from the start: fields
+    /// recorded later cost the JSON log layer a re-serialization each.
+    fn span(&self, message: &Message, decoded: &Decoded) -> tracing::Span {
+        let event = match decoded {
+            Decoded::Event(e) | Decoded::Wrapped(e) => Some(e),
+            Decoded::Undecodable(_) => None,
+        };
+        let queue = self.queue_name();
+        let span = tracing::info_span!(
+            "process",
+            otel.name = format!("process {queue}"),
+            otel.kind = "consumer",
+            messaging.system = "aws_sqs",
+            messaging.operation.type = "process",
+            messaging.destination.name = queue,
+            messaging.message.id = message.message_id.as_deref().unwrap_or_default(),
+            pipeline = %self.labels.pipeline,
+            correlation.id = event.and_then(|e| envelope::correlation_id(e)),
+            event.id = event.map(|e| e.id()),
+        );
+        let trace = trace_of(message);
+        eventpipe_core::telemetry::continue_trace(
+            &span,
+            trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        span
+    }
+}
