@@ -1,16 +1,26 @@
-//! What the ingress, the worker and the operator share: the CloudEvent envelope,
-//! telemetry (JSON logs, OpenTelemetry traces, W3C propagation), the ops endpoints
-//! (`/metrics`, `/healthz`, `/readyz`), AWS client set-up and the layout of the
-//! stream checkpoint table, and moto's server for local mode.
+//! What the ingress, the worker and the operator share: the CloudEvent envelope and
+//! its SQS and DynamoDB forms, telemetry (JSON logs, OpenTelemetry traces, W3C
+//! propagation), the ops endpoints (`/metrics`, `/healthz`, `/readyz`), AWS client
+//! set-up, what a QueueBinding resolves to and provisions, the layout of the stream
+//! checkpoint table, and moto's server for local mode.
+//!
+//! Each module is one concern, used by its path (`eventpipe_core::telemetry::init`).
 
-pub mod aws;
-pub mod checkpoints;
+// Events as they travel: the envelope, as an SQS message, as a DynamoDB item.
 pub mod envelope;
 pub mod item;
-pub mod local_aws;
-pub mod log_writer;
-pub mod ops;
+pub mod sqs_message;
+
+// AWS: clients, what a QueueBinding resolves to and creates, stream checkpoints.
+pub mod aws;
+pub mod checkpoints;
 pub mod provision;
 pub mod resolve;
-pub mod sqs_message;
+
+// Running a component: logs and traces, the ops endpoints.
+pub mod log_writer;
+pub mod ops;
 pub mod telemetry;
+
+// Local mode and tests: moto's server.
+pub mod local_aws;
