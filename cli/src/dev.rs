@@ -113,36 +113,15 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
     let mut registry = Registry::default();
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut webhooks = vec![];
-    let file = dev.files[0].display().to_string();
-    if manifest.pipelines.iter().any(|p| p.spec.ingress.is_some()) {
-        let config = IngressConfig::from_manifest(&manifest, &file)?;
-        let settings = eventpipe_ingress::Settings {
-            secrets_dir: secrets_dir.clone(),
-            ..Default::default()
-        };
-        let listener = tokio::net::TcpListener::bind(dev.listen)
-            .await
-            .with_context(|| format!("listen on {}", dev.listen))?;
-        let addr = listener.local_addr()?;
-        for w in &config.webhooks {
-            webhooks.push((
-                w.pipeline.clone(),
-                w.spec.name.clone(),
-                format!("http://{addr}{}", w.spec.path),
-            ));
+    let webhooks = match manifest.pipelines.iter().any(|p| p.spec.ingress.is_some()) {
+        true => {
+            let (webhooks, serve) =
+                serve_ingress(dev, &manifest, &secrets_dir, &mut registry, stop.clone()).await?;
+            tasks.spawn(serve);
+            webhooks
         }
-        let ingress = Ingress::new(config, settings, &mut registry).await?;
-        let stopped = stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = ingress
-                .serve(listener, async move { stopped.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "ingress stopped");
-            }
-        });
-    }
+        false => vec![],
+    };
     let metrics = Metrics::register(&mut registry);
     let options = Options {
         secrets_dir: secrets_dir.clone(),
@@ -151,27 +130,67 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
         streams: Default::default(),
     };
     let worker = Worker::build(&pipelines, &options, &metrics).await?;
-    let worker_stop = stop.clone();
-    tasks.spawn(async move { worker.run(worker_stop).await });
-
-    let ready = ops::Ready::default();
-    ready.set(true);
-    let ops_listener = tokio::net::TcpListener::bind(dev.ops_listen)
-        .await
-        .with_context(|| format!("listen on {}", dev.ops_listen))?;
-    let ops_stop = stop.clone();
-    tasks.spawn(async move {
-        let _ = ops::serve(ops_listener, Arc::new(registry), ready, async move {
-            ops_stop.cancelled().await
-        })
-        .await;
-    });
+    tasks.spawn(worker.run(stop.clone()));
+    tasks.spawn(serve_ops(dev, registry, stop.clone()).await?);
     Ok(Running {
         webhooks,
         secrets_dir,
         manifest,
         stop,
         tasks,
+    })
+}
+
+/// The manifest's webhooks on one listener, until `stop`: where each one is, and
+/// the server.
+async fn serve_ingress(
+    dev: &Dev,
+    manifest: &Manifest,
+    secrets_dir: &Path,
+    registry: &mut Registry,
+    stop: CancellationToken,
+) -> anyhow::Result<(
+    Vec<(String, String, String)>,
+    impl Future<Output = ()> + use<>,
+)> {
+    let file = dev.files[0].display().to_string();
+    let config = IngressConfig::from_manifest(manifest, &file)?;
+    let settings = eventpipe_ingress::Settings {
+        secrets_dir: secrets_dir.to_path_buf(),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind(dev.listen)
+        .await
+        .with_context(|| format!("listen on {}", dev.listen))?;
+    let addr = listener.local_addr()?;
+    let webhooks = (config.webhooks.iter())
+        .map(|w| {
+            let url = format!("http://{addr}{}", w.spec.path);
+            (w.pipeline.clone(), w.spec.name.clone(), url)
+        })
+        .collect();
+    let ingress = Ingress::new(config, settings, registry).await?;
+    let serve = async move {
+        if let Err(e) = ingress.serve(listener, stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "ingress stopped");
+        }
+    };
+    Ok((webhooks, serve))
+}
+
+/// `/metrics`, `/healthz` and `/readyz` for everything running, until `stop`.
+async fn serve_ops(
+    dev: &Dev,
+    registry: Registry,
+    stop: CancellationToken,
+) -> anyhow::Result<impl Future<Output = ()> + use<>> {
+    let ready = ops::Ready::default();
+    ready.set(true);
+    let listener = tokio::net::TcpListener::bind(dev.ops_listen)
+        .await
+        .with_context(|| format!("listen on {}", dev.ops_listen))?;
+    Ok(async move {
+        let _ = ops::serve(listener, Arc::new(registry), ready, stop.cancelled_owned()).await;
     })
 }
 
@@ -205,7 +224,7 @@ async fn provision_all(manifest: &Manifest) -> anyhow::Result<()> {
         }
         if let Some(s) = b.spec.dynamodb_stream.as_ref().filter(|s| s.create) {
             let table = s.table_name.clone().unwrap_or_default();
-            provision::ensure_table(&ddb, &table, "id", true)
+            provision::ensure_stream_table(&ddb, &table)
                 .await
                 .with_context(|| format!("QueueBinding {name:?}"))?;
             let dlq = match policy {
@@ -226,9 +245,10 @@ fn generate_missing_secrets(manifest: &Manifest, dir: &Path) -> anyhow::Result<(
     for p in &manifest.pipelines {
         for hook in p.spec.ingress.iter().flat_map(|i| &i.webhooks) {
             let r = &hook.signature.secret_ref;
-            let file = dir.join(&r.name).join(&r.key);
+            let secret_dir = dir.join(&r.name);
+            let file = secret_dir.join(&r.key);
             if !file.exists() {
-                std::fs::create_dir_all(file.parent().unwrap())?;
+                std::fs::create_dir_all(&secret_dir)?;
                 let secret = format!(
                     "{}{}",
                     uuid::Uuid::new_v4().simple(),

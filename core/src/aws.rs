@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
-use eventpipe_crds::{QueueBindingSpec, SqsQueue};
+use eventpipe_crds::QueueBindingSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
@@ -16,8 +16,15 @@ pub enum AwsError {
         file: String,
         source: std::io::Error,
     },
-    #[error("queue {name:?}: {message}")]
-    Queue { name: String, message: String },
+}
+
+/// The keys of a binding's credentials Secret, as files of the mounted Secret or as
+/// the Secret's data; the session token is optional.
+pub mod secret_keys {
+    pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+    pub const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+    pub const SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+    pub const REQUIRED: [&str; 2] = [ACCESS_KEY_ID, SECRET_ACCESS_KEY];
 }
 
 /// SDK configuration for one binding. Static credentials come from the files of the
@@ -59,34 +66,13 @@ fn static_credentials(
                 source,
             })
     };
-    let token = read("AWS_SESSION_TOKEN").ok();
+    let token = read(secret_keys::SESSION_TOKEN).ok();
     let creds = Credentials::new(
-        read("AWS_ACCESS_KEY_ID")?,
-        read("AWS_SECRET_ACCESS_KEY")?,
+        read(secret_keys::ACCESS_KEY_ID)?,
+        read(secret_keys::SECRET_ACCESS_KEY)?,
         token,
         None,
         "secret",
     );
     Ok(SharedCredentialsProvider::new(creds))
-}
-
-/// The URL of a binding's queue: as given, or looked up by name.
-pub async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &SqsQueue) -> Result<String, AwsError> {
-    if let Some(url) = &queue.queue_url {
-        return Ok(url.clone());
-    }
-    let name = queue.queue_name.clone().unwrap_or_default();
-    let out = sqs
-        .get_queue_url()
-        .queue_name(&name)
-        .send()
-        .await
-        .map_err(|e| AwsError::Queue {
-            name: name.clone(),
-            message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-        })?;
-    out.queue_url.ok_or_else(|| AwsError::Queue {
-        name,
-        message: "no URL returned".into(),
-    })
 }

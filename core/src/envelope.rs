@@ -9,8 +9,6 @@ pub const CORRELATION_ID: &str = "correlationid";
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
-pub use crate::sqs_message::attribute;
-
 /// What a new event is made of.
 #[derive(Clone, Debug, Default)]
 pub struct NewEvent {

@@ -72,7 +72,21 @@ where
     move |e| ProvisionError {
         what,
         kind: FailureKind::of(&e),
-        message: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+        message: describe(&e),
+    }
+}
+
+/// What AWS answered (its code and message), or, without an answer, the whole
+/// chain of causes: a person reads this in a condition or a log line.
+pub fn describe<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
     }
 }
 
@@ -276,7 +290,7 @@ pub async fn latest_stream(
 
 /// Creates an on-demand table keyed by string `key` when missing, with a stream of new
 /// and old images when `stream` is set; returns the stream ARN when there is one.
-pub async fn ensure_table(
+async fn ensure_table(
     ddb: &aws_sdk_dynamodb::Client,
     name: &str,
     key: &str,

@@ -65,10 +65,16 @@ pub async fn queue_url(
     sqs: &aws_sdk_sqs::Client,
     queue: &SqsQueue,
 ) -> Result<String, ProvisionError> {
-    match &queue.queue_url {
-        Some(url) => Ok(url.clone()),
-        None => provision::url_of(sqs, &queue_name(queue)).await,
-    }
+    let Some(url) = &queue.queue_url else {
+        let name = queue_name(queue);
+        return provision::url_of(sqs, &name)
+            .await
+            .map_err(|e| ProvisionError {
+                what: format!("queue {name:?}"),
+                ..e
+            });
+    };
+    Ok(url.clone())
 }
 
 /// The name of the queue a queue's redrive policy sends to, if it has one.

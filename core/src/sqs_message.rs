@@ -22,10 +22,14 @@ pub mod attribute {
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";
     pub const CORRELATION_ID: &str = "correlation-id";
-    /// Why a message was dead-lettered, after how many receives, and from where.
+    /// Why a message was dead-lettered, after how many receives (or attempts)...
     pub const ERROR: &str = "eventpipe-error";
     pub const RECEIVE_COUNT: &str = "eventpipe-receive-count";
+    /// ...and where it was read: a queue, or a stream's shard and sequence number.
     pub const SOURCE_QUEUE: &str = "eventpipe-source-queue";
+    pub const SOURCE_STREAM: &str = "eventpipe-source-stream";
+    pub const SHARD: &str = "eventpipe-shard-id";
+    pub const SEQUENCE_NUMBER: &str = "eventpipe-sequence-number";
 }
 
 /// SQS accepts at most ten attributes on a message.
@@ -35,11 +39,14 @@ pub const MAX_BYTES: usize = 1 << 20;
 /// How much of an error a dead-lettered message keeps.
 const MAX_ERROR_CHARS: usize = 1024;
 
-/// The reasons a dead-lettered message carries.
-const REASONS: [&str; 3] = [
+/// The attributes that say why a message was dead-lettered.
+const REASONS: [&str; 6] = [
     attribute::ERROR,
     attribute::RECEIVE_COUNT,
     attribute::SOURCE_QUEUE,
+    attribute::SOURCE_STREAM,
+    attribute::SHARD,
+    attribute::SEQUENCE_NUMBER,
 ];
 
 /// A message on its way to a queue.
@@ -52,12 +59,25 @@ pub struct Outgoing {
 }
 
 /// Why a message was dead-lettered.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetterReasons {
     pub error: String,
+    /// Receives of a queue's message; attempts at a stream record (0 for the records
+    /// of a failed range after the first).
     pub receive_count: u32,
-    /// The queue it came from (its URL), or the stream.
-    pub source: String,
+    pub origin: Origin,
+}
+
+/// Where a dead-lettered message was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A queue, by URL.
+    Queue(String),
+    StreamRecord {
+        stream_arn: String,
+        shard: String,
+        sequence_number: String,
+    },
 }
 
 impl Outgoing {
@@ -119,22 +139,19 @@ impl Outgoing {
     /// in the body).
     pub fn with_reasons(mut self, reasons: &DeadLetterReasons) -> Self {
         self = self.without_reasons();
-        let error: String = reasons.error.chars().take(MAX_ERROR_CHARS).collect();
-        let mut room = MAX_ATTRIBUTES - REASONS.len();
+        let added = reasons.attributes();
+        let mut room = MAX_ATTRIBUTES - added.len();
         self.attributes.retain(|_, _| {
             let keep = room > 0;
             room = room.saturating_sub(1);
             keep
         });
-        for (k, v) in [
-            (attribute::ERROR, error),
-            (attribute::RECEIVE_COUNT, reasons.receive_count.to_string()),
-            (attribute::SOURCE_QUEUE, reasons.source.clone()),
-        ] {
-            if !v.is_empty() {
-                self.attributes.insert(k.into(), v);
-            }
-        }
+        self.attributes.extend(
+            added
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v)),
+        );
         self
     }
 
@@ -248,19 +265,44 @@ fn system_attribute(message: &Message, name: MessageSystemAttributeName) -> Opti
 }
 
 impl DeadLetterReasons {
+    fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            (
+                attribute::ERROR,
+                self.error.chars().take(MAX_ERROR_CHARS).collect(),
+            ),
+            (attribute::RECEIVE_COUNT, self.receive_count.to_string()),
+        ];
+        match &self.origin {
+            Origin::Queue(url) => out.push((attribute::SOURCE_QUEUE, url.clone())),
+            Origin::StreamRecord {
+                stream_arn,
+                shard,
+                sequence_number,
+            } => out.extend([
+                (attribute::SOURCE_STREAM, stream_arn.clone()),
+                (attribute::SHARD, shard.clone()),
+                (attribute::SEQUENCE_NUMBER, sequence_number.clone()),
+            ]),
+        }
+        out
+    }
+
     /// The reasons a dead-lettered message carries, from its attributes.
     pub fn read(attributes: &HashMap<String, String>) -> Option<Self> {
-        let error = attributes.get(attribute::ERROR)?.clone();
+        let get = |k: &str| attributes.get(k).cloned().unwrap_or_default();
+        let origin = match attributes.get(attribute::SOURCE_STREAM) {
+            Some(stream) => Origin::StreamRecord {
+                stream_arn: stream.clone(),
+                shard: get(attribute::SHARD),
+                sequence_number: get(attribute::SEQUENCE_NUMBER),
+            },
+            None => Origin::Queue(get(attribute::SOURCE_QUEUE)),
+        };
         Some(Self {
-            error,
-            receive_count: attributes
-                .get(attribute::RECEIVE_COUNT)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0),
-            source: attributes
-                .get(attribute::SOURCE_QUEUE)
-                .cloned()
-                .unwrap_or_default(),
+            error: attributes.get(attribute::ERROR)?.clone(),
+            receive_count: get(attribute::RECEIVE_COUNT).parse().unwrap_or(0),
+            origin,
         })
     }
 }
@@ -406,7 +448,7 @@ mod tests {
         let reasons = DeadLetterReasons {
             error: "e".repeat(5000),
             receive_count: 3,
-            source: "http://q/orders".into(),
+            origin: Origin::Queue("http://q/orders".into()),
         };
         let out = Outgoing::forward(&received("raw", &attrs, None), false, "", "")
             .with_reasons(&reasons)
@@ -415,13 +457,29 @@ mod tests {
         let strings: HashMap<String, String> = out.attributes.clone().into_iter().collect();
         let read = DeadLetterReasons::read(&strings).unwrap();
         assert_eq!(read.error.len(), MAX_ERROR_CHARS);
-        assert_eq!(
-            (read.receive_count, read.source.as_str()),
-            (3, "http://q/orders")
-        );
+        assert_eq!(read.receive_count, 3);
+        assert_eq!(read.origin, reasons.origin);
         let back = out.without_reasons();
         assert_eq!(back.attributes.len(), 7);
         assert!(DeadLetterReasons::read(&back.attributes.into_iter().collect()).is_none());
+    }
+
+    #[test]
+    fn a_stream_record_says_which_shard_and_sequence_number_it_was() {
+        let reasons = DeadLetterReasons {
+            error: "boom".into(),
+            receive_count: 0,
+            origin: Origin::StreamRecord {
+                stream_arn: "arn:s".into(),
+                shard: "shard-1".into(),
+                sequence_number: "42".into(),
+            },
+        };
+        let out = Outgoing::event(&event("d-1", &[("traceparent", TP)]), false, None)
+            .with_reasons(&reasons);
+        assert_eq!(out.attributes.len(), 7);
+        let read = DeadLetterReasons::read(&out.attributes.into_iter().collect()).unwrap();
+        assert_eq!(read, reasons);
     }
 
     #[test]

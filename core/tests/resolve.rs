@@ -67,7 +67,7 @@ async fn a_missing_queue_or_dlq_is_an_error_naming_it() {
         .unwrap_err();
     assert_eq!(
         (err.what.as_str(), err.kind),
-        ("nowhere", FailureKind::QueueNotFound)
+        ("queue \"nowhere\"", FailureKind::QueueNotFound)
     );
     let url = provision::ensure_queue(&sqs, "orders", HashMap::new())
         .await

@@ -13,7 +13,7 @@ use aws_sdk_sqs::{
     types::{BatchResultErrorEntry, SendMessageBatchResultEntry},
 };
 use eventpipe_core::resolve;
-use eventpipe_core::sqs_message::{MAX_BYTES, Outgoing};
+use eventpipe_core::sqs_message::{self, MAX_BYTES, Outgoing};
 use eventpipe_crds::SqsQueue;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -65,7 +65,7 @@ impl SqsPublisher {
         sizes: Histogram,
     ) -> Self {
         let name = resolve::queue_name(queue);
-        let fifo = queue.fifo || name.ends_with(".fifo");
+        let fifo = queue.fifo || sqs_message::is_fifo(&name);
         let (tx, rx) = mpsc::channel(4 * 1024);
         let sender = Arc::new(Sender {
             client,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::config::SharedCredentialsProvider;
-use eventpipe_core::provision::{self, FailureKind};
+use eventpipe_core::provision::{self, FailureKind, ProvisionError};
+use eventpipe_core::resolve::{self, DeadLetterTarget};
 use eventpipe_crds::{
     DeadLetterPolicy, DeletionPolicy, DynamoDbStream, QueueBinding, QueueBindingStatus, SqsQueue,
 };
@@ -49,7 +50,7 @@ async fn clients(
     b: &QueueBinding,
     ctx: &Context,
     ns: &str,
-) -> Result<Result<(aws_sdk_sqs::Client, aws_sdk_dynamodb::Client), Problem>, Error> {
+) -> Result<(aws_sdk_sqs::Client, aws_sdk_dynamodb::Client), Error> {
     let mut sqs = aws_sdk_sqs::config::Builder::from(&ctx.aws);
     let mut ddb = aws_sdk_dynamodb::config::Builder::from(&ctx.aws);
     if let Some(region) = &b.spec.region {
@@ -61,22 +62,18 @@ async fn clients(
         ddb = ddb.endpoint_url(endpoint);
     }
     if let Some(c) = &b.spec.credentials {
-        let creds = match ctx
+        let creds = ctx
             .credentials
             .get(&ctx.client, ns, &c.secret_ref.name)
-            .await?
-        {
-            Ok(creds) => creds,
-            Err(p) => return Ok(Err(p)),
-        };
+            .await?;
         let provider = SharedCredentialsProvider::new(creds);
         sqs = sqs.credentials_provider(provider.clone());
         ddb = ddb.credentials_provider(provider);
     }
-    Ok(Ok((
+    Ok((
         aws_sdk_sqs::Client::from_conf(sqs.build()),
         aws_sdk_dynamodb::Client::from_conf(ddb.build()),
-    )))
+    ))
 }
 
 /// Namespace, region, endpoint and credentials Secret of a binding.
@@ -100,10 +97,7 @@ pub fn reach(b: &QueueBinding, ns: &str) -> Reach {
 
 /// The SQS client for a binding, when its configuration can be built.
 pub async fn sqs_client(b: &QueueBinding, ctx: &Context, ns: &str) -> Option<aws_sdk_sqs::Client> {
-    match clients(b, ctx, ns).await {
-        Ok(Ok((sqs, _))) => Some(sqs),
-        _ => None,
-    }
+    clients(b, ctx, ns).await.ok().map(|(sqs, _)| sqs)
 }
 
 /// The DynamoDB client for a binding, when its configuration can be built.
@@ -112,10 +106,7 @@ pub async fn dynamodb_client(
     ctx: &Context,
     ns: &str,
 ) -> Option<aws_sdk_dynamodb::Client> {
-    match clients(b, ctx, ns).await {
-        Ok(Ok((_, ddb))) => Some(ddb),
-        _ => None,
-    }
+    clients(b, ctx, ns).await.ok().map(|(_, ddb)| ddb)
 }
 
 /// A reason a person can act on, from what kind of AWS failure it was.
@@ -124,35 +115,38 @@ fn reason(kind: FailureKind) -> &'static str {
         FailureKind::AccessDenied => "AccessDenied",
         FailureKind::QueueNotFound => "QueueNotFound",
         FailureKind::TableNotFound => "TableNotFound",
+        FailureKind::StreamNotEnabled => "StreamNotEnabled",
         FailureKind::Unreachable => "QueueUnreachable",
         FailureKind::Other => "AwsError",
     }
 }
 
-fn problem(e: provision::ProvisionError) -> Problem {
-    Problem {
+fn problem(e: ProvisionError) -> Error {
+    Error::Blocked(Problem {
         reason: reason(e.kind),
         message: e.to_string(),
+    })
+}
+
+/// What the binding resolves to now, its queues and table made first when it asks.
+async fn observe(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<QueueBindingStatus, Error> {
+    let (sqs, ddb) = clients(b, ctx, ns).await?;
+    let policy = policy(b, ctx, ns).await?;
+    match (&b.spec.sqs, &b.spec.dynamodb_stream) {
+        (Some(q), _) => observe_sqs(&sqs, q, policy.as_ref()).await,
+        (None, Some(s)) => observe_stream(&ddb, &sqs, s, policy.as_ref()).await,
+        (None, None) => Err(Error::Blocked(Problem {
+            reason: "Invalid",
+            message: "neither sqs nor dynamodbStream is set".into(),
+        })),
     }
 }
 
 async fn apply(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<Action, Error> {
-    let observed = match clients(b, ctx, ns).await? {
-        Err(p) => Err(p),
-        Ok((sqs, ddb)) => match (&b.spec.sqs, &b.spec.dynamodb_stream) {
-            (Some(q), _) => match policy(b, ctx, ns).await? {
-                Ok(policy) => observe_sqs(&sqs, q, policy.as_ref()).await,
-                Err(p) => Err(p),
-            },
-            (None, Some(s)) => match policy(b, ctx, ns).await? {
-                Ok(policy) => observe_stream(&ddb, &sqs, s, policy.as_ref()).await,
-                Err(p) => Err(p),
-            },
-            (None, None) => Err(Problem {
-                reason: "Invalid",
-                message: "neither sqs nor dynamodbStream is set".into(),
-            }),
-        },
+    let observed = match observe(b, ctx, ns).await {
+        Err(Error::Blocked(p)) => Err(p),
+        Err(e) => return Err(e),
+        Ok(status) => Ok(status),
     };
     let previous = b.status.clone().unwrap_or_default();
     let (status, condition, warning) = match observed {
@@ -211,16 +205,16 @@ async fn policy(
     b: &QueueBinding,
     ctx: &Context,
     ns: &str,
-) -> Result<Result<Option<DeadLetterPolicy>, Problem>, Error> {
+) -> Result<Option<DeadLetterPolicy>, Error> {
     let Some(r) = &b.spec.dead_letter_policy_ref else {
-        return Ok(Ok(None));
+        return Ok(None);
     };
     match Api::<DeadLetterPolicy>::namespaced(ctx.client.clone(), ns)
         .get_opt(&r.name)
         .await?
     {
-        Some(p) => Ok(Ok(Some(p))),
-        None => Ok(Err(Problem {
+        Some(p) => Ok(Some(p)),
+        None => Err(Error::Blocked(Problem {
             reason: "DeadLetterPolicyNotFound",
             message: format!("DeadLetterPolicy {:?} not found in namespace {ns}", r.name),
         })),
@@ -231,130 +225,95 @@ async fn observe_sqs(
     sqs: &aws_sdk_sqs::Client,
     q: &SqsQueue,
     policy: Option<&DeadLetterPolicy>,
-) -> Result<QueueBindingStatus, Problem> {
-    let queues = if q.create {
-        provision::ensure_sqs(sqs, q, policy)
-            .await
-            .map_err(problem)?
-    } else {
-        let url = match &q.queue_url {
-            Some(url) => url.clone(),
-            None => provision::url_of(sqs, q.queue_name.as_deref().unwrap_or_default())
+) -> Result<QueueBindingStatus, Error> {
+    let made = match q.create {
+        true => Some(
+            provision::ensure_sqs(sqs, q, policy)
                 .await
                 .map_err(problem)?,
-        };
-        let arn = provision::arn_of(sqs, &url).await.map_err(problem)?;
-        provision::Queues {
-            url,
-            arn,
-            dlq_url: None,
-        }
+        ),
+        false => None,
     };
-    let depth = provision::queue_depth(sqs, &queues.url)
-        .await
-        .map_err(problem)?;
-    let dlq_url = match (&queues.dlq_url, policy) {
-        (Some(u), _) => Some(u.clone()),
-        (None, Some(p)) => {
-            match provision::dead_letter_queue_name(q.queue_name.as_deref().unwrap_or_default(), p)
-            {
-                Some(name) => provision::url_of(sqs, &name).await.ok(),
-                None => p.spec.dead_letter_queue_url(),
-            }
-        }
+    let url = match &made {
+        Some(made) => made.url.clone(),
+        None => resolve::queue_url(sqs, q).await.map_err(problem)?,
+    };
+    let arn = match &made {
+        Some(made) => made.arn.clone(),
+        None => provision::arn_of(sqs, &url).await.map_err(problem)?,
+    };
+    let dlq_url = match (made.and_then(|m| m.dlq_url), policy) {
+        (Some(u), _) => Some(u),
+        (None, Some(p)) => Some(
+            resolve::queue_dead_letters(sqs, &url, q, p)
+                .await
+                .map_err(problem)?,
+        ),
         (None, None) => None,
     };
-    let dlq_depth = match &dlq_url {
-        Some(u) => Some(depth_of(sqs, u).await?),
-        None => None,
-    };
     Ok(QueueBindingStatus {
-        queue_url: Some(queues.url),
-        queue_arn: Some(queues.arn),
+        depth: Some(depth_of(sqs, &url).await?),
+        dlq_depth: dlq_depth(sqs, dlq_url.as_deref()).await?,
+        queue_url: Some(url),
+        queue_arn: Some(arn),
         dlq_url,
-        depth: Some(depth),
-        dlq_depth,
         ..Default::default()
     })
 }
 
-async fn depth_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, Problem> {
+async fn depth_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, Error> {
     provision::queue_depth(sqs, url).await.map_err(problem)
 }
 
+async fn dlq_depth(sqs: &aws_sdk_sqs::Client, url: Option<&str>) -> Result<Option<i64>, Error> {
+    match url {
+        Some(u) => Ok(Some(depth_of(sqs, u).await?)),
+        None => Ok(None),
+    }
+}
+
+/// A stream has no queue of its own: its failed records go to its policy's DLQ.
 async fn observe_stream(
     ddb: &aws_sdk_dynamodb::Client,
     sqs: &aws_sdk_sqs::Client,
     s: &DynamoDbStream,
     policy: Option<&DeadLetterPolicy>,
-) -> Result<QueueBindingStatus, Problem> {
-    let arn = match (&s.stream_arn, &s.table_name) {
-        (Some(arn), _) => Some(arn.clone()),
-        (None, Some(table)) if s.create => provision::ensure_table(ddb, table, "id", true)
-            .await
-            .map_err(problem)?,
-        (None, Some(table)) => {
-            let out = ddb
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .map_err(|e| Problem {
-                    reason: reason(FailureKind::of(&e)),
-                    message: format!(
-                        "table {table:?}: {}",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                    ),
-                })?;
-            out.table.and_then(|t| t.latest_stream_arn)
-        }
-        (None, None) => None,
-    };
-    // A stream has no queue of its own: failed records go to the policy's DLQ,
-    // `<table>-dlq` unless the policy names one.
-    let dlq_url = match (policy, &s.table_name) {
-        (Some(p), Some(table)) => Some(
-            provision::ensure_dead_letter_queue(sqs, table, p)
+) -> Result<QueueBindingStatus, Error> {
+    let stream = resolve::stream(ddb, s).await.map_err(problem)?;
+    let dlq_url = match policy {
+        Some(p) => Some(
+            provision::ensure_dead_letter_queue(sqs, &stream.table, p)
                 .await
                 .map_err(problem)?,
         ),
-        _ => None,
-    };
-    let dlq_depth = match &dlq_url {
-        Some(u) => Some(depth_of(sqs, u).await?),
         None => None,
     };
-    match arn {
-        Some(arn) => Ok(QueueBindingStatus {
-            stream_arn: Some(arn),
-            dlq_url,
-            dlq_depth,
-            ..Default::default()
-        }),
-        None => Err(Problem {
-            reason: "StreamNotEnabled",
-            message: format!(
-                "table {:?} has no stream; enable one with NEW_AND_OLD_IMAGES",
-                s.table_name.as_deref().unwrap_or_default()
-            ),
-        }),
-    }
+    Ok(QueueBindingStatus {
+        stream_arn: Some(stream.arn),
+        dlq_depth: dlq_depth(sqs, dlq_url.as_deref()).await?,
+        dlq_url,
+        ..Default::default()
+    })
 }
 
 /// Deletes what the binding created: its queue and its own DLQ (a DLQ the policy
 /// names may be shared, so it stays), or its table.
 async fn cleanup(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<(), Error> {
-    let (sqs, ddb) = match clients(b, ctx, ns).await? {
-        Ok(c) => c,
-        Err(p) => return Err(Error::Blocked(p)),
-    };
+    let (sqs, ddb) = clients(b, ctx, ns).await?;
     if let Some(q) = b.spec.sqs.as_ref().filter(|q| q.create) {
         let name = q.queue_name.clone().unwrap_or_default();
         let mut doomed = vec![name.clone()];
-        if let Some(policy) = policy(b, ctx, ns).await?.ok().flatten()
+        // A policy that is gone leaves no DLQ of this binding's to find.
+        let policy = match policy(b, ctx, ns).await {
+            Err(Error::Blocked(_)) => None,
+            found => found?,
+        };
+        if let Some(policy) = policy
             && policy.spec.dead_letter_queue.is_none()
+            && let DeadLetterTarget::Name { name, .. } =
+                resolve::dead_letter_target(&name, None, &policy)
         {
-            doomed.extend(provision::dead_letter_queue_name(&name, &policy));
+            doomed.push(name);
         }
         for queue in doomed {
             if let Ok(url) = provision::url_of(&sqs, &queue).await {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aws_sdk_sqs::config::Credentials;
+use eventpipe_core::aws::secret_keys;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -35,12 +36,7 @@ impl SecretCredentials {
     }
 
     /// The credentials in Secret `name` of `ns`, or why there are none.
-    pub async fn get(
-        &self,
-        client: &Client,
-        ns: &str,
-        name: &str,
-    ) -> Result<Result<Credentials, Problem>, Error> {
+    pub async fn get(&self, client: &Client, ns: &str, name: &str) -> Result<Credentials, Error> {
         let key = (ns.to_string(), name.to_string());
         let current = self
             .versions
@@ -50,27 +46,24 @@ impl SecretCredentials {
             && let Some((seen, creds)) = self.read.lock().expect(POISONED).get(&key)
             && *seen == version
         {
-            return Ok(Ok(creds.clone()));
+            return Ok(creds.clone());
         }
         let Some(secret) = Api::<Secret>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await?
         else {
-            return Ok(Err(Problem {
+            return Err(Error::Blocked(Problem {
                 reason: "SecretNotFound",
                 message: format!("credentials Secret {name:?} not found in namespace {ns}"),
             }));
         };
         let version = secret.resource_version();
-        let creds = match parse(name, secret) {
-            Ok(c) => c,
-            Err(p) => return Ok(Err(p)),
-        };
+        let creds = parse(name, secret).map_err(Error::Blocked)?;
         if let Some(version) = version {
             let mut read = self.read.lock().expect(POISONED);
             read.insert(key, (version, creds.clone()));
         }
-        Ok(Ok(creds))
+        Ok(creds)
     }
 }
 
@@ -80,18 +73,22 @@ fn parse(name: &str, secret: Secret) -> Result<Credentials, Problem> {
         data.get(k)
             .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
     };
-    let (Some(id), Some(key)) = (read("AWS_ACCESS_KEY_ID"), read("AWS_SECRET_ACCESS_KEY")) else {
+    let (Some(id), Some(key)) = (
+        read(secret_keys::ACCESS_KEY_ID),
+        read(secret_keys::SECRET_ACCESS_KEY),
+    ) else {
         return Err(Problem {
             reason: "SecretKeyNotFound",
             message: format!(
-                "credentials Secret {name:?} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                "credentials Secret {name:?} needs {}",
+                secret_keys::REQUIRED.join(" and ")
             ),
         });
     };
     Ok(Credentials::new(
         id,
         key,
-        read("AWS_SESSION_TOKEN"),
+        read(secret_keys::SESSION_TOKEN),
         None,
         "secret",
     ))

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventpipe_core::aws::secret_keys;
 use eventpipe_crds::{
     DeadLetterPolicy, EventPipeline, EventPipelineStatus, Pipeline, QueueBinding,
 };
@@ -27,15 +28,19 @@ pub async fn reconcile(p: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Actio
     reconcile_inner(&p, &ctx).await
 }
 
+/// What blocks the pipeline is reported on it; other errors are retried.
 async fn reconcile_inner(p: &EventPipeline, ctx: &Context) -> Result<Action, Error> {
-    let ns = p.namespace().unwrap_or_else(|| "default".into());
-    let resolved = match resolve(ctx, p, &ns).await? {
-        Ok(resolved) => resolved,
-        Err(problem) => return report_problem(ctx, p, problem).await,
-    };
-    if let Some(problem) = check_secrets(ctx, &resolved, &ns).await? {
-        return report_problem(ctx, p, problem).await;
+    match bring_in_line(p, ctx).await {
+        Err(Error::Blocked(problem)) => report_problem(ctx, p, problem).await,
+        done => done,
     }
+}
+
+/// Renders and applies the pipeline's workloads and writes its status.
+async fn bring_in_line(p: &EventPipeline, ctx: &Context) -> Result<Action, Error> {
+    let ns = p.namespace().unwrap_or_else(|| "default".into());
+    let resolved = resolve(ctx, p, &ns).await?;
+    check_secrets(ctx, &resolved, &ns).await?;
     let workloads = render::render(&resolved, &ctx.settings);
     let applied = apply_all(ctx, p, &ns, &workloads).await?;
     let observed = observe(&resolved, &applied);
@@ -68,11 +73,7 @@ fn reconciled(p: &EventPipeline) -> bool {
 }
 
 /// The referenced QueueBindings and DeadLetterPolicies, or what is missing.
-async fn resolve(
-    ctx: &Context,
-    p: &EventPipeline,
-    ns: &str,
-) -> Result<Result<Pipeline, Problem>, Error> {
+async fn resolve(ctx: &Context, p: &EventPipeline, ns: &str) -> Result<Pipeline, Error> {
     let bindings_api: Api<QueueBinding> = Api::namespaced(ctx.client.clone(), ns);
     let policies_api: Api<DeadLetterPolicy> = Api::namespaced(ctx.client.clone(), ns);
     let mut bindings = BTreeMap::new();
@@ -81,7 +82,7 @@ async fn resolve(
             Some(b) => bindings.insert(name.to_string(), b),
             None => {
                 let message = format!("QueueBinding {name:?} not found in namespace {ns}");
-                return Ok(Err(Problem {
+                return Err(Error::Blocked(Problem {
                     reason: "QueueBindingNotFound",
                     message,
                 }));
@@ -101,27 +102,23 @@ async fn resolve(
                     r.name,
                     b.name_any()
                 );
-                return Ok(Err(Problem {
+                return Err(Error::Blocked(Problem {
                     reason: "DeadLetterPolicyNotFound",
                     message,
                 }));
             }
         };
     }
-    Ok(Ok(Pipeline {
+    Ok(Pipeline {
         pipeline: p.clone(),
         bindings,
         policies,
-    }))
+    })
 }
 
 /// Secrets the workloads mount must exist (with the keys webhooks use), or the pods
 /// would never start.
-async fn check_secrets(
-    ctx: &Context,
-    pipeline: &Pipeline,
-    ns: &str,
-) -> Result<Option<Problem>, Error> {
+async fn check_secrets(ctx: &Context, pipeline: &Pipeline, ns: &str) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for hook in pipeline
@@ -141,14 +138,11 @@ async fn check_secrets(
         .into_iter()
         .chain(workload_credentials)
     {
-        wanted.entry(name).or_default().extend([
-            "AWS_ACCESS_KEY_ID".to_string(),
-            "AWS_SECRET_ACCESS_KEY".to_string(),
-        ]);
+        (wanted.entry(name).or_default()).extend(secret_keys::REQUIRED.map(String::from));
     }
     for (name, keys) in wanted {
         let Some(secret) = api.get_opt(&name).await? else {
-            return Ok(Some(Problem {
+            return Err(Error::Blocked(Problem {
                 reason: "SecretNotFound",
                 message: format!("Secret {name:?} not found in namespace {ns}"),
             }));
@@ -161,13 +155,13 @@ async fn check_secrets(
                     .is_some_and(|d| d.contains_key(k))
         };
         if let Some(key) = keys.iter().find(|k| !has(k)) {
-            return Ok(Some(Problem {
+            return Err(Error::Blocked(Problem {
                 reason: "SecretKeyNotFound",
                 message: format!("Secret {name:?} has no key {key:?}"),
             }));
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// What the apply calls returned, for status.

@@ -123,7 +123,7 @@ async fn a_queue_that_must_exist_but_does_not_is_reported() {
         (status.as_str(), reason.as_str()),
         ("False", "QueueNotFound")
     );
-    assert!(message.starts_with("missing:"), "{message}");
+    assert!(message.starts_with("queue \"missing\":"), "{message}");
     let warnings: Vec<Value> = api
         .calls()
         .into_iter()
@@ -166,7 +166,7 @@ async fn stream_bindings_resolve_or_create_their_table_stream() {
         "failed records need a DLQ"
     );
 
-    eventpipe_core::provision::ensure_table(&moto.dynamodb(), "plain", "id", false)
+    eventpipe_core::provision::ensure_checkpoint_table(&moto.dynamodb(), "plain")
         .await
         .unwrap();
     let api = cluster(json!({"dynamodbStream": {"tableName": "plain"}}));

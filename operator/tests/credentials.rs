@@ -6,7 +6,7 @@
 mod common;
 
 use common::FakeApi;
-use eventpipe_operator::SecretCredentials;
+use eventpipe_operator::{Error, SecretCredentials};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{reflector, watcher};
@@ -39,12 +39,16 @@ fn gets(api: &FakeApi) -> usize {
 }
 
 async fn key_id(creds: &SecretCredentials, api: &FakeApi) -> String {
-    let c = creds
-        .get(&api.client(), "shop", "aws")
-        .await
-        .unwrap()
-        .unwrap();
+    let c = creds.get(&api.client(), "shop", "aws").await.unwrap();
     c.access_key_id().to_string()
+}
+
+/// The reason and message of what stops the credentials from being read.
+async fn problem(creds: &SecretCredentials, api: &FakeApi) -> (&'static str, String) {
+    match creds.get(&api.client(), "shop", "aws").await {
+        Err(Error::Blocked(p)) => (p.reason, p.message),
+        other => panic!("not blocked: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -82,18 +86,11 @@ async fn without_a_watched_version_the_secret_is_fetched() {
 async fn a_missing_secret_or_key_is_a_problem_a_person_can_act_on() {
     let api = FakeApi::new();
     let creds = SecretCredentials::new(reflector::store().0);
-    let problem = creds
-        .get(&api.client(), "shop", "aws")
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(problem.reason, "SecretNotFound");
+    let (reason, message) = problem(&creds, &api).await;
+    assert_eq!(reason, "SecretNotFound");
     assert!(
-        problem
-            .message
-            .contains("\"aws\" not found in namespace shop"),
-        "{}",
-        problem.message
+        message.contains("\"aws\" not found in namespace shop"),
+        "{message}"
     );
 
     let mut partial = secret("1", "AKIA-ONE");
@@ -102,10 +99,5 @@ async fn a_missing_secret_or_key_is_a_problem_a_person_can_act_on() {
         .unwrap()
         .remove("AWS_SECRET_ACCESS_KEY");
     api.put(PATH, partial);
-    let problem = creds
-        .get(&api.client(), "shop", "aws")
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(problem.reason, "SecretKeyNotFound");
+    assert_eq!(problem(&creds, &api).await.0, "SecretKeyNotFound");
 }

@@ -162,7 +162,7 @@ fn stream_binding(name: &str, checkpoints: Option<&str>) -> Arc<QueueBinding> {
 #[tokio::test]
 async fn stream_lag_is_the_largest_iterator_age_the_workers_recorded() {
     let moto = Moto::start();
-    eventpipe_core::provision::ensure_table(&moto.dynamodb(), CHECKPOINTS, "id", false)
+    eventpipe_core::provision::ensure_checkpoint_table(&moto.dynamodb(), CHECKPOINTS)
         .await
         .unwrap();
     let now = SystemTime::now();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use eventpipe_core::aws;
+use eventpipe_core::{aws, resolve};
 use eventpipe_crds::{ObjectRef, Pipeline, QueueBinding};
 
 use crate::publish::Publisher;
@@ -47,9 +47,9 @@ impl<'a> Clients<'a> {
             );
         };
         let sqs = self.sqs(binding).await?;
-        let url = aws::queue_url(&sqs, queue)
+        let url = resolve::queue_url(&sqs, queue)
             .await
             .with_context(|| format!("QueueBinding {:?}", r.name))?;
-        Ok(Publisher::new(sqs, url, queue.fifo))
+        Ok(Publisher::new(sqs, url))
     }
 }

@@ -60,8 +60,7 @@ impl Idempotency {
         spec: &eventpipe_crds::Idempotency,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        provision::ensure_table(&ddb, &spec.table_name, "id", false).await?;
-        provision::ensure_ttl(&ddb, &spec.table_name, TTL_ATTRIBUTE).await?;
+        provision::ensure_idempotency_table(&ddb, &spec.table_name, TTL_ATTRIBUTE).await?;
         Ok(Self {
             ddb,
             table: spec.table_name.clone(),

@@ -7,7 +7,6 @@
 
 mod backoff;
 mod clients;
-mod dlq;
 mod filter;
 mod handler;
 mod idempotency;
@@ -24,15 +23,6 @@ pub use self::sources::streams::StreamOptions;
 
 // The pipeline filter's event patterns, which `eventpipe dlq redrive --filter` uses too.
 pub use self::filter::{Pattern, PatternError};
-
-// For the `eventpipe dlq` tooling, which reads and redrives what the worker
-// dead-letters: where a source's dead-letter queue is, the attributes that say why a
-// message is there, and how the worker encodes message attributes and FIFO
-// deduplication ids.
-pub use self::dlq::{
-    ERROR_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, dead_letter_queue,
-};
-pub use self::publish::{dedup_id, string_attribute};
 
 /// Sharing DynamoDB streams between replicas: this replica's default name and the
 /// lease table replicas coordinate through, which the operator reads for stream lag

@@ -1,10 +1,8 @@
 //! Sending events to a QueueBinding's queue: forwarding, outcome events, replies and
-//! redrive. The body is the structured CloudEvent; trace context and correlation id
-//! are mirrored into message attributes.
+//! a stream's dead letters, encoded by core's SQS message codec.
 
-use aws_sdk_sqs::types::MessageAttributeValue;
-use cloudevents::{AttributesReader, Event};
-use eventpipe_core::envelope::{self, attribute};
+use cloudevents::Event;
+use eventpipe_core::sqs_message::{self, DeadLetterReasons, Outgoing};
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -13,16 +11,9 @@ pub struct Publisher {
     fifo: bool,
 }
 
-pub fn string_attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .expect("type and value set")
-}
-
 impl Publisher {
-    pub fn new(sqs: aws_sdk_sqs::Client, url: String, fifo: bool) -> Self {
+    pub fn new(sqs: aws_sdk_sqs::Client, url: String) -> Self {
+        let fifo = sqs_message::is_fifo(&url);
         Self { sqs, url, fifo }
     }
 
@@ -30,37 +21,25 @@ impl Publisher {
         &self.url
     }
 
-    /// Sends the event; a FIFO queue gets `group` (else the correlation id) as message
-    /// group and the event id as deduplication id.
+    /// Sends the event; on a FIFO queue its group is `group`, else its correlation id.
     pub async fn send(&self, event: &Event, group: Option<&str>) -> Result<(), String> {
-        self.send_with(event, group, &[]).await
+        self.send_message(Outgoing::event(event, self.fifo, group))
+            .await
     }
 
-    /// Sends the event with `extra` message attributes (e.g. why it was dead-lettered).
-    pub async fn send_with(
+    /// Sends the event with why it was dead-lettered.
+    pub async fn dead_letter(
         &self,
         event: &Event,
         group: Option<&str>,
-        extra: &[(&str, String)],
+        reasons: &DeadLetterReasons,
     ) -> Result<(), String> {
-        let correlation = envelope::correlation_id(event).unwrap_or_else(|| event.id().to_string());
-        let mut request = self
-            .sqs
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(envelope::to_json(event))
-            .message_attributes(attribute::CORRELATION_ID, string_attribute(&correlation));
-        for (key, value) in envelope::trace_context(event) {
-            request = request.message_attributes(key, string_attribute(&value));
-        }
-        for (key, value) in extra {
-            request = request.message_attributes(*key, string_attribute(value));
-        }
-        if self.fifo {
-            request = request
-                .message_group_id(group.unwrap_or(&correlation))
-                .message_deduplication_id(dedup_id(event.id()));
-        }
+        self.send_message(Outgoing::event(event, self.fifo, group).with_reasons(reasons))
+            .await
+    }
+
+    async fn send_message(&self, message: Outgoing) -> Result<(), String> {
+        let request = message.send(self.sqs.send_message().queue_url(&self.url));
         request.send().await.map(|_| ()).map_err(|e| {
             format!(
                 "send to {}: {}",
@@ -68,14 +47,5 @@ impl Publisher {
                 aws_sdk_sqs::error::DisplayErrorContext(&e)
             )
         })
-    }
-}
-
-/// SQS deduplication ids are at most 128 characters.
-pub fn dedup_id(id: &str) -> String {
-    if id.len() <= 128 {
-        id.to_string()
-    } else {
-        id[..id.floor_char_boundary(128)].to_string()
     }
 }

@@ -194,7 +194,7 @@ async fn a_replica_asked_for_its_shard_hands_it_over_after_its_batch() {
 async fn lease_writes_are_conditional_so_one_replica_owns_a_shard() {
     let moto = Moto::start();
     let ddb = moto.dynamodb();
-    eventpipe_core::provision::ensure_table(&ddb, CHECKPOINTS, "id", false)
+    eventpipe_core::provision::ensure_checkpoint_table(&ddb, CHECKPOINTS)
         .await
         .unwrap();
     let a = LeaseTable::new(ddb.clone(), CHECKPOINTS, "t/in|arn", "a");

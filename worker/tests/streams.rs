@@ -206,7 +206,7 @@ async fn bad_stream_configuration_is_a_clear_error() {
         "{err}"
     );
     // The table exists, but its policy's dead-letter queue does not.
-    eventpipe_core::provision::ensure_table(&moto.dynamodb(), TABLE, "id", true)
+    eventpipe_core::provision::ensure_stream_table(&moto.dynamodb(), TABLE)
         .await
         .unwrap();
     let err = run(&config(sink, "", ""));
@@ -215,7 +215,7 @@ async fn bad_stream_configuration_is_a_clear_error() {
         "{err}"
     );
     // A table without a stream.
-    eventpipe_core::provision::ensure_table(&moto.dynamodb(), "plain", "id", false)
+    eventpipe_core::provision::ensure_checkpoint_table(&moto.dynamodb(), "plain")
         .await
         .unwrap();
     let err = run(&config(sink, "", "").replace("tableName: comments", "tableName: plain"));

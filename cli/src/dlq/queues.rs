@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, Message, MessageAttributeValue,
-    MessageSystemAttributeName as SysAttr,
+    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName as SysAttr,
 };
 use cloudevents::AttributesReader;
-use eventpipe_core::{aws, envelope};
+use eventpipe_core::sqs_message::{self, DeadLetterReasons, Outgoing};
+use eventpipe_core::{aws, envelope, resolve};
 use eventpipe_crds::Pipeline;
-use eventpipe_worker::{
-    ERROR_ATTRIBUTE, Pattern, RECEIVE_COUNT_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, dead_letter_queue,
-    dedup_id, string_attribute,
-};
+use eventpipe_worker::Pattern;
 
 /// How long listed messages stay hidden while a listing or redrive runs.
 const HOLD_SECONDS: i32 = 60;
@@ -41,31 +38,26 @@ pub struct DeadLetter {
     pub body: String,
     pub attributes: HashMap<String, String>,
     receipt: String,
-    group: Option<String>,
+    /// As received, to be sent on as it is.
+    message: Message,
 }
 
 impl DeadLetter {
     fn from_message(m: Message) -> Self {
-        let body = m.body.unwrap_or_default();
+        let body = m.body.clone().unwrap_or_default();
         let event = serde_json::from_str::<cloudevents::Event>(&body).ok();
-        let attributes: HashMap<String, String> = m
-            .message_attributes
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
-            .collect();
+        let attributes = sqs_message::string_attributes(&m);
+        let reasons = DeadLetterReasons::read(&attributes);
         Self {
-            message_id: m.message_id.unwrap_or_default(),
+            message_id: m.message_id.clone().unwrap_or_default(),
             event_id: event.as_ref().map(|e| e.id().to_string()),
             event_type: event.as_ref().map(|e| e.ty().to_string()),
-            error: attributes.get(ERROR_ATTRIBUTE).cloned(),
-            receive_count: attributes.get(RECEIVE_COUNT_ATTRIBUTE).cloned(),
-            group: m
-                .attributes
-                .and_then(|mut a| a.remove(&SysAttr::MessageGroupId)),
-            receipt: m.receipt_handle.unwrap_or_default(),
+            error: reasons.as_ref().map(|r| r.error.clone()),
+            receive_count: reasons.map(|r| r.receive_count.to_string()),
+            receipt: m.receipt_handle.clone().unwrap_or_default(),
             body,
             attributes,
+            message: m,
         }
     }
 
@@ -95,10 +87,10 @@ pub async fn queues(
             continue;
         };
         let sqs = aws_sdk_sqs::Client::new(&aws::config_for(&binding.spec, secrets_dir).await?);
-        let source_url = aws::queue_url(&sqs, queue)
+        let source_url = resolve::queue_url(&sqs, queue)
             .await
             .with_context(|| format!("QueueBinding {name:?}"))?;
-        let url = dead_letter_queue(&sqs, &source_url, queue, policy).await?;
+        let url = resolve::queue_dead_letters(&sqs, &source_url, queue, policy).await?;
         out.push(DeadLetterQueue {
             binding: name.clone(),
             sqs,
@@ -229,31 +221,11 @@ impl DeadLetterQueue {
 
     /// The message again on its source queue, without the reasons it was dead-lettered.
     async fn resend(&self, letter: &DeadLetter) -> anyhow::Result<()> {
-        let attributes: HashMap<String, MessageAttributeValue> = letter
-            .attributes
-            .iter()
-            .filter(|(k, _)| {
-                ![
-                    ERROR_ATTRIBUTE,
-                    RECEIVE_COUNT_ATTRIBUTE,
-                    SOURCE_QUEUE_ATTRIBUTE,
-                ]
-                .contains(&k.as_str())
-            })
-            .map(|(k, v)| (k.clone(), string_attribute(v)))
-            .collect();
-        let mut send = self
-            .sqs
-            .send_message()
-            .queue_url(&self.source_url)
-            .message_body(&letter.body)
-            .set_message_attributes(Some(attributes));
-        if self.source_url.ends_with(".fifo") {
-            let dedup = format!("{}-redrive-{}", letter.message_id, fastrand::u32(..));
-            send = send
-                .message_group_id(letter.group.clone().unwrap_or_else(|| "redrive".into()))
-                .message_deduplication_id(dedup_id(&dedup));
-        }
+        // A new deduplication id: the same message may be redriven more than once.
+        let dedup = format!("{}-redrive-{}", letter.message_id, fastrand::u32(..));
+        let fifo = sqs_message::is_fifo(&self.source_url);
+        let message = Outgoing::forward(&letter.message, fifo, "redrive", &dedup).without_reasons();
+        let send = message.send(self.sqs.send_message().queue_url(&self.source_url));
         send.send().await.map(|_| ()).map_err(|e| {
             anyhow::anyhow!(
                 "re-send {} to {}: {}",

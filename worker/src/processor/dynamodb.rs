@@ -22,7 +22,7 @@ impl DynamoDbProcessor {
     pub async fn build(spec: &Spec, ddb: aws_sdk_dynamodb::Client) -> anyhow::Result<Self> {
         if spec.create {
             let stream = spec.aggregate.is_none();
-            provision::ensure_table(&ddb, &spec.table_name, "id", stream).await?;
+            provision::ensure_processor_table(&ddb, &spec.table_name, stream).await?;
         }
         Ok(Self {
             ddb,

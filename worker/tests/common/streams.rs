@@ -59,7 +59,7 @@ pub fn http(sink: &Sink) -> String {
 
 /// The stream-enabled table and its dead-letter queue; returns the DLQ's URL.
 pub async fn setup(moto: &Moto) -> String {
-    eventpipe_core::provision::ensure_table(&moto.dynamodb(), TABLE, "id", true)
+    eventpipe_core::provision::ensure_stream_table(&moto.dynamodb(), TABLE)
         .await
         .unwrap();
     create_dead_letter_queue(moto).await

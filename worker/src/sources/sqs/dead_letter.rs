@@ -2,19 +2,13 @@
 //! it was given up (error, receive count, source queue); deleted from the source only
 //! once the DLQ has it.
 
-use std::collections::HashMap;
-
-use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName as SysAttr};
+use aws_sdk_sqs::types::Message;
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope;
+use eventpipe_core::sqs_message::{self, DeadLetterReasons, Origin, Outgoing};
 use tokio::sync::mpsc;
 
-use super::{SqsSource, system_attribute};
-use crate::dlq::{ERROR_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE};
-use crate::publish::{dedup_id, string_attribute};
-
-/// SQS allows ten message attributes.
-const MAX_ATTRIBUTES: usize = 10;
+use super::SqsSource;
 
 impl SqsSource {
     /// Moves the message to the DLQ, reason attached, then deletes it from the source;
@@ -40,7 +34,7 @@ impl SqsSource {
         let correlation_id = envelope::correlation_id(event).unwrap_or_default();
         tracing::warn!(error, dlq, %correlation_id, event_id = event.id(), "dead-lettered");
         self.handler.metrics.outcome(&self.labels, "dead_lettered");
-        let group = system_attribute(message, SysAttr::MessageGroupId);
+        let group = sqs_message::group_of(message);
         if let Err(e) = self
             .handler
             .dead_lettered(event, error, group.as_deref())
@@ -53,55 +47,19 @@ impl SqsSource {
     }
 
     async fn send_to(&self, dlq: &str, message: &Message, error: &str) -> Result<(), String> {
-        let mut send = self
-            .sqs
-            .send_message()
-            .queue_url(dlq)
-            .message_body(message.body.clone().unwrap_or_default())
-            .set_message_attributes(Some(self.with_reasons(message, error)));
-        if dlq.ends_with(".fifo") {
-            let group = system_attribute(message, SysAttr::MessageGroupId)
-                .unwrap_or_else(|| "dead-letters".into());
-            send = send
-                .message_group_id(group)
-                .message_deduplication_id(dedup_id(
-                    message.message_id.as_deref().unwrap_or_default(),
-                ));
-        }
-        send.send()
+        let id = message.message_id.as_deref().unwrap_or_default();
+        let reasons = DeadLetterReasons {
+            error: error.to_string(),
+            receive_count: sqs_message::receive_count(message),
+            origin: Origin::Queue(self.url.clone()),
+        };
+        let outgoing = Outgoing::forward(message, sqs_message::is_fifo(dlq), "dead-letters", id)
+            .with_reasons(&reasons);
+        outgoing
+            .send(self.sqs.send_message().queue_url(dlq))
+            .send()
             .await
             .map(|_| ())
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-    }
-
-    /// The message's attributes with the reasons added, dropping others when SQS's
-    /// limit would be exceeded.
-    fn with_reasons(
-        &self,
-        message: &Message,
-        error: &str,
-    ) -> HashMap<String, MessageAttributeValue> {
-        let count = system_attribute(message, SysAttr::ApproximateReceiveCount)
-            .unwrap_or_else(|| "1".into());
-        let mut attributes = message.message_attributes.clone().unwrap_or_default();
-        let reasons = [
-            (
-                ERROR_ATTRIBUTE,
-                error.chars().take(1024).collect::<String>(),
-            ),
-            (RECEIVE_COUNT_ATTRIBUTE, count),
-            (SOURCE_QUEUE_ATTRIBUTE, self.url.clone()),
-        ];
-        for (k, _) in &reasons {
-            attributes.remove(*k);
-        }
-        while attributes.len() > MAX_ATTRIBUTES - reasons.len() {
-            let drop = attributes.keys().next().cloned().unwrap_or_default();
-            attributes.remove(&drop);
-        }
-        for (k, v) in reasons {
-            attributes.insert(k.to_string(), string_attribute(&v));
-        }
-        attributes
     }
 }

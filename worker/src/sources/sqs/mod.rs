@@ -13,10 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
-use cloudevents::Event;
-use eventpipe_core::aws;
-use eventpipe_core::envelope::{self, attribute};
+use aws_sdk_sqs::types::Message;
+use eventpipe_core::envelope::Decoded;
+use eventpipe_core::resolve;
 use eventpipe_crds::{DeadLetterPolicySpec, Ordering, SqsQueue};
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
@@ -25,9 +24,14 @@ use tokio_util::task::TaskTracker;
 
 use super::{Binding, Kind, Source};
 use crate::clients::Clients;
-use crate::dlq::dead_letter_queue;
 use crate::handler::Handler;
 use crate::metrics::Source as Labels;
+
+/// A received message and the event it carries, read once.
+struct Received {
+    message: Message,
+    decoded: Decoded,
+}
 
 /// Everything an SQS source is built from.
 pub struct SqsConfig {
@@ -52,10 +56,10 @@ impl SqsConfig {
         clients: &mut Clients<'_>,
     ) -> anyhow::Result<Self> {
         let sqs = clients.sqs(source.binding).await?;
-        let url = aws::queue_url(&sqs, queue).await?;
+        let url = resolve::queue_url(&sqs, queue).await?;
         let policy = source.pipeline.policy_of(source.binding);
         let dlq_url = match policy {
-            Some(policy) => Some(dead_letter_queue(&sqs, &url, queue, policy).await?),
+            Some(policy) => Some(resolve::queue_dead_letters(&sqs, &url, queue, policy).await?),
             None => None,
         };
         let ordering = source.pipeline.pipeline.spec.delivery.ordering;
@@ -191,35 +195,4 @@ impl SqsSource {
 /// Approximate messages visible and in flight.
 async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<i64> {
     eventpipe_core::provision::queue_depth(sqs, url).await.ok()
-}
-
-fn system_attribute(message: &Message, name: SysAttr) -> Option<String> {
-    message
-        .attributes
-        .as_ref()
-        .and_then(|a| a.get(&name))
-        .cloned()
-}
-
-/// The producer's trace context: message attributes first, then the CloudEvent's own
-/// extensions.
-fn trace_of(message: &Message) -> Vec<(String, String)> {
-    let attrs = message.message_attributes.as_ref();
-    let from_attrs: Vec<(String, String)> = [attribute::TRACEPARENT, attribute::TRACESTATE]
-        .into_iter()
-        .filter_map(|k| {
-            attrs
-                .and_then(|a| a.get(k))
-                .and_then(|v| v.string_value.clone())
-                .map(|v| (k.to_string(), v))
-        })
-        .collect();
-    let body = message.body.as_deref().unwrap_or_default();
-    // Only a structured CloudEvent carries its trace in the body; parse nothing else.
-    if !from_attrs.is_empty() || !body.contains("\"specversion\"") {
-        return from_attrs;
-    }
-    serde_json::from_str::<Event>(body)
-        .map(|e| envelope::trace_context(&e))
-        .unwrap_or_default()
 }

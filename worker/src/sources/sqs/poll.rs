@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
+use aws_sdk_sqs::types::MessageSystemAttributeName as SysAttr;
+use eventpipe_core::envelope::{self, Decoded};
+use eventpipe_core::sqs_message;
 use opentelemetry::trace::TraceContextExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -13,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{SqsSource, system_attribute, trace_of};
+use super::{Received, SqsSource};
 use crate::backoff::visibility_seconds;
 use crate::sources::lock;
 
@@ -21,7 +23,7 @@ use crate::sources::lock;
 const MAX_POLLERS: usize = 10;
 
 /// Messages started together, with the capacity they hold.
-type Work = (Vec<Message>, Vec<OwnedSemaphorePermit>);
+type Work = (Vec<Received>, Vec<OwnedSemaphorePermit>);
 
 /// Receive loops per queue: enough long polls in flight to fill the pipeline's
 /// concurrency, since one receive round trip would otherwise cap throughput at
@@ -52,10 +54,10 @@ async fn reserve(
 }
 
 /// Messages of the same FIFO group together, in the order received.
-fn by_group(messages: Vec<Message>, held: Vec<OwnedSemaphorePermit>) -> Vec<Work> {
+fn by_group(messages: Vec<Received>, held: Vec<OwnedSemaphorePermit>) -> Vec<Work> {
     let mut groups: Vec<(String, Work)> = vec![];
     for (m, p) in messages.into_iter().zip(held) {
-        let g = system_attribute(&m, SysAttr::MessageGroupId).unwrap_or_default();
+        let g = sqs_message::group_of(&m.message).unwrap_or_default();
         match groups.iter_mut().find(|(k, _)| *k == g) {
             Some((_, (ms, ps))) => {
                 ms.push(m);
@@ -88,7 +90,7 @@ impl SqsSource {
                 self.make_visible(
                     messages
                         .iter()
-                        .filter_map(|m| m.receipt_handle.clone())
+                        .filter_map(|m| m.message.receipt_handle.clone())
                         .collect(),
                 )
                 .await;
@@ -98,9 +100,10 @@ impl SqsSource {
         }
     }
 
-    /// One long-poll receive for at most `max` messages; `None` after an error (logged,
-    /// with a pause so an unreachable queue is not hammered).
-    async fn receive(&self, max: usize, stop: &CancellationToken) -> Option<Vec<Message>> {
+    /// One long-poll receive for at most `max` messages, each read as an event;
+    /// `None` after an error (logged, with a pause so an unreachable queue is not
+    /// hammered).
+    async fn receive(&self, max: usize, stop: &CancellationToken) -> Option<Vec<Received>> {
         let request = self
             .sqs
             .receive_message()
@@ -125,7 +128,13 @@ impl SqsSource {
         );
         match request.instrument(span.clone()).await {
             Ok(out) => {
-                let messages = out.messages.unwrap_or_default();
+                let source = self.event_source();
+                let messages: Vec<Received> = (out.messages.unwrap_or_default().into_iter())
+                    .map(|message| Received {
+                        decoded: sqs_message::decode(&message, &source),
+                        message,
+                    })
+                    .collect();
                 link_traces(&span, &messages);
                 Some(messages)
             }
@@ -140,7 +149,7 @@ impl SqsSource {
     /// Starts the received messages, each holding one of the reserved permits.
     fn dispatch(
         self: &Arc<Self>,
-        messages: Vec<Message>,
+        messages: Vec<Received>,
         mut held: Vec<OwnedSemaphorePermit>,
         tasks: &TaskTracker,
         acks: &mpsc::UnboundedSender<String>,
@@ -149,7 +158,10 @@ impl SqsSource {
         held.truncate(messages.len()); // unused capacity goes back at once
         {
             let mut inflight = lock(&self.inflight);
-            for r in messages.iter().filter_map(|m| m.receipt_handle.as_ref()) {
+            for r in messages
+                .iter()
+                .filter_map(|m| m.message.receipt_handle.as_ref())
+            {
                 inflight.insert(r.clone(), Instant::now());
             }
         }
@@ -175,13 +187,13 @@ impl SqsSource {
     /// not finished, the group's later messages are handed back so order holds.
     async fn process_in_order(
         &self,
-        batch: Vec<Message>,
+        batch: Vec<Received>,
         acks: &mpsc::UnboundedSender<String>,
         release: &CancellationToken,
     ) {
         let group = batch
             .first()
-            .and_then(|m| system_attribute(m, SysAttr::MessageGroupId));
+            .and_then(|m| sqs_message::group_of(&m.message));
         let lane = group.map(|g| lock(&self.lanes).entry(g).or_default().clone());
         let _turn = match &lane {
             Some(lane) => Some(lane.lock().await),
@@ -190,18 +202,24 @@ impl SqsSource {
         let mut rest = batch.into_iter();
         while let Some(message) = rest.next() {
             if !self.process(message, acks, release).await {
-                let receipts = rest.by_ref().filter_map(|m| m.receipt_handle).collect();
+                let receipts = rest
+                    .by_ref()
+                    .filter_map(|m| m.message.receipt_handle)
+                    .collect();
                 self.make_visible(receipts).await;
             }
         }
     }
 }
 
-/// The receive span links to the trace of every message it brought.
-fn link_traces(span: &tracing::Span, messages: &[Message]) {
+/// The receive span links to the trace of every event it brought.
+fn link_traces(span: &tracing::Span, messages: &[Received]) {
     span.record("messaging.batch.message_count", messages.len());
     for m in messages {
-        let trace = trace_of(m);
+        let (Decoded::Event(event) | Decoded::Wrapped(event)) = &m.decoded else {
+            continue;
+        };
+        let trace = envelope::trace_context(event);
         let cx = eventpipe_core::telemetry::context_of(
             trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );

@@ -2,14 +2,15 @@
 //! span that continues the producer's trace, and the decision carried out
 //! (acknowledged, scheduled for a retry, or dead-lettered).
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
+use aws_sdk_sqs::types::Message;
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope::{self, Decoded, NewEvent};
+use eventpipe_core::sqs_message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{SqsSource, system_attribute, trace_of};
+use super::{Received, SqsSource};
 use crate::backoff::visibility_seconds;
 use crate::handler::{Attempt, Decision};
 use crate::processor::Failure;
@@ -19,12 +20,12 @@ impl SqsSource {
     /// Handles one message; true when it is finished (acknowledged or dead-lettered).
     pub(super) async fn process(
         &self,
-        message: Message,
+        received: Received,
         acks: &mpsc::UnboundedSender<String>,
         release: &CancellationToken,
     ) -> bool {
+        let Received { message, decoded } = received;
         let receipt = message.receipt_handle.clone().unwrap_or_default();
-        let decoded = self.decode(&message);
         let span = self.span(&message, &decoded);
         let decided = tokio::select! {
             d = self.decide(&message, decoded).instrument(span.clone()) => Some(d),
@@ -60,24 +61,15 @@ impl SqsSource {
         }
     }
 
-    fn decode(&self, message: &Message) -> Decoded {
-        let id = message.message_id.as_deref().unwrap_or_default();
-        let body = message.body.as_deref().unwrap_or_default();
-        envelope::decode(body, id, &self.event_source())
-    }
-
-    fn event_source(&self) -> String {
+    pub(super) fn event_source(&self) -> String {
         format!("/eventpipe/{}/{}", self.labels.pipeline, self.labels.source)
     }
 
     /// Runs the decoded message through the pipeline.
     async fn decide(&self, message: &Message, decoded: Decoded) -> (Event, Decision) {
-        let receive_count = system_attribute(message, SysAttr::ApproximateReceiveCount)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
-        let group = system_attribute(message, SysAttr::MessageGroupId);
+        let group = sqs_message::group_of(message);
         let attempt = Attempt {
-            receive_count,
+            receive_count: sqs_message::receive_count(message),
             group: group.as_deref(),
             policy: self.policy.as_ref(),
         };
@@ -105,9 +97,8 @@ impl SqsSource {
         }
     }
 
-    /// A consumer span continuing the producer's trace (message attributes first, then
-    /// the CloudEvent's own extensions), named after the event from the start: fields
-    /// recorded later cost the JSON log layer a re-serialization each.
+    /// A consumer span continuing the event's trace, named after the event from the
+    /// start: fields recorded later cost the JSON log layer a re-serialization each.
     fn span(&self, message: &Message, decoded: &Decoded) -> tracing::Span {
         let event = match decoded {
             Decoded::Event(e) | Decoded::Wrapped(e) => Some(e),
@@ -126,7 +117,9 @@ impl SqsSource {
             correlation.id = event.and_then(|e| envelope::correlation_id(e)),
             event.id = event.map(|e| e.id()),
         );
-        let trace = trace_of(message);
+        let trace = event
+            .map(|e| envelope::trace_context(e))
+            .unwrap_or_default();
         eventpipe_core::telemetry::continue_trace(
             &span,
             trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),

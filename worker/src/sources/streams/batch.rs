@@ -14,15 +14,12 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_dynamodbstreams::types::Record;
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope;
+use eventpipe_core::sqs_message::{self, DeadLetterReasons};
 use tracing::Instrument;
 
 use super::reader::Reader;
 use super::records::{self, Origin};
 use crate::backoff;
-use crate::dlq::{
-    ERROR_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, SEQUENCE_ATTRIBUTE, SHARD_ATTRIBUTE,
-    SOURCE_STREAM_ATTRIBUTE,
-};
 use crate::handler::{Attempt, Decision};
 use crate::publish::Publisher;
 
@@ -265,20 +262,16 @@ impl Reader {
             return true;
         };
         let group = records::subject(record);
-        let attributes = [
-            (
-                ERROR_ATTRIBUTE,
-                error.chars().take(1024).collect::<String>(),
-            ),
-            (RECEIVE_COUNT_ATTRIBUTE, count.to_string()),
-            (SOURCE_STREAM_ATTRIBUTE, self.source.stream_arn.clone()),
-            (SHARD_ATTRIBUTE, self.shard().to_string()),
-            (
-                SEQUENCE_ATTRIBUTE,
-                records::sequence_number(record).to_string(),
-            ),
-        ];
-        if !self.send_until_sent(dlq, event, &group, &attributes).await {
+        let reasons = DeadLetterReasons {
+            error: error.to_string(),
+            receive_count: count,
+            origin: sqs_message::Origin::StreamRecord {
+                stream_arn: self.source.stream_arn.clone(),
+                shard: self.shard().to_string(),
+                sequence_number: records::sequence_number(record).to_string(),
+            },
+        };
+        if !self.send_until_sent(dlq, event, &group, &reasons).await {
             return false;
         }
         tracing::warn!(error, dlq = dlq.url(), "dead-lettered");
@@ -301,11 +294,11 @@ impl Reader {
         dlq: &Publisher,
         event: &Event,
         group: &str,
-        attributes: &[(&str, String)],
+        reasons: &DeadLetterReasons,
     ) -> bool {
         let mut failures = 0;
         loop {
-            let Err(e) = dlq.send_with(event, Some(group), attributes).await else {
+            let Err(e) = dlq.dead_letter(event, Some(group), reasons).await else {
                 return true;
             };
             tracing::error!(error = %e, "could not dead-letter; trying again");

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use eventpipe_core::{checkpoints, provision};
+use eventpipe_core::{checkpoints, provision, resolve};
 use eventpipe_crds::{DeadLetterPolicySpec, DynamoDbStream};
 
 use super::lease::LeaseTable;
 use super::{StreamOptions, StreamSource};
 use crate::clients::Clients;
-use crate::dlq::stream_dead_letter_queue;
 use crate::handler::Handler;
 use crate::metrics::Source as Labels;
 use crate::publish::Publisher;
@@ -49,18 +48,17 @@ impl StreamConfig {
     ) -> anyhow::Result<Self> {
         let (binding, labels) = (source.binding, source.labels);
         let StreamClients { ddb, streams } = stream_clients(&clients.config(binding).await?);
-        let (arn, table) = stream_of(&ddb, stream).await?;
+        let resolve::Stream { arn, table } = resolve::stream(&ddb, stream).await?;
         check_stream(&streams, &arn).await?;
-        provision::ensure_table(&ddb, &stream.checkpoint_table, "id", false)
+        provision::ensure_checkpoint_table(&ddb, &stream.checkpoint_table)
             .await
             .context("checkpoint table")?;
         let policy = source.pipeline.policy_of(binding);
         let dlq = match policy {
             Some(policy) => {
                 let sqs = clients.sqs(binding).await?;
-                let url = stream_dead_letter_queue(&sqs, &table, policy).await?;
-                let fifo = url.ends_with(".fifo");
-                Some(Publisher::new(sqs, url, fifo))
+                let url = resolve::stream_dead_letters(&sqs, &table, policy).await?;
+                Some(Publisher::new(sqs, url))
             }
             None => None,
         };
@@ -135,38 +133,4 @@ async fn check_stream(streams: &aws_sdk_dynamodbstreams::Client, arn: &str) -> a
             )
         })?;
     Ok(())
-}
-
-/// The stream's ARN and its table's name: as the binding gives them, else the
-/// table's latest stream.
-async fn stream_of(
-    ddb: &aws_sdk_dynamodb::Client,
-    stream: &DynamoDbStream,
-) -> anyhow::Result<(String, String)> {
-    if let Some(arn) = &stream.stream_arn {
-        // arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
-        let table = arn.split('/').nth(1).unwrap_or_default().to_string();
-        return Ok((arn.clone(), table));
-    }
-    let table = stream.table_name.clone().unwrap_or_default();
-    let arn = if stream.create {
-        provision::ensure_table(ddb, &table, "id", true).await?
-    } else {
-        let out = ddb
-            .describe_table()
-            .table_name(&table)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "table {table:?}: {}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                )
-            })?;
-        out.table.and_then(|t| t.latest_stream_arn)
-    };
-    let arn = arn.ok_or_else(|| {
-        anyhow::anyhow!("table {table:?} has no stream: enable one (view type NEW_AND_OLD_IMAGES)")
-    })?;
-    Ok((arn, table))
 }
