@@ -41,6 +41,8 @@ pub fn sqs(moto: &PortForward) -> aws_sdk_sqs::Client {
 pub const RELEASE: &str = "eventpipe";
 pub const MOTO: &str = "eventpipe-moto";
 pub const APISERVICE: &str = "v1beta1.external.metrics.k8s.io";
+/// Stands for the pipelines' namespace (made up per run) in install values.
+pub const APP_NAMESPACE: &str = "APP_NAMESPACE";
 /// How long the cluster may take to settle after a change.
 pub const SETTLE: Duration = Duration::from_secs(180);
 
@@ -79,7 +81,11 @@ impl Release {
             uninstalled: false,
         };
         let mut set = vec!["localAws.enabled=true".to_string()];
-        set.extend(values.iter().map(|v| v.to_string()));
+        set.extend(
+            values
+                .iter()
+                .map(|v| v.replace(APP_NAMESPACE, &release.app)),
+        );
         // Unset means the chart's appVersion, the tag `make images` builds by default.
         if let Ok(tag) = std::env::var("E2E_IMAGE_TAG")
             && !tag.is_empty()
@@ -107,6 +113,28 @@ impl Release {
         check_install(client, &release.ns).await;
         crate::create_namespace(client, &release.app).await;
         release
+    }
+
+    /// Whether the operator's ServiceAccount may do what `kubectl auth can-i` is
+    /// asked (e.g. `["list", "secrets", "--all-namespaces"]`).
+    pub async fn operator_can(&self, args: &[&str]) -> bool {
+        let who = format!("--as=system:serviceaccount:{}:{RELEASE}", self.ns);
+        let mut all = vec!["auth", "can-i"];
+        all.extend(args);
+        all.push(&who);
+        let out = tokio::process::Command::new(crate::tools::tool("kubectl"))
+            .args(&all)
+            .output()
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        eprintln!("$ kubectl {}: {answer}", all.join(" "));
+        assert!(
+            answer == "yes" || answer == "no",
+            "kubectl auth can-i: {answer} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        answer == "yes"
     }
 
     /// A port-forward to the chart's moto.

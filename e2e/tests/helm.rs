@@ -52,11 +52,31 @@ async fn helm_install_runs_the_example_and_helm_uninstall_leaves_only_the_crds()
     hpa_reads_queue_depth(&client, &app).await;
     kubectl_shows_the_pipelines(&app).await;
     runs_as_non_root_read_only(&client, &[&release.ns, &app]).await;
+    reads_secrets_only_by_name(&release).await;
     an_image_that_cannot_be_pulled_is_named(&client, &app).await;
     drop((ingress, moto));
 
     release.uninstall(&client).await;
     // Both namespaces go when `release` is dropped, as after a failure.
+}
+
+/// The operator may read a Secret by name where pipelines run, and never list or
+/// watch Secrets, there or anywhere.
+async fn reads_secrets_only_by_name(release: &helm::Release) {
+    assert!(
+        release
+            .operator_can(&["get", "secrets", "-n", &release.app])
+            .await
+    );
+    for verb in ["list", "watch"] {
+        for scope in [["-n", release.app.as_str()], ["--all-namespaces", ""]] {
+            let args: Vec<&str> = [verb, "secrets", scope[0], scope[1]]
+                .into_iter()
+                .filter(|a| !a.is_empty())
+                .collect();
+            assert!(!release.operator_can(&args).await, "may {args:?}");
+        }
+    }
 }
 
 /// The example in its own namespace, with its webhook Secret, until both pipelines

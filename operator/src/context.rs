@@ -2,14 +2,11 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
 use kube::{Resource, ResourceExt};
 
-use crate::credentials::SecretCredentials;
+use crate::credentials::{CREDENTIALS_TTL, SecretCredentials};
 use crate::render::Settings;
 
 pub const MANAGER: &str = "eventpipe-operator";
@@ -26,24 +23,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context that fetches a binding's Secret whenever it needs the credentials.
     pub fn new(
         client: Client,
         settings: Settings,
         aws: aws_config::SdkConfig,
         metrics: crate::metrics::Metrics,
-    ) -> Arc<Self> {
-        Self::watching(client, settings, aws, metrics, reflector::store().0)
-    }
-
-    /// A context that reads a Secret again only when `secrets` (its metadata, kept
-    /// current by a watch) shows a new version.
-    pub fn watching(
-        client: Client,
-        settings: Settings,
-        aws: aws_config::SdkConfig,
-        metrics: crate::metrics::Metrics,
-        secrets: Store<PartialObjectMeta<Secret>>,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -55,7 +39,7 @@ impl Context {
             settings,
             aws,
             metrics,
-            credentials: SecretCredentials::new(secrets),
+            credentials: SecretCredentials::new(CREDENTIALS_TTL),
         })
     }
 

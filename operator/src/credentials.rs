@@ -1,36 +1,36 @@
-//! AWS credentials from a binding's Secret, read once per version of the Secret: a
-//! watch of Secrets' metadata says which version is current, so the metrics refresh
-//! and reconciles do not fetch unchanged Secrets again.
+//! AWS credentials from a binding's Secret, fetched by name and kept for a while: the
+//! operator neither lists nor watches Secrets, so a rotated Secret is read again once
+//! its credentials are older than the cache's time to live.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use aws_sdk_sqs::config::Credentials;
 use eventpipe_core::aws::secret_keys;
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
+use tokio::time::Instant;
 
 use crate::context::{Error, Problem};
 
 type Key = (String, String);
 
-/// Credentials by Secret, each with the resourceVersion it was read at.
+/// How long credentials read from a Secret are used before it is read again.
+pub const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
+
+/// Credentials by Secret, each with when it was read.
 pub struct SecretCredentials {
-    versions: Store<PartialObjectMeta<Secret>>,
-    read: Mutex<HashMap<Key, (String, Credentials)>>,
+    ttl: Duration,
+    read: Mutex<HashMap<Key, (Instant, Credentials)>>,
 }
 
-/// The lock is poisoned only when a panic held it, and no code that holds it panics.
 const POISONED: &str = "credentials cache lock poisoned";
 
 impl SecretCredentials {
-    /// `versions`: Secrets' metadata, kept current by a watch. Where it does not know a
-    /// Secret (an empty store, a Secret just made), the Secret is fetched.
-    pub fn new(versions: Store<PartialObjectMeta<Secret>>) -> Self {
+    pub fn new(ttl: Duration) -> Self {
         Self {
-            versions,
+            ttl,
             read: Mutex::default(),
         }
     }
@@ -38,13 +38,8 @@ impl SecretCredentials {
     /// The credentials in Secret `name` of `ns`, or why there are none.
     pub async fn get(&self, client: &Client, ns: &str, name: &str) -> Result<Credentials, Error> {
         let key = (ns.to_string(), name.to_string());
-        let current = self
-            .versions
-            .get(&ObjectRef::new(name).within(ns))
-            .and_then(|m| m.resource_version());
-        if let Some(version) = current
-            && let Some((seen, creds)) = self.read.lock().expect(POISONED).get(&key)
-            && *seen == version
+        if let Some((at, creds)) = self.read.lock().expect(POISONED).get(&key)
+            && at.elapsed() < self.ttl
         {
             return Ok(creds.clone());
         }
@@ -57,12 +52,9 @@ impl SecretCredentials {
                 message: format!("credentials Secret {name:?} not found in namespace {ns}"),
             }));
         };
-        let version = secret.resource_version();
         let creds = parse(name, secret).map_err(Error::Blocked)?;
-        if let Some(version) = version {
-            let mut read = self.read.lock().expect(POISONED);
-            read.insert(key, (version, creds.clone()));
-        }
+        let mut read = self.read.lock().expect(POISONED);
+        read.insert(key, (Instant::now(), creds.clone()));
         Ok(creds)
     }
 }

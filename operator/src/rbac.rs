@@ -1,8 +1,9 @@
 //! Every Kubernetes API call the operator makes, as (API group, resource, verbs): the
-//! least privilege the Helm chart grants. Keep in step with the reconcilers; a test
-//! compares it with the chart's ClusterRole.
+//! least privilege the Helm chart grants, in every namespace (a ClusterRole) or only in
+//! the watched ones (a Role in each). Keep in step with the reconcilers; a test
+//! compares it with the chart's roles.
 
-pub const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
+pub const RULES: &[(&str, &[&str], &[&str])] = &[
     // Watched by the controllers; finalizers on QueueBindings are patched.
     (
         "eventpipe.dev",
@@ -28,8 +29,10 @@ pub const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
     // Listed only when a Deployment is short of replicas, to say why (an image that
     // cannot be pulled, a crashing container).
     ("", &["pods"], &["list"]),
-    // Checked for existence and keys (webhook secrets), read for binding credentials.
-    ("", &["secrets"], &["get", "list", "watch"]),
+    // Read by name only, and only those a pipeline or binding names: for the keys
+    // webhooks and workloads need, and a binding's AWS credentials. Never listed or
+    // watched.
+    ("", &["secrets"], &["get"]),
     (
         "apps",
         &["deployments"],

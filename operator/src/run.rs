@@ -6,23 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventpipe_crds::{DeadLetterPolicy, EventPipeline, QueueBinding};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Secret, Service};
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use eventpipe_crds::{EventPipeline, QueueBinding};
+use k8s_openapi::api::core::v1::EnvVar;
+use kube::Client;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, MANAGER};
+use crate::controllers;
 use crate::external_metrics::{self, Cache};
 use crate::metrics::ApiRequest;
 use crate::render::Settings;
-use crate::{binding, pipeline, policy};
+use crate::scope::{Scope, Stores};
 
 /// How long a leader's Lease lasts unrenewed: a killed leader's successor takes over
 /// within this.
@@ -80,6 +75,10 @@ pub struct RunArgs {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// Watch only these namespaces (comma-separated), with permissions granted in each;
+    /// empty: the whole cluster.
+    #[arg(long, env = "EVENTPIPE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Run the controllers without electing a leader (a single replica only).
     #[arg(long)]
     pub no_leader_election: bool,
@@ -105,14 +104,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = crate::metrics::Metrics::register(&mut registry);
     let client = counted_client(&metrics).await?;
     let aws = eventpipe_core::aws::default_config().await;
-    let ctx = Context::watching(
-        client.clone(),
-        settings(&args),
-        aws,
-        metrics,
-        // Secrets by metadata only: their data never enters this cache.
-        watch_store::<PartialObjectMeta<Secret>>(&client),
-    );
+    let ctx = Context::new(client.clone(), settings(&args), aws, metrics);
+    let scope = Scope::of(&args.watch_namespaces);
     let stop = CancellationToken::new();
     let ready = eventpipe_core::ops::Ready::default();
     let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
@@ -123,8 +116,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready.clone(),
         async move { ops_stop.cancelled().await },
     ));
-    let pipelines = watch_store::<EventPipeline>(&client);
-    serve_external_metrics(&args, &client, &ctx, &pipelines, &stop).await?;
+    let pipelines = Stores::<EventPipeline>::watch(&client, &scope);
+    serve_external_metrics(&args, &client, &scope, &ctx, &pipelines, &stop).await?;
     ready.set(true);
 
     let signal_stop = stop.clone();
@@ -142,7 +135,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tracing::info!("leading: reconciling EventPipelines, QueueBindings and DeadLetterPolicies");
     tokio::select! {
-        _ = controllers(client, ctx, pipelines) => {}
+        _ = controllers::run(client, ctx, &scope, pipelines) => {}
         _ = stop.cancelled() => {}
     }
     stop.cancel();
@@ -171,8 +164,9 @@ fn settings(args: &RunArgs) -> Settings {
 async fn serve_external_metrics(
     args: &RunArgs,
     client: &Client,
+    scope: &Scope,
     ctx: &Arc<Context>,
-    pipelines: &Store<EventPipeline>,
+    pipelines: &Stores<EventPipeline>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let cache = Cache::default();
@@ -187,7 +181,7 @@ async fn serve_external_metrics(
     tokio::spawn(refresh_metrics(
         ctx.clone(),
         pipelines.clone(),
-        watch_store::<QueueBinding>(client),
+        Stores::<QueueBinding>::watch(client, scope),
         cache,
         stop.clone(),
     ));
@@ -259,33 +253,10 @@ async fn lost(leader: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// A cache of all objects of a kind, kept current by a watch.
-fn watch_store<K>(client: &Client) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
-    tokio::spawn(stream);
-    reader
-}
-
 async fn refresh_metrics(
     ctx: Arc<Context>,
-    pipelines: Store<EventPipeline>,
-    bindings: Store<QueueBinding>,
+    pipelines: Stores<EventPipeline>,
+    bindings: Stores<QueueBinding>,
     cache: Cache,
     stop: CancellationToken,
 ) {
@@ -293,92 +264,4 @@ async fn refresh_metrics(
         external_metrics::refresh(&ctx, &pipelines.state(), &bindings.state(), &cache).await;
         tokio::select! { _ = tokio::time::sleep(Duration::from_secs(5)) => {}, _ = stop.cancelled() => return }
     }
-}
-
-/// Pipelines in `ns` that `matches` says depend on an object.
-fn dependents(
-    store: &Store<EventPipeline>,
-    ns: Option<String>,
-    matches: impl Fn(&EventPipeline) -> bool,
-) -> Vec<ObjectRef<EventPipeline>> {
-    store
-        .state()
-        .iter()
-        .filter(|p| p.namespace() == ns && matches(p))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
-}
-
-async fn controllers(client: Client, ctx: Arc<Context>, pipelines: Store<EventPipeline>) {
-    let bindings = Controller::new(Api::<QueueBinding>::all(client.clone()), Default::default())
-        .shutdown_on_signal()
-        .run(binding::reconcile, binding::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    tokio::join!(
-        pipeline_controller(client.clone(), ctx.clone(), pipelines),
-        bindings,
-        policy_controller(client, ctx),
-    );
-}
-
-/// EventPipelines, reconciled again when what they own or depend on changes.
-async fn pipeline_controller(client: Client, ctx: Arc<Context>, store: Store<EventPipeline>) {
-    let wc = watcher::Config::default();
-    let owned =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=eventpipe-operator");
-    let (s1, s2, s3) = (store.clone(), store.clone(), store);
-    Controller::new(Api::<EventPipeline>::all(client.clone()), wc.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), owned)
-        .watches(
-            Api::<QueueBinding>::all(client.clone()),
-            wc.clone(),
-            move |b| {
-                let name = b.name_any();
-                dependents(&s1, b.namespace(), |p| {
-                    p.binding_names().contains(name.as_str())
-                })
-            },
-        )
-        // Cheap and always right: a policy change touches the pipelines of its namespace.
-        .watches(
-            Api::<DeadLetterPolicy>::all(client.clone()),
-            wc.clone(),
-            move |d| dependents(&s2, d.namespace(), |_| true),
-        )
-        // Secrets by metadata only: their data never enters the operator's memory.
-        .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client),
-            wc,
-            move |s| {
-                let name = s.name_any();
-                dependents(&s3, s.namespace(), |p| {
-                    crate::render::ingress_secrets(p).contains(&name)
-                })
-            },
-        )
-        .shutdown_on_signal()
-        .run(pipeline::reconcile, pipeline::error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
-}
-
-/// DeadLetterPolicies, reconciled again when a QueueBinding that names one changes.
-async fn policy_controller(client: Client, ctx: Arc<Context>) {
-    let wc = watcher::Config::default();
-    Controller::new(Api::<DeadLetterPolicy>::all(client.clone()), wc.clone())
-        .watches(Api::<QueueBinding>::all(client), wc, |b| {
-            let ns = b.namespace().unwrap_or_default();
-            b.spec
-                .dead_letter_policy_ref
-                .iter()
-                .map(|r| ObjectRef::new(&r.name).within(&ns))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(policy::reconcile, policy::error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
 }

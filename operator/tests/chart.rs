@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use eventpipe_operator::{CLUSTER_RULES, LEASE_RULES};
+use eventpipe_operator::{LEASE_RULES, RULES};
 use serde_json::Value;
 
 fn render() -> Vec<Value> {
@@ -87,11 +87,51 @@ fn the_cluster_role_is_what_the_operator_calls() {
     let docs = render();
     assert_eq!(
         rules_of(&docs, "ClusterRole", "t-eventpipe"),
-        expected(CLUSTER_RULES)
+        expected(RULES)
     );
     assert_eq!(
         rules_of(&docs, "Role", "t-eventpipe-leader"),
         expected(LEASE_RULES)
+    );
+    let secrets = expected(RULES)
+        .into_iter()
+        .find(|(_, r, _)| r == &["secrets"]);
+    assert_eq!(
+        secrets.unwrap().2,
+        ["get"],
+        "Secrets are never listed or watched"
+    );
+}
+
+#[test]
+fn watched_namespaces_get_roles_and_no_cluster_role() {
+    let docs = render_with(&["watchNamespaces={shop,billing}"]);
+    for ns in ["shop", "billing"] {
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no Role in {ns}"));
+        assert_eq!(role["metadata"]["name"], "t-eventpipe");
+        assert_eq!(
+            rules_of(std::slice::from_ref(role), "Role", "t-eventpipe"),
+            expected(RULES)
+        );
+        let bound = docs.iter().any(|d| {
+            d["kind"] == "RoleBinding"
+                && d["metadata"]["namespace"] == ns
+                && d["roleRef"]["name"] == "t-eventpipe"
+                && d["subjects"][0]["namespace"] == "ep"
+        });
+        assert!(bound, "no RoleBinding in {ns}");
+    }
+    let granted_cluster_wide = docs
+        .iter()
+        .any(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "t-eventpipe");
+    assert!(!granted_cluster_wide);
+    let (args, _) = operator_command(&docs);
+    assert!(
+        args.contains(&"--watch-namespaces=shop,billing".to_string()),
+        "{args:?}"
     );
 }
 
@@ -126,6 +166,7 @@ fn the_operator_accepts_the_command_line_the_chart_gives_it() {
             "aws.credentialsSecret=aws",
             "externalMetrics.tlsSecret=tls",
             "logLevel=debug",
+            "watchNamespaces={shop,billing}",
         ],
     ] {
         let (args, env) = operator_command(&render_with(values));
