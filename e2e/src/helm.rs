@@ -109,9 +109,10 @@ impl Release {
         for v in &set {
             args.extend(["--set", v.as_str()]);
         }
+        // First: the chart may grant Roles in it (watchNamespaces).
+        crate::create_namespace(client, &release.app).await;
         run("helm", &args).await;
         check_install(client, &release.ns).await;
-        crate::create_namespace(client, &release.app).await;
         release
     }
 
