@@ -195,7 +195,8 @@ async fn serve_ops(
 }
 
 /// Creates what the QueueBindings ask for: queues, DLQs and redrive policies,
-/// stream-enabled tables and their DLQs.
+/// stream-enabled tables and their DLQs. Local bindings have no uid, so nothing here
+/// is tagged as a binding's: no `deletionPolicy: Delete` ever removes it.
 async fn provision_all(manifest: &Manifest) -> anyhow::Result<()> {
     let config = aws::default_config().await;
     let (sqs, ddb) = (
@@ -230,7 +231,7 @@ async fn provision_all(manifest: &Manifest) -> anyhow::Result<()> {
             let dlq = match policy {
                 Some(p) => format!(
                     " (DLQ {})",
-                    provision::ensure_dead_letter_queue(&sqs, &table, p).await?
+                    provision::ensure_dead_letter_queue(&sqs, &table, p, None).await?
                 ),
                 None => String::new(),
             };

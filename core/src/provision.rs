@@ -1,12 +1,16 @@
 //! Creating what a QueueBinding asks for: the queue, its dead-letter queue and redrive
 //! policy, stream-enabled tables, checkpoint and idempotency tables. Everything is
 //! idempotent: existing resources are kept and their attributes brought in line.
+//!
+//! What is created for a binding carries its uid in the [`OWNER_TAG`], written at
+//! creation only: an existing resource that is adopted never gets it, so deleting the
+//! binding can tell what it made from what it found.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TimeToLiveSpecification, TimeToLiveStatus,
+    StreamSpecification, StreamViewType, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
@@ -14,6 +18,10 @@ use eventpipe_crds::{DeadLetterPolicy, SqsQueue};
 
 use crate::resolve::{self, DeadLetterTarget};
 use crate::sqs_message;
+
+/// The tag naming the QueueBinding (by uid) that created a queue or table. Resources
+/// created without one (local mode, the worker's own tables) are nobody's to delete.
+pub const OWNER_TAG: &str = "eventpipe.dev/owner";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {message}")]
@@ -63,7 +71,8 @@ impl FailureKind {
     }
 }
 
-fn fail<E, R>(what: impl Into<String>) -> impl FnOnce(SdkError<E, R>) -> ProvisionError
+/// Turns an SDK error about `what` into a [`ProvisionError`], for `map_err`.
+pub fn fail<E, R>(what: impl Into<String>) -> impl FnOnce(SdkError<E, R>) -> ProvisionError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -99,11 +108,23 @@ pub struct Queues {
 }
 
 /// Creates (or updates) the binding's queue and, when it has a policy, its DLQ and
-/// redrive policy. Only for bindings with `create: true` and a `queueName`.
+/// redrive policy. Only for bindings with `create: true` and a `queueName`. What it
+/// creates has no owner: see [`ensure_sqs_for`].
 pub async fn ensure_sqs(
     sqs: &aws_sdk_sqs::Client,
     queue: &SqsQueue,
     policy: Option<&DeadLetterPolicy>,
+) -> Result<Queues, ProvisionError> {
+    ensure_sqs_for(sqs, queue, policy, None).await
+}
+
+/// [`ensure_sqs`] for the binding with `uid`, whose [`OWNER_TAG`] goes on the queue
+/// and its own DLQ when they are created.
+pub async fn ensure_sqs_for(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &SqsQueue,
+    policy: Option<&DeadLetterPolicy>,
+    uid: Option<&str>,
 ) -> Result<Queues, ProvisionError> {
     let name = queue.queue_name.clone().unwrap_or_default();
     let mut attrs = HashMap::from([(
@@ -115,7 +136,7 @@ pub async fn ensure_sqs(
     }
     let mut dlq_url = None;
     if let Some(policy) = policy {
-        let url = ensure_dead_letter_queue(sqs, &name, policy).await?;
+        let url = ensure_dead_letter_queue(sqs, &name, policy, uid).await?;
         let redrive = serde_json::json!({
             "deadLetterTargetArn": arn_of(sqs, &url).await?,
             "maxReceiveCount": policy.spec.max_receive_count.to_string(),
@@ -123,17 +144,19 @@ pub async fn ensure_sqs(
         attrs.insert(Attr::RedrivePolicy, redrive.to_string());
         dlq_url = Some(url);
     }
-    let url = ensure_queue(sqs, &name, attrs).await?;
+    let url = ensure_queue(sqs, &name, attrs, uid).await?;
     let arn = arn_of(sqs, &url).await?;
     Ok(Queues { url, arn, dlq_url })
 }
 
 /// The DLQ a policy gives `owner` (a queue, or a stream's table), by
-/// [`resolve::dead_letter_target`]: created unless the policy names an existing one.
+/// [`resolve::dead_letter_target`]: created unless the policy names an existing one,
+/// tagged as the binding `uid`'s when it is the owner's own (default-named) DLQ.
 pub async fn ensure_dead_letter_queue(
     sqs: &aws_sdk_sqs::Client,
     owner: &str,
     policy: &DeadLetterPolicy,
+    uid: Option<&str>,
 ) -> Result<String, ProvisionError> {
     let (name, create) = match resolve::dead_letter_target(owner, None, policy) {
         DeadLetterTarget::Url(url) => return Ok(url),
@@ -153,37 +176,54 @@ pub async fn ensure_dead_letter_queue(
     if sqs_message::is_fifo(&name) {
         attrs.insert(Attr::FifoQueue, "true".into());
     }
-    ensure_queue(sqs, &name, attrs).await
+    // A DLQ the policy names may be shared by many bindings: none of them owns it.
+    let uid = uid.filter(|_| policy.spec.dead_letter_queue.is_none());
+    ensure_queue(sqs, &name, attrs, uid).await
 }
 
-/// Creates the queue, or sets the attributes of the one that exists.
+/// Creates the queue, tagged as the binding `uid`'s, or sets the attributes of the
+/// one that exists (which keeps its tags).
 pub async fn ensure_queue(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     attrs: HashMap<Attr, String>,
+    uid: Option<&str>,
 ) -> Result<String, ProvisionError> {
-    if let Ok(url) = url_of(sqs, name).await {
-        // FifoQueue cannot be changed after creation.
-        let settable = attrs
-            .into_iter()
-            .filter(|(k, _)| *k != Attr::FifoQueue)
-            .collect();
-        sqs.set_queue_attributes()
-            .queue_url(&url)
-            .set_attributes(Some(settable))
-            .send()
-            .await
-            .map_err(fail(name))?;
-        return Ok(url);
+    match url_of(sqs, name).await {
+        Ok(url) => return update_queue(sqs, &url, attrs).await.map(|()| url),
+        // Only a queue known to be missing is created: CreateQueue may answer with,
+        // and tag, a queue that exists.
+        Err(e) if e.kind != FailureKind::QueueNotFound => return Err(e),
+        Err(_) => {}
     }
-    let out = sqs
+    let mut create = sqs
         .create_queue()
         .queue_name(name)
-        .set_attributes(Some(attrs))
+        .set_attributes(Some(attrs));
+    if let Some(uid) = uid {
+        create = create.tags(OWNER_TAG, uid);
+    }
+    let out = create.send().await.map_err(fail(name))?;
+    Ok(out.queue_url.unwrap_or_default())
+}
+
+async fn update_queue(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    attrs: HashMap<Attr, String>,
+) -> Result<(), ProvisionError> {
+    // FifoQueue cannot be changed after creation.
+    let settable = attrs
+        .into_iter()
+        .filter(|(k, _)| *k != Attr::FifoQueue)
+        .collect();
+    sqs.set_queue_attributes()
+        .queue_url(url)
+        .set_attributes(Some(settable))
         .send()
         .await
-        .map_err(fail(name))?;
-    Ok(out.queue_url.unwrap_or_default())
+        .map_err(fail(url))?;
+    Ok(())
 }
 
 pub async fn url_of(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, ProvisionError> {
@@ -239,11 +279,22 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<i64, Pr
 }
 
 /// A table whose stream a `dynamodbStream` binding consumes; returns the stream's ARN.
+/// What it creates has no owner: see [`ensure_stream_table_for`].
 pub async fn ensure_stream_table(
     ddb: &aws_sdk_dynamodb::Client,
     name: &str,
 ) -> Result<Option<String>, ProvisionError> {
-    ensure_table(ddb, name, "id", true).await
+    ensure_stream_table_for(ddb, name, None).await
+}
+
+/// [`ensure_stream_table`] for the binding with `uid`, whose [`OWNER_TAG`] goes on
+/// the table when it is created.
+pub async fn ensure_stream_table_for(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    uid: Option<&str>,
+) -> Result<Option<String>, ProvisionError> {
+    ensure_table(ddb, name, "id", true, uid).await
 }
 
 /// A stream consumer's lease and checkpoint table.
@@ -251,7 +302,7 @@ pub async fn ensure_checkpoint_table(
     ddb: &aws_sdk_dynamodb::Client,
     name: &str,
 ) -> Result<(), ProvisionError> {
-    ensure_table(ddb, name, "id", false).await.map(drop)
+    ensure_table(ddb, name, "id", false, None).await.map(drop)
 }
 
 /// An idempotency table, whose claims expire by the epoch-seconds `ttl_attribute`.
@@ -260,7 +311,7 @@ pub async fn ensure_idempotency_table(
     name: &str,
     ttl_attribute: &str,
 ) -> Result<(), ProvisionError> {
-    ensure_table(ddb, name, "id", false).await?;
+    ensure_table(ddb, name, "id", false, None).await?;
     ensure_ttl(ddb, name, ttl_attribute).await
 }
 
@@ -271,7 +322,7 @@ pub async fn ensure_processor_table(
     name: &str,
     stream: bool,
 ) -> Result<(), ProvisionError> {
-    ensure_table(ddb, name, "id", stream).await.map(drop)
+    ensure_table(ddb, name, "id", stream, None).await.map(drop)
 }
 
 /// The table's latest stream, if it has one.
@@ -289,12 +340,15 @@ pub async fn latest_stream(
 }
 
 /// Creates an on-demand table keyed by string `key` when missing, with a stream of new
-/// and old images when `stream` is set; returns the stream ARN when there is one.
+/// and old images when `stream` is set and tagged as the binding `uid`'s; returns the
+/// stream ARN when there is one. (CreateTable fails on a table that exists, so an
+/// existing table is never tagged.)
 async fn ensure_table(
     ddb: &aws_sdk_dynamodb::Client,
     name: &str,
     key: &str,
     stream: bool,
+    uid: Option<&str>,
 ) -> Result<Option<String>, ProvisionError> {
     if let Ok(out) = ddb.describe_table().table_name(name).send().await {
         return Ok(out.table.and_then(|t| t.latest_stream_arn));
@@ -324,8 +378,61 @@ async fn ensure_table(
                 .expect("enabled is set"),
         );
     }
+    if let Some(uid) = uid {
+        let tag = Tag::builder().key(OWNER_TAG).value(uid).build();
+        create = create.tags(tag.expect("key and value are set"));
+    }
     let out = create.send().await.map_err(fail(name))?;
     Ok(out.table_description.and_then(|t| t.latest_stream_arn))
+}
+
+/// The uid in a queue's [`OWNER_TAG`]: the binding that created it, if one did.
+pub async fn queue_owner(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Result<Option<String>, ProvisionError> {
+    let out = sqs
+        .list_queue_tags()
+        .queue_url(url)
+        .send()
+        .await
+        .map_err(fail(url))?;
+    Ok(out.tags.and_then(|mut tags| tags.remove(OWNER_TAG)))
+}
+
+/// The uid in a table's [`OWNER_TAG`]: the binding that created it, if one did.
+pub async fn table_owner(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Option<String>, ProvisionError> {
+    let what = format!("table {table:?}");
+    let described = ddb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(fail(what.clone()))?;
+    let arn = described
+        .table
+        .and_then(|t| t.table_arn)
+        .unwrap_or_default();
+    let mut next = None;
+    loop {
+        let out = ddb
+            .list_tags_of_resource()
+            .resource_arn(&arn)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(fail(what.clone()))?;
+        if let Some(tag) = out.tags().iter().find(|t| t.key() == OWNER_TAG) {
+            return Ok(Some(tag.value().to_string()));
+        }
+        next = out.next_token;
+        if next.is_none() {
+            return Ok(None);
+        }
+    }
 }
 
 /// Turns on expiry of items by the epoch-seconds attribute `attribute`, unless it

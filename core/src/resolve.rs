@@ -34,14 +34,18 @@ pub fn dead_letter_target(
         let create = named.is_some_and(|d| d.create);
         return DeadLetterTarget::Name { name, create };
     }
-    let name = match (redrive_target, owner.strip_suffix(".fifo")) {
-        (Some(target), _) => target.to_string(),
-        (None, Some(base)) => format!("{base}-dlq.fifo"),
-        (None, None) => format!("{owner}-dlq"),
-    };
     DeadLetterTarget::Name {
-        name,
+        name: redrive_target.map_or_else(|| own_dead_letter_queue(owner), str::to_string),
         create: redrive_target.is_none(),
+    }
+}
+
+/// The name of the DLQ that is `owner`'s own, not shared: `<owner>-dlq`, or a FIFO
+/// owner's `<base>-dlq.fifo`.
+pub fn own_dead_letter_queue(owner: &str) -> String {
+    match owner.strip_suffix(".fifo") {
+        Some(base) => format!("{base}-dlq.fifo"),
+        None => format!("{owner}-dlq"),
     }
 }
 
@@ -141,8 +145,9 @@ pub struct Stream {
     pub table: String,
 }
 
-/// The binding's stream: by ARN as given, else its table's latest stream, the table
-/// created first when the binding says so.
+/// The binding's stream: by ARN as given, else its table's latest stream. The table
+/// must exist: with `create: true` the operator (or `eventpipe dev`) creates it, tagged
+/// as the binding's, and a table the worker made would belong to no binding.
 pub async fn stream(
     ddb: &aws_sdk_dynamodb::Client,
     stream: &DynamoDbStream,
@@ -154,11 +159,7 @@ pub async fn stream(
         });
     }
     let table = stream.table_name.clone().unwrap_or_default();
-    let arn = match stream.create {
-        true => provision::ensure_stream_table(ddb, &table).await?,
-        false => provision::latest_stream(ddb, &table).await?,
-    };
-    match arn {
+    match provision::latest_stream(ddb, &table).await? {
         Some(arn) => Ok(Stream { arn, table }),
         None => Err(ProvisionError {
             what: format!("table {table:?} has no stream"),

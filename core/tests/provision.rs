@@ -150,3 +150,136 @@ async fn tables_with_streams_and_ttl() {
         Some("expires_at")
     );
 }
+
+/// The owner tag of the queue named `name`.
+async fn queue_owner(sqs: &aws_sdk_sqs::Client, name: &str) -> Option<String> {
+    let url = provision::url_of(sqs, name)
+        .await
+        .expect("the queue exists");
+    provision::queue_owner(sqs, &url).await.expect("its tags")
+}
+
+#[tokio::test]
+async fn queues_a_binding_creates_carry_its_uid_and_adopted_ones_do_not() {
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let existing = sqs
+        .create_queue()
+        .queue_name("orders")
+        .send()
+        .await
+        .unwrap();
+    let p = policy("metadata: {name: p}\nspec: {maxReceiveCount: 4}");
+    let b = binding("metadata: {name: orders}\nspec: {sqs: {queueName: orders, create: true}}");
+    let q = provision::ensure_sqs_for(&sqs, b.spec.sqs.as_ref().unwrap(), Some(&p), Some("b-1"))
+        .await
+        .unwrap();
+    assert_eq!(Some(q.url), existing.queue_url, "adopted");
+    assert_eq!(
+        queue_owner(&sqs, "orders").await,
+        None,
+        "adoption tags nothing"
+    );
+    assert_eq!(
+        queue_owner(&sqs, "orders-dlq").await.as_deref(),
+        Some("b-1")
+    );
+
+    // Applied again by another binding: tags stay as they were at creation.
+    provision::ensure_sqs_for(&sqs, b.spec.sqs.as_ref().unwrap(), Some(&p), Some("b-2"))
+        .await
+        .unwrap();
+    assert_eq!(queue_owner(&sqs, "orders").await, None);
+    assert_eq!(
+        queue_owner(&sqs, "orders-dlq").await.as_deref(),
+        Some("b-1")
+    );
+
+    // Created fresh: the queue is the binding's; without a uid (local mode), nobody's.
+    let b = binding("metadata: {name: o}\nspec: {sqs: {queueName: fresh, create: true}}");
+    provision::ensure_sqs_for(&sqs, b.spec.sqs.as_ref().unwrap(), None, Some("b-3"))
+        .await
+        .unwrap();
+    assert_eq!(queue_owner(&sqs, "fresh").await.as_deref(), Some("b-3"));
+    let b = binding("metadata: {name: o}\nspec: {sqs: {queueName: local, create: true}}");
+    provision::ensure_sqs(&sqs, b.spec.sqs.as_ref().unwrap(), Some(&p))
+        .await
+        .unwrap();
+    assert_eq!(queue_owner(&sqs, "local").await, None);
+    assert_eq!(queue_owner(&sqs, "local-dlq").await, None);
+}
+
+#[tokio::test]
+async fn a_dlq_the_policy_names_is_nobodys_even_when_a_binding_creates_it() {
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let p = policy(
+        "metadata: {name: p}\nspec: {deadLetterQueue: {queueName: shared-dlq, create: true}}",
+    );
+    let b = binding("metadata: {name: o}\nspec: {sqs: {queueName: orders, create: true}}");
+    provision::ensure_sqs_for(&sqs, b.spec.sqs.as_ref().unwrap(), Some(&p), Some("b-1"))
+        .await
+        .unwrap();
+    assert_eq!(queue_owner(&sqs, "orders").await.as_deref(), Some("b-1"));
+    assert_eq!(queue_owner(&sqs, "shared-dlq").await, None);
+}
+
+#[tokio::test]
+async fn tables_a_binding_creates_carry_its_uid_and_adopted_ones_do_not() {
+    let moto = Moto::start();
+    let ddb = moto.dynamodb();
+    // Made by someone else: untagged.
+    provision::ensure_stream_table(&ddb, "comments")
+        .await
+        .unwrap();
+    let adopted = provision::ensure_stream_table_for(&ddb, "comments", Some("b-1"))
+        .await
+        .unwrap();
+    assert!(adopted.is_some(), "the existing table's stream");
+    assert_eq!(
+        provision::table_owner(&ddb, "comments").await.unwrap(),
+        None
+    );
+
+    provision::ensure_stream_table_for(&ddb, "made", Some("b-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        provision::table_owner(&ddb, "made")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("b-1")
+    );
+    // The worker's own tables belong to no binding.
+    provision::ensure_checkpoint_table(&ddb, "checkpoints")
+        .await
+        .unwrap();
+    assert_eq!(
+        provision::table_owner(&ddb, "checkpoints").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn owners_of_what_is_not_there_are_errors_saying_so() {
+    let moto = Moto::start();
+    let err = provision::table_owner(&moto.dynamodb(), "absent")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, provision::FailureKind::TableNotFound);
+    let url = format!("{}/123456789012/absent", moto.endpoint());
+    let err = provision::queue_owner(&moto.sqs(), &url).await.unwrap_err();
+    assert_eq!(err.kind, provision::FailureKind::QueueNotFound);
+
+    // No answer: never mistaken for a missing queue, so nothing is created either.
+    let port = eventpipe_testkit::free_port();
+    let config = aws_sdk_sqs::config::Builder::from(&moto.sdk_config())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .build();
+    let unreachable = aws_sdk_sqs::Client::from_conf(config);
+    let err = provision::ensure_queue(&unreachable, "orders", Default::default(), Some("b-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, provision::FailureKind::Unreachable);
+}

@@ -25,7 +25,7 @@ fn stream(yaml: &str) -> DynamoDbStream {
 async fn a_queue_made_elsewhere_keeps_the_dlq_its_redrive_policy_names() {
     let moto = Moto::start();
     let sqs = moto.sqs();
-    let legacy = provision::ensure_queue(&sqs, "legacy-dead", HashMap::new())
+    let legacy = provision::ensure_queue(&sqs, "legacy-dead", HashMap::new(), None)
         .await
         .unwrap();
     let redrive = serde_json::json!({
@@ -33,7 +33,7 @@ async fn a_queue_made_elsewhere_keeps_the_dlq_its_redrive_policy_names() {
         "maxReceiveCount": "5",
     });
     let attrs = HashMap::from([(Attr::RedrivePolicy, redrive.to_string())]);
-    let url = provision::ensure_queue(&sqs, "orders", attrs)
+    let url = provision::ensure_queue(&sqs, "orders", attrs, None)
         .await
         .unwrap();
     let q = queue("queueName: orders");
@@ -46,7 +46,7 @@ async fn a_queue_made_elsewhere_keeps_the_dlq_its_redrive_policy_names() {
         legacy
     );
     // The queue a policy names wins over the redrive policy.
-    let shared = provision::ensure_queue(&sqs, "shared-dlq", HashMap::new())
+    let shared = provision::ensure_queue(&sqs, "shared-dlq", HashMap::new(), None)
         .await
         .unwrap();
     let p = policy("metadata: {name: p}\nspec: {deadLetterQueue: {queueName: shared-dlq}}");
@@ -69,7 +69,7 @@ async fn a_missing_queue_or_dlq_is_an_error_naming_it() {
         (err.what.as_str(), err.kind),
         ("queue \"nowhere\"", FailureKind::QueueNotFound)
     );
-    let url = provision::ensure_queue(&sqs, "orders", HashMap::new())
+    let url = provision::ensure_queue(&sqs, "orders", HashMap::new(), None)
         .await
         .unwrap();
     let p = policy("metadata: {name: p}\nspec: {}");
@@ -88,6 +88,10 @@ async fn a_missing_queue_or_dlq_is_an_error_naming_it() {
 async fn a_stream_resolves_to_its_arn_and_table() {
     let moto = Moto::start();
     let ddb = moto.dynamodb();
+    // Created by the operator (or `eventpipe dev`), never by resolving.
+    provision::ensure_stream_table(&ddb, "comments")
+        .await
+        .unwrap();
     let made = resolve::stream(&ddb, &stream("{tableName: comments, create: true}"))
         .await
         .unwrap();
@@ -123,4 +127,16 @@ async fn a_table_without_a_stream_says_how_to_enable_one() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::TableNotFound);
+}
+
+#[tokio::test]
+async fn resolving_a_stream_never_creates_its_table() {
+    let moto = Moto::start();
+    let ddb = moto.dynamodb();
+    let err = resolve::stream(&ddb, &stream("{tableName: comments, create: true}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::TableNotFound);
+    let tables = ddb.list_tables().send().await.unwrap();
+    assert!(tables.table_names().is_empty(), "{tables:?}");
 }

@@ -49,7 +49,10 @@ kind! {
         /// queue's visibility timeout and are never dead-lettered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub dead_letter_policy_ref: Option<ObjectRef>,
-        /// Whether deleting the binding deletes the queues it created.
+        /// Whether deleting the binding deletes what it created: `Delete` removes only
+        /// the queues and table tagged `eventpipe.dev/owner: <this binding's uid>` when it
+        /// created them, never a queue or table that existed before, nor a DLQ the
+        /// policy names.
         #[serde(default)]
         pub deletion_policy: DeletionPolicy,
     }
@@ -69,7 +72,9 @@ pub struct SqsQueue {
     pub queue_url: Option<String>,
     #[serde(default)]
     pub fifo: bool,
-    /// Create the queue (and the DLQ of its policy) when missing.
+    /// Create the queue (and the DLQ of its policy) when missing. The queue and its own
+    /// `-dlq` are tagged as this binding's; an existing queue is adopted as it is and
+    /// never deleted.
     #[serde(default)]
     pub create: bool,
     /// How long a received message stays hidden from other consumers.
@@ -98,7 +103,8 @@ pub struct DynamoDbStream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:dynamodb:"))]
     pub stream_arn: Option<String>,
-    /// Create the table (key `id`, stream of new and old images) when missing.
+    /// Create the table (key `id`, stream of new and old images) when missing, tagged
+    /// as this binding's; an existing table is adopted as it is and never deleted.
     #[serde(default)]
     pub create: bool,
     /// Where a shard with no checkpoint starts.

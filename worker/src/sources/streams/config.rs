@@ -1,6 +1,6 @@
-//! What a stream source is built from: the stream resolved (its table created when
-//! the binding says so), the checkpoint table created when missing, and the
-//! dead-letter queue of its policy found.
+//! What a stream source is built from: the stream resolved (its table, which the
+//! operator or `eventpipe dev` creates for a binding that says so, must exist), the
+//! checkpoint table created when missing, and the dead-letter queue of its policy found.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
