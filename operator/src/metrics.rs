@@ -36,6 +36,12 @@ impl ApiRequest {
     }
 }
 
+/// The verdict on a caller of `/metrics` (see `metrics_auth`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthCheck {
+    pub outcome: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     /// Requests this process made to the Kubernetes API, by verb.
@@ -43,6 +49,8 @@ pub struct Metrics {
     pub reconciles: Family<Kind, Counter>,
     pub failures: Family<Failure, Counter>,
     pub duration: Family<Kind, Histogram, fn() -> Histogram>,
+    /// Callers of `/metrics` checked (`--metrics-auth=token`), by outcome.
+    pub metrics_auth_checks: Family<AuthCheck, Counter>,
 }
 
 fn buckets() -> Histogram {
@@ -62,6 +70,7 @@ impl Metrics {
             reconciles: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(buckets),
+            metrics_auth_checks: Family::default(),
         };
         registry.register(
             "eventpipe_operator_api_requests",
@@ -82,6 +91,11 @@ impl Metrics {
             "eventpipe_operator_reconcile_duration_seconds",
             "Time spent reconciling",
             m.duration.clone(),
+        );
+        registry.register(
+            "eventpipe_operator_metrics_auth_checks",
+            "Callers of /metrics checked for a bearer token, by outcome",
+            m.metrics_auth_checks.clone(),
         );
         m
     }

@@ -53,3 +53,21 @@ pub const LEASE_RULES: &[(&str, &[&str], &[&str])] = &[(
     &["leases"],
     &["get", "create", "patch"],
 )];
+
+/// Checking who calls `/metrics` (`--metrics-auth=token`), what the built-in
+/// `system:auth-delegator` grants; cluster-wide, as reviews are cluster-scoped.
+pub const AUTH_RULES: &[(&str, &[&str], &[&str])] = &[
+    ("authentication.k8s.io", &["tokenreviews"], &["create"]),
+    (
+        "authorization.k8s.io",
+        &["subjectaccessreviews"],
+        &["create"],
+    ),
+];
+
+/// (namespace, Role): the built-in Role that reads the front proxy's CA and allowed
+/// names (`extension-apiserver-authentication`), bound for the external metrics API.
+pub const FRONT_PROXY_READER: (&str, &str) = (
+    crate::external_metrics::front_proxy::NAMESPACE,
+    "extension-apiserver-authentication-reader",
+);

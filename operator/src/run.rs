@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, MANAGER};
 use crate::controllers;
-use crate::external_metrics::{self, Cache};
+use crate::external_metrics::front_proxy::{self, RELOAD_EVERY};
+use crate::external_metrics::{self, Cache, ServerCert};
 use crate::metrics::ApiRequest;
+use crate::metrics_auth::{self, MetricsAuth, Reviewer};
 use crate::render::Settings;
 use crate::scope::{Scope, Stores};
 
@@ -36,10 +38,16 @@ const PASSED_ON: [&str; 7] = [
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Prometheus metrics, /healthz and /readyz.
+    /// Prometheus metrics, /healthz and /readyz (127.0.0.1:9090: from this host only).
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
-    /// The external.metrics.k8s.io API (HTTPS) the HorizontalPodAutoscaler reads.
+    /// Who may read /metrics: anyone who reaches it (none), or a bearer token the API
+    /// server vouches for whose holder may `get` /metrics (token: TokenReview and
+    /// SubjectAccessReview). /healthz and /readyz stay open for the kubelet.
+    #[arg(long, value_enum, default_value_t = MetricsAuth::None)]
+    pub metrics_auth: MetricsAuth,
+    /// The external.metrics.k8s.io API (HTTPS) the HorizontalPodAutoscaler reads,
+    /// through the API server's front proxy, the only client it accepts.
     #[arg(long, default_value = "0.0.0.0:6443")]
     pub external_metrics_listen: SocketAddr,
     /// PEM certificate for the external metrics API (self-signed when absent).
@@ -104,18 +112,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = crate::metrics::Metrics::register(&mut registry);
     let client = counted_client(&metrics).await?;
     let aws = eventpipe_core::aws::default_config().await;
-    let ctx = Context::new(client.clone(), settings(&args), aws, metrics);
+    let ctx = Context::new(client.clone(), settings(&args), aws, metrics.clone());
     let scope = Scope::of(&args.watch_namespaces);
     let stop = CancellationToken::new();
     let ready = eventpipe_core::ops::Ready::default();
-    let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
-    let ops_stop = stop.clone();
-    tokio::spawn(eventpipe_core::ops::serve(
-        ops_listener,
-        Arc::new(registry),
-        ready.clone(),
-        async move { ops_stop.cancelled().await },
-    ));
+    let ops = eventpipe_core::ops::router(Arc::new(registry), ready.clone());
+    let ops = match args.metrics_auth {
+        MetricsAuth::None => ops,
+        MetricsAuth::Token => metrics_auth::protect(ops, Reviewer::new(client.clone(), &metrics)),
+    };
+    serve_ops(args.metrics_listen, ops, &stop).await?;
     let pipelines = Stores::<EventPipeline>::watch(&client, &scope);
     serve_external_metrics(&args, &client, &scope, &ctx, &pipelines, &stop).await?;
     ready.set(true);
@@ -159,8 +165,25 @@ fn settings(args: &RunArgs) -> Settings {
     }
 }
 
+/// Serves the ops endpoints until `stop`.
+async fn serve_ops(
+    listen: SocketAddr,
+    ops: axum::Router,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, ops)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    Ok(())
+}
+
 /// Serves the external metrics API until `stop`, from a cache refreshed in the
 /// background. Every replica serves from its own cache, so the APIService may pick any.
+/// Clients are checked against the front proxy's CA, read again every minute.
 async fn serve_external_metrics(
     args: &RunArgs,
     client: &Client,
@@ -170,12 +193,22 @@ async fn serve_external_metrics(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let cache = Cache::default();
-    let tls = external_metrics::tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    let cert = ServerCert::load(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let listener = tokio::net::TcpListener::bind(args.external_metrics_listen).await?;
+    let (publish, current) = tokio::sync::watch::channel(None);
+    tokio::spawn(front_proxy::keep_current(
+        client.clone(),
+        cert,
+        RELOAD_EVERY,
+        publish,
+        stop.clone(),
+    ));
+    let router =
+        front_proxy::require_user(external_metrics::router(cache.clone()), current.clone());
     tokio::spawn(external_metrics::serve_tls(
         listener,
-        tls,
-        external_metrics::router(cache.clone()),
+        current,
+        router,
         stop.clone(),
     ));
     tokio::spawn(refresh_metrics(

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use eventpipe_operator::{LEASE_RULES, RULES};
+use eventpipe_operator::{AUTH_RULES, FRONT_PROXY_READER, LEASE_RULES, RULES};
 use serde_json::Value;
 
 fn render() -> Vec<Value> {
@@ -101,6 +101,130 @@ fn the_cluster_role_is_what_the_operator_calls() {
         ["get"],
         "Secrets are never listed or watched"
     );
+    assert_eq!(
+        rules_of(&docs, "ClusterRole", "t-eventpipe-auth"),
+        expected(AUTH_RULES)
+    );
+    assert!(bound(
+        &docs,
+        "ClusterRoleBinding",
+        "ClusterRole",
+        "t-eventpipe-auth"
+    ));
+}
+
+/// Whether a `kind` binds `role_kind` `role` to the operator's ServiceAccount.
+fn bound(docs: &[Value], kind: &str, role_kind: &str, role: &str) -> bool {
+    docs.iter().any(|d| {
+        d["kind"] == kind
+            && d["roleRef"]["kind"] == role_kind
+            && d["roleRef"]["name"] == role
+            && d["subjects"][0]["name"] == "t-eventpipe"
+            && d["subjects"][0]["namespace"] == "ep"
+    })
+}
+
+#[test]
+fn the_front_proxy_config_is_read_through_the_built_in_role() {
+    let (namespace, role) = FRONT_PROXY_READER;
+    for docs in [render(), render_with(&["watchNamespaces={shop}"])] {
+        let binding = docs
+            .iter()
+            .find(|d| d["kind"] == "RoleBinding" && d["roleRef"]["name"] == role)
+            .expect("a RoleBinding of the front proxy's config reader");
+        assert_eq!(binding["metadata"]["namespace"], namespace);
+        assert!(bound(&docs, "RoleBinding", "Role", role));
+    }
+}
+
+#[test]
+fn metrics_take_a_permitted_token_and_the_probes_stay_open() {
+    let docs = render_with(&[
+        "serviceMonitor.enabled=true",
+        "operator.metrics.readers[0].namespace=monitoring",
+        "operator.metrics.readers[0].name=prometheus",
+    ]);
+    let (args, _) = operator_command(&docs);
+    assert!(
+        args.contains(&"--metrics-auth=token".to_string()),
+        "{args:?}"
+    );
+    let reader = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRole" && d["metadata"]["name"] == "t-eventpipe-metrics-reader"
+        })
+        .expect("a ClusterRole for Prometheus to bind");
+    assert_eq!(
+        reader["rules"],
+        serde_json::json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+    let readers = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRoleBinding"
+                && d["roleRef"]["name"] == "t-eventpipe-metrics-reader"
+        })
+        .expect("the readers bound");
+    assert_eq!(
+        readers["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}])
+    );
+    let monitor = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "metrics");
+    assert_eq!(
+        endpoint["bearerTokenFile"],
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    );
+    probes_use_the_open_paths(&docs);
+}
+
+/// The kubelet's probes and `helm test` read /healthz and /readyz on the metrics port,
+/// which stay open: nothing depends on unauthenticated access elsewhere.
+fn probes_use_the_open_paths(docs: &[Value]) {
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "t-eventpipe")
+        .unwrap();
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let metrics_port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .unwrap();
+    assert_eq!(metrics_port["containerPort"], 9090);
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+    }
+    let test = docs
+        .iter()
+        .find(|d| d["kind"] == "Pod" && d["metadata"]["name"] == "t-eventpipe-test")
+        .expect("the helm test Pod");
+    let args = test["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains(".svc:9090/readyz"), "{args}");
+}
+
+#[test]
+fn metrics_open_to_all_need_no_reviews() {
+    let docs = render_with(&["serviceMonitor.enabled=true", "operator.metrics.auth=none"]);
+    let (args, _) = operator_command(&docs);
+    assert!(
+        args.contains(&"--metrics-auth=none".to_string()),
+        "{args:?}"
+    );
+    for name in ["t-eventpipe-auth", "t-eventpipe-metrics-reader"] {
+        let found = docs.iter().any(|d| d["metadata"]["name"] == name);
+        assert!(!found, "{name} rendered");
+    }
+    let monitor = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    assert!(
+        monitor["spec"]["endpoints"][0]
+            .get("bearerTokenFile")
+            .is_none()
+    );
 }
 
 #[test]
@@ -161,6 +285,7 @@ fn the_operator_accepts_the_command_line_the_chart_gives_it() {
             "localAws.enabled=true",
             "jaeger.enabled=true",
             "operator.image.pullPolicy=Never",
+            "operator.metrics.auth=none",
         ],
         &[
             "aws.credentialsSecret=aws",

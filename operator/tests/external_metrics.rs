@@ -1,5 +1,5 @@
-//! The external metrics API: discovery, values from moto's queues and from the
-//! leases in a checkpoint table, and TLS.
+//! The external metrics API: values from moto's queues and from the leases in a
+//! checkpoint table (TLS and its callers: front_proxy.rs).
 // Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
@@ -217,47 +217,6 @@ async fn stream_lag_is_the_largest_iterator_age_the_workers_recorded() {
     );
     let (_, depth) = get(&format!("{base}{BASE}/namespaces/shop/eventpipe_queue_depth?labelSelector=eventpipe.dev%2Fpipeline%3Dhooks")).await;
     assert_eq!(depth["items"], json!([]), "a stream has no queue depth");
-}
-
-#[tokio::test]
-async fn discovery_lists_both_metrics_over_tls() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let tls = external_metrics::tls_config(None, None).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(external_metrics::serve_tls(
-        listener,
-        tls,
-        external_metrics::router(Cache::default()),
-        stop.clone(),
-    ));
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let text = client
-        .get(format!("https://{addr}{BASE}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let body: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(body["kind"], "APIResourceList");
-    assert_eq!(body["groupVersion"], "external.metrics.k8s.io/v1beta1");
-    let names: Vec<&str> = body["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["eventpipe_queue_depth", "eventpipe_stream_lag_seconds"]
-    );
-    stop.cancel();
 }
 
 /// An operator context whose AWS calls go to moto (no Kubernetes calls are made).

@@ -1,13 +1,16 @@
 //! The `external.metrics.k8s.io/v1beta1` API the HorizontalPodAutoscaler reads:
-//! queue depth and stream lag per pipeline, served over HTTPS ([`tls`]) from a
-//! [`Cache`] that a background task refreshes every few seconds, so the HPA never
-//! waits on AWS.
+//! queue depth and stream lag per pipeline, served over HTTPS ([`tls`]) to the API
+//! server's front proxy only ([`front_proxy`]) from a [`Cache`] that a background
+//! task refreshes every few seconds, so the HPA never waits on AWS.
 
 mod cache;
+pub mod front_proxy;
+mod subject;
 mod tls;
 
 pub use cache::{Cache, Values, refresh, stream_lag};
-pub use tls::{serve_tls, tls_config};
+pub use front_proxy::{FrontProxy, Serving};
+pub use tls::{ServerCert, serve_tls, tls_config};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -56,15 +59,17 @@ pub fn pipeline_of(selector: &str) -> Option<String> {
     })
 }
 
+/// A Kubernetes `Status` answer.
+fn status(code: StatusCode, message: String) -> (StatusCode, Json<Value>) {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": code.as_u16()});
+    (code, Json(body))
+}
+
 async fn values(
     State(cache): State<Cache>,
     Path((ns, metric)): Path<(String, String)>,
     Query(q): Query<Selector>,
 ) -> impl IntoResponse {
-    let status = |code: StatusCode, message: String| {
-        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": code.as_u16()});
-        (code, Json(body))
-    };
     if metric != QUEUE_DEPTH_METRIC && metric != STREAM_LAG_METRIC {
         return status(
             StatusCode::NOT_FOUND,

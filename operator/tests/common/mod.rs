@@ -20,6 +20,9 @@ pub struct Call {
     pub body: Value,
 }
 
+/// The answer to a POST, from its body (e.g. a TokenReview's verdict).
+pub type Answer = Arc<dyn Fn(&Value) -> (StatusCode, Value) + Send + Sync>;
+
 /// Objects by API path (e.g. `/api/v1/namespaces/default/secrets/gh`).
 #[derive(Clone, Default)]
 pub struct FakeApi {
@@ -27,6 +30,8 @@ pub struct FakeApi {
     pub calls: Arc<Mutex<Vec<Call>>>,
     /// Available replicas reported for applied Deployments.
     pub available: Arc<Mutex<i32>>,
+    /// Answers to POSTs by path; others are echoed as created.
+    pub answers: Arc<Mutex<BTreeMap<String, Answer>>>,
 }
 
 impl FakeApi {
@@ -38,6 +43,16 @@ impl FakeApi {
 
     pub fn put(&self, path: &str, object: Value) {
         self.objects.lock().unwrap().insert(path.into(), object);
+    }
+
+    /// Answers POSTs to `path` with `answer`.
+    pub fn answer_posts(
+        &self,
+        path: &str,
+        answer: impl Fn(&Value) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) {
+        let answer: Answer = Arc::new(answer);
+        self.answers.lock().unwrap().insert(path.into(), answer);
     }
 
     pub fn client(&self) -> Client {
@@ -66,6 +81,10 @@ impl FakeApi {
     }
 
     fn answer(&self, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let scripted = self.answers.lock().unwrap().get(path).cloned();
+        if let Some(answer) = scripted.filter(|_| *method == Method::POST) {
+            return answer(&body);
+        }
         let mut objects = self.objects.lock().unwrap();
         let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{path} not found")});
         match *method {
