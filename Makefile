@@ -81,8 +81,8 @@ $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.js
 	cd $(PEERS) && npm ci --no-audit --no-fund
 	touch $@
 
-## The ingress's fuzz targets, built and fed their seed corpus (part of `make test`);
-## fuzz on demand: cd ingress && RUSTC_BOOTSTRAP=1 cargo fuzz run webhook_request
+## The fuzz targets (fuzz/), built and fed their seed corpora (part of `make test`);
+## fuzz on demand: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run <target> (RELIABILITY.md)
 fuzz-build:
 	bash scripts/fuzz-build.sh
 

@@ -1,9 +1,7 @@
-//! The request parsing and signature paths as one function of arbitrary bytes: the
-//! body of the `cargo fuzz` target in `ingress/fuzz`, and of a unit test over its
-//! seed corpus, so the same code runs with or without a fuzzer.
-//!
-//! Input layout: the first byte picks a signature rule; then `Name: value` header
-//! lines, an empty line, and the body.
+//! The request parsing and signature paths as functions of arbitrary bytes: the
+//! bodies of the `webhook_request` and `signature_headers` cargo-fuzz targets in
+//! `../fuzz`, and of unit tests over their seed corpora, so the same code runs with
+//! or without a fuzzer.
 
 use std::sync::OnceLock;
 
@@ -16,7 +14,7 @@ use serde_json::Value;
 use crate::{
     extract::{Field, Fields},
     reply::Reply,
-    signature::Verifier,
+    signature::{AuthError, Verifier},
     webhook::unsupported_content_type,
 };
 
@@ -26,6 +24,9 @@ const NOW: u64 = 1_700_000_000;
 /// Runs one input through verification, content-type and JSON checks and value
 /// extraction. Panics when an invariant breaks: a request signed by
 /// [`Verifier::sign`] must verify, and a JSON error must carry its position.
+///
+/// Input: the first byte picks a signature rule; then `Name: value` header lines, an
+/// empty line, and the body.
 pub fn webhook_request(data: &[u8]) {
     let Some((&pick, rest)) = data.split_first() else {
         return;
@@ -51,6 +52,100 @@ pub fn webhook_request(data: &[u8]) {
             let _ = Reply::BadJson(e).rejection();
         }
     }
+}
+
+/// A signature rule as a manifest writes it, then a request against it. Panics when an
+/// invariant breaks: what [`Verifier::sign`] produces verifies, and no longer does
+/// for another body, or (with a replay window) once the window has passed.
+///
+/// Input: a rule line `scheme|encoding|header|prefix|timestamp header|tolerance`
+/// (scheme `github`, `hmac-sha256` or `bearer`; encoding `hex` or `base64`; an empty
+/// field is unset), a secret line, `Name: value` header lines, an empty line, the body.
+pub fn signature_headers(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.splitn(3, '\n');
+    let (Some(rule), Some(secret)) = (lines.next(), lines.next()) else {
+        return;
+    };
+    let Some(sig) = signature(rule) else {
+        return;
+    };
+    let Ok(verifier) = Verifier::new(&sig) else {
+        return;
+    };
+    let (head, body) = split(lines.next().unwrap_or_default().as_bytes());
+    let secret = secret.as_bytes();
+    let _ = verifier.verify(secret, &headers(head), body, NOW);
+
+    let signed = verifier.sign(secret, body, NOW);
+    let Some(signed) = signed
+        .into_iter()
+        .map(|(k, v)| Some((k, HeaderValue::from_str(&v).ok()?)))
+        .collect::<Option<HeaderMap>>()
+    else {
+        return; // a prefix or token HTTP cannot carry
+    };
+    let bearer = sig.scheme == SignatureScheme::Bearer;
+    if bearer && (secret.is_empty() || secret.trim_ascii() != secret) {
+        return; // an empty token never verifies; header values lose outer whitespace
+    }
+    assert_eq!(
+        verifier.verify(secret, &signed, body, NOW),
+        Ok(()),
+        "a signed request verifies"
+    );
+    if !bearer {
+        let other = [body, b"."].concat();
+        assert_eq!(
+            verifier.verify(secret, &signed, &other, NOW),
+            Err(AuthError::BadSignature),
+            "a signature covers the body"
+        );
+    }
+    if let Some(window) = &sig.timestamp
+        && let Some(later) = NOW.checked_add(window.tolerance.as_std().as_secs() + 1)
+    {
+        assert_eq!(
+            verifier.verify(secret, &signed, body, later),
+            Err(AuthError::Stale),
+            "a signature expires with its window"
+        );
+    }
+}
+
+fn signature(rule: &str) -> Option<Signature> {
+    let fields: Vec<&str> = rule.split('|').collect();
+    let [scheme, encoding, header, prefix, timestamp, tolerance] = fields[..] else {
+        return None;
+    };
+    let set = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Some(Signature {
+        scheme: match scheme {
+            "github" => SignatureScheme::Github,
+            "hmac-sha256" => SignatureScheme::HmacSha256,
+            "bearer" => SignatureScheme::Bearer,
+            _ => return None,
+        },
+        secret_ref: SecretKeyRef {
+            name: "s".into(),
+            key: "k".into(),
+        },
+        header: set(header),
+        prefix: set(prefix),
+        encoding: match encoding {
+            "base64" => Encoding::Base64,
+            _ => Encoding::Hex,
+        },
+        timestamp: match set(timestamp) {
+            Some(header) => Some(ReplayWindow {
+                header,
+                tolerance: tolerance.parse().ok()?,
+            }),
+            None => None,
+        },
+    })
 }
 
 fn split(data: &[u8]) -> (&[u8], &[u8]) {
@@ -134,13 +229,22 @@ mod tests {
     /// The fuzz target's seed corpus, run as a plain test.
     #[test]
     fn seed_corpus_runs_clean() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/webhook_request");
+        replay("webhook_request", webhook_request);
+    }
+
+    #[test]
+    fn signature_seed_corpus_runs_clean() {
+        replay("signature_headers", signature_headers);
+    }
+
+    fn replay(target: &str, run: fn(&[u8])) {
+        let dir = format!("{}/../fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).expect("seed corpus exists") {
-            webhook_request(&std::fs::read(entry.unwrap().path()).unwrap());
+            run(&std::fs::read(entry.unwrap().path()).unwrap());
             seen += 1;
         }
-        assert!(seen >= 5, "only {seen} seeds");
+        assert!(seen >= 5, "only {seen} seeds of {target}");
     }
 
     #[test]

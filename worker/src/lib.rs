@@ -8,6 +8,11 @@
 mod backoff;
 mod clients;
 mod filter;
+// The fuzz targets' entry points: not API, compiled for them (feature `fuzzing`) and
+// for tests.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod idempotency;
 pub mod metrics;

@@ -9,7 +9,7 @@ mod batch;
 mod config;
 pub mod lease;
 mod reader;
-mod records;
+pub(crate) mod records;
 mod shards;
 
 use std::collections::HashMap;
