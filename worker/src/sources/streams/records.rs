@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record};
+use chrono::Datelike;
 use cloudevents::{AttributesWriter, Event};
 use eventpipe_core::envelope::{self, NewEvent};
 use eventpipe_core::item;
@@ -88,10 +89,20 @@ pub fn to_event(record: &Record, origin: &Origin<'_>) -> Event {
         data,
         trace,
     });
-    if let Some(at) = created(record) {
-        event.set_time(Some(chrono::DateTime::<chrono::Utc>::from(at)));
+    if let Some(at) = time(record) {
+        event.set_time(Some(at));
     }
     event
+}
+
+/// When the change was made, as the event's `time`. The record's timestamp is any
+/// number of seconds; one outside RFC 3339's years 0000-9999 leaves `time` when the
+/// record was read, as no consumer could read the event back (and chrono panics on
+/// some).
+fn time(record: &Record) -> Option<chrono::DateTime<chrono::Utc>> {
+    let at = record.dynamodb()?.approximate_creation_date_time()?;
+    chrono::DateTime::from_timestamp(at.secs(), at.subsec_nanos())
+        .filter(|t| (0..=9999).contains(&t.year()))
 }
 
 /// DynamoDB JSON as plain JSON; an absent image is `{}`.
@@ -197,6 +208,25 @@ mod tests {
         let event = to_event(&r, &ORIGIN);
         assert_eq!(event.id(), "shardId-1:300");
         assert_eq!(envelope::data_json(&event), json!({"id": "c-1"}));
+    }
+
+    #[test]
+    fn a_creation_time_outside_rfc3339_years_leaves_the_time_of_reading() {
+        // 1e15 s is past chrono's range; 3e11 s and -1e11 s are years 11476 and
+        // -1199, which RFC 3339 (and so a consumer of the event's JSON) cannot read.
+        for secs in [1e15, 3e11, -1e11] {
+            let mut r = record(OperationType::Insert, true, false);
+            r.dynamodb.as_mut().unwrap().approximate_creation_date_time =
+                Some(DateTime::from_secs_f64(secs));
+            let event = to_event(&r, &ORIGIN);
+            let year = event.time().map(|t| t.year());
+            assert!(year.is_some_and(|y| y >= 2026), "{secs}: {year:?}");
+            let json = envelope::to_json(&event);
+            assert!(matches!(
+                envelope::decode(&json, "x", "/x"),
+                envelope::Decoded::Event(_)
+            ));
+        }
     }
 
     #[test]
