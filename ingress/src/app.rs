@@ -1,5 +1,6 @@
 //! Assembling an ingress from its configuration: secrets and their watcher, one
-//! publisher per destination, the routes, readiness, and graceful serving.
+//! publisher per destination, the routes, limits, TLS, readiness, and graceful
+//! serving.
 
 use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -14,12 +15,15 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
     config::{IngressConfig, Target},
+    connections::Server,
     dynamodb::DynamoDbPublisher,
+    limits::Limits,
     metrics::Metrics,
     publish::{Noop, Publisher},
     secrets::{self, Secrets},
     server::{self, Routes},
     sqs::{BatchSettings, SqsPublisher},
+    tls::{Tls, TlsError, TlsFiles},
     webhook::Route,
 };
 
@@ -37,8 +41,11 @@ pub enum PublishMode {
 pub struct Settings {
     /// Where Secrets are mounted: `<dir>/<name>/<key>`.
     pub secrets_dir: PathBuf,
-    /// How often secret files are re-read.
+    /// How often secret files (and TLS files) are re-read.
     pub secrets_poll: Duration,
+    pub limits: Limits,
+    /// Serve HTTPS with this certificate; plain HTTP when absent.
+    pub tls: Option<TlsFiles>,
     pub publish: PublishMode,
     /// Longest wait for a destination before answering `503`.
     pub publish_timeout: Duration,
@@ -53,6 +60,8 @@ impl Default for Settings {
         Self {
             secrets_dir: PathBuf::from("/etc/eventpipe/secrets"),
             secrets_poll: Duration::from_secs(1),
+            limits: Limits::default(),
+            tls: None,
             publish: PublishMode::Aws,
             publish_timeout: Duration::from_secs(5),
             batch: BatchSettings::default(),
@@ -61,23 +70,40 @@ impl Default for Settings {
     }
 }
 
+/// Why an ingress cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
 /// A configured ingress, ready to serve.
 pub struct Ingress {
     routes: Arc<Routes>,
     ready: Ready,
-    watcher: JoinHandle<()>,
+    watchers: Vec<JoinHandle<()>>,
+    server: Server,
 }
 
 impl Ingress {
-    /// Loads the secrets, connects the destinations and registers the metrics.
-    /// Must run inside a Tokio runtime. Missing secrets do not fail start-up: the
-    /// ingress stays not ready, and their webhooks answer `503`, until they appear.
+    /// Loads the secrets and the TLS certificate, connects the destinations and
+    /// registers the metrics. Must run inside a Tokio runtime. Missing secrets do not
+    /// fail start-up: the ingress stays not ready, and their webhooks answer `503`,
+    /// until they appear; a TLS certificate that does not load does.
     pub async fn new(
         config: IngressConfig,
         settings: Settings,
         registry: &mut Registry,
-    ) -> Result<Self, AwsError> {
+    ) -> Result<Self, StartError> {
         let metrics = Metrics::register(registry);
+        let tls = settings
+            .tls
+            .clone()
+            .map(Tls::load)
+            .transpose()?
+            .map(Arc::new);
         let refs: Vec<_> = config
             .webhooks
             .iter()
@@ -109,18 +135,32 @@ impl Ingress {
                 &metrics,
             ));
         }
-        let watcher = tokio::spawn(secrets::watch(
+        let mut watchers = vec![tokio::spawn(secrets::watch(
             Arc::downgrade(&secrets),
             settings.secrets_poll,
             {
                 let ready = ready.clone();
                 move |all| ready.set(all)
             },
+        ))];
+        watchers.extend(tls.as_ref().map(|t| t.watch(settings.secrets_poll)));
+        let routes = Arc::new(Routes::new(
+            routes,
+            metrics.clone(),
+            secrets,
+            &settings.limits,
         ));
+        let server = Server {
+            router: server::router(routes.clone()),
+            limits: settings.limits,
+            tls,
+            metrics,
+        };
         Ok(Self {
-            routes: Arc::new(Routes::new(routes, metrics, secrets)),
+            routes,
             ready,
-            watcher,
+            watchers,
+            server,
         })
     }
 
@@ -141,16 +181,14 @@ impl Ingress {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (ready, watcher) = (self.ready.clone(), self.watcher);
+        let (ready, watchers) = (self.ready.clone(), self.watchers);
         let draining = async move {
             shutdown.await;
-            watcher.abort();
+            watchers.iter().for_each(JoinHandle::abort);
             ready.set(false);
             tracing::info!("shutting down; draining in-flight requests");
         };
-        axum::serve(listener, server::router(self.routes))
-            .with_graceful_shutdown(draining)
-            .await
+        self.server.serve(listener, draining).await
     }
 }
 

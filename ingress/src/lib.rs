@@ -7,8 +7,10 @@
 
 mod app;
 mod config;
+mod connections;
 mod dynamodb;
 mod extract;
+mod limits;
 // The fuzz targets' entry point: not API, compiled for them (feature `fuzzing`) and
 // for the unit test that replays their seed corpus.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -22,6 +24,7 @@ mod server;
 mod signature;
 mod spans;
 mod sqs;
+mod tls;
 mod webhook;
 
 use std::{future::Future, sync::Arc};
@@ -30,10 +33,12 @@ use eventpipe_core::ops;
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::oneshot};
 
-pub use app::{Ingress, PublishMode, Settings};
+pub use app::{Ingress, PublishMode, Settings, StartError};
 pub use config::{ConfigError, IngressConfig, Target, WebhookConfig};
+pub use limits::Limits;
 pub use signature::Verifier;
 pub use sqs::BatchSettings;
+pub use tls::{TlsError, TlsFiles};
 
 /// Serves the webhooks on `listener` and `/metrics`, `/healthz`, `/readyz` on
 /// `ops_listener` until `shutdown` completes; in-flight requests are drained first.

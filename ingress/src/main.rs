@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use eventpipe_core::{ops, telemetry};
 use eventpipe_crds::Duration;
-use eventpipe_ingress::{BatchSettings, IngressConfig, PublishMode, Settings};
+use eventpipe_ingress::{BatchSettings, IngressConfig, Limits, PublishMode, Settings, TlsFiles};
 
 /// Each request allocates many small, short-lived buffers (body, JSON, headers, log
 /// line): mimalloc serves them for less CPU than the system allocator.
@@ -34,6 +34,15 @@ struct Cli {
     /// Longest wait for the queue or table before answering 503.
     #[arg(long, default_value = "5s")]
     publish_timeout: Duration,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Serve HTTPS with this PEM certificate chain (e.g. tls.crt of a
+    /// kubernetes.io/tls Secret); re-read when it changes. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (e.g. tls.key).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How often secret files are re-read, so rotated Secrets take effect.
     #[arg(long, default_value = "1s", hide = true)]
     secrets_poll: Duration,
@@ -43,6 +52,50 @@ struct Cli {
     /// `noop` accepts and drops every event: for benchmarking the ingress alone.
     #[arg(long, value_enum, default_value = "aws", hide = true)]
     publish: Publish,
+}
+
+/// Limits against abusive or broken senders; bodies are limited per webhook
+/// (maxBodyBytes).
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Largest request line plus headers, in bytes; larger is answered 431.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    max_header_bytes: u32,
+    /// Most header fields in a request; more are answered 431.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    max_headers: u16,
+    /// Time for a client to send a request's headers (and its TLS handshake), and
+    /// the longest a keep-alive connection stays idle; slower clients are disconnected.
+    #[arg(long, default_value = "10s", value_parser = positive)]
+    header_read_timeout: Duration,
+    /// Time from a request's headers to its answer: a body still arriving then is
+    /// answered 408 and nothing is stored.
+    #[arg(long, default_value = "30s", value_parser = positive)]
+    request_timeout: Duration,
+    /// Requests handled at once; beyond that the ingress answers 503 with
+    /// Retry-After at once instead of queueing.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_requests: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_header_bytes: self.max_header_bytes as usize,
+            max_headers: self.max_headers.into(),
+            header_read_timeout: self.header_read_timeout.as_std(),
+            request_timeout: self.request_timeout.as_std(),
+            max_concurrent_requests: self.max_concurrent_requests as usize,
+        }
+    }
+}
+
+fn positive(s: &str) -> Result<Duration, String> {
+    let d: Duration = s.parse().map_err(|e| format!("{e}"))?;
+    if d.as_std().is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -87,6 +140,11 @@ async fn serve(cli: Cli, config: IngressConfig) -> anyhow::Result<()> {
     let settings = Settings {
         secrets_dir: cli.secrets_dir,
         secrets_poll: cli.secrets_poll.as_std(),
+        limits: cli.limits.limits(),
+        tls: cli
+            .tls_cert
+            .zip(cli.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
         publish: match cli.publish {
             Publish::Aws => PublishMode::Aws,
             Publish::Noop => PublishMode::Noop,

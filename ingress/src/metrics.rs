@@ -2,9 +2,11 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
+
+use crate::limits::Limit;
 
 /// The route label of requests to a path no webhook serves: one series, not one per path.
 pub const UNMATCHED: &str = "unmatched";
@@ -22,6 +24,11 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabels {
     destination: String,
 }
@@ -34,6 +41,8 @@ pub struct Metrics {
     received: Family<EventLabels, Counter>,
     publish: Histograms,
     batch: Histograms,
+    rejected: Family<ReasonLabels, Counter>,
+    in_flight: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -54,6 +63,8 @@ impl Metrics {
             received: Family::default(),
             publish: Family::new_with_constructor(latency_histogram),
             batch: Family::new_with_constructor(batch_histogram),
+            rejected: Family::default(),
+            in_flight: Gauge::default(),
         };
         registry.register(
             "eventpipe_ingress_requests",
@@ -76,7 +87,28 @@ impl Metrics {
             "Events per SendMessageBatch call, by destination",
             metrics.batch.clone(),
         );
+        registry.register(
+            "eventpipe_ingress_rejected",
+            "Requests and connections refused by a limit, by reason",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "eventpipe_ingress_requests_in_flight",
+            "Webhook requests being handled",
+            metrics.in_flight.clone(),
+        );
         metrics
+    }
+
+    pub fn rejected(&self, limit: Limit) {
+        let labels = ReasonLabels {
+            reason: limit.as_str(),
+        };
+        self.rejected.get_or_create(&labels).inc();
+    }
+
+    pub fn in_flight(&self) -> Gauge {
+        self.in_flight.clone()
     }
 
     pub fn request(&self, route: &str, status: u16) {
@@ -125,6 +157,8 @@ mod tests {
         m.received("hooks", "github").inc();
         m.publish_duration("orders").observe(0.01);
         m.batch_size("orders").observe(3.0);
+        m.rejected(Limit::Overloaded);
+        m.in_flight().inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -132,6 +166,8 @@ mod tests {
             r#"eventpipe_events_received_total{pipeline="hooks",webhook="github"} 1"#,
             r#"eventpipe_ingress_publish_duration_seconds_count{destination="orders"} 1"#,
             r#"eventpipe_ingress_publish_batch_size_count{destination="orders"} 1"#,
+            r#"eventpipe_ingress_rejected_total{reason="overloaded"} 1"#,
+            "eventpipe_ingress_requests_in_flight 1",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

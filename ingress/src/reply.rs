@@ -1,6 +1,8 @@
 //! What the ingress answers: `202` with the ids once the event is stored, or a
 //! short JSON error. Texts name the problem, never a credential.
 
+use std::time::Duration;
+
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
@@ -8,7 +10,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::signature::AuthError;
+use crate::{limits::Limit, signature::AuthError};
 
 /// Seconds a sender should wait before retrying a `503`.
 pub const RETRY_AFTER_SECS: u64 = 5;
@@ -32,6 +34,10 @@ pub enum Reply {
     EventTooLarge(String),
     /// Not stored; the sender should retry.
     Unavailable(&'static str),
+    /// The body did not arrive within the request timeout.
+    RequestTimeout(Duration),
+    /// Every place for a request is taken; the sender should retry.
+    Overloaded,
 }
 
 impl Reply {
@@ -44,7 +50,18 @@ impl Reply {
             Reply::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Reply::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reply::BadJson(_) | Reply::BadBody(_) => StatusCode::BAD_REQUEST,
-            Reply::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Reply::Unavailable(_) | Reply::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Reply::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The ingress limit behind this reply, if one refused the request.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Reply::TooLarge { .. } => Some(Limit::BodyTooLarge),
+            Reply::RequestTimeout(_) => Some(Limit::RequestTimeout),
+            Reply::Overloaded => Some(Limit::Overloaded),
+            _ => None,
         }
     }
 
@@ -63,6 +80,10 @@ impl Reply {
             Reply::BadBody(e) => format!("could not read the body: {e}"),
             Reply::EventTooLarge(e) => e.clone(),
             Reply::Unavailable(why) => format!("{why}; retry later"),
+            Reply::RequestTimeout(after) => {
+                format!("the request was not received within {after:?}")
+            }
+            Reply::Overloaded => "too many requests in progress; retry later".into(),
         })
     }
 
@@ -91,7 +112,7 @@ impl IntoResponse for Reply {
             Reply::MethodNotAllowed => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
-            Reply::Unavailable(_) => {
+            Reply::Unavailable(_) | Reply::Overloaded => {
                 headers.insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
             }
             _ => {}
@@ -118,6 +139,9 @@ mod tests {
     #[test]
     fn unavailable_tells_the_sender_when_to_retry() {
         let r = Reply::Unavailable("the event could not be stored").into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let r = Reply::Overloaded.into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "5");
         let r = Reply::MethodNotAllowed.into_response();

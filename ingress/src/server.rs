@@ -1,7 +1,8 @@
 //! HTTP routing: an exact-path table of webhooks (so paths are taken literally, never
-//! as route patterns), the method check, the body limit and the server span.
+//! as route patterns), the method check, the concurrency gate, the body limit, the
+//! request deadline and the server span.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -12,9 +13,11 @@ use axum::{
 };
 use eventpipe_core::telemetry;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tracing::Instrument;
+use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use crate::{
+    limits::{Gate, Limit, Limits},
     metrics::{Metrics, UNMATCHED},
     reply::Reply,
     secrets::Secrets,
@@ -26,6 +29,8 @@ use crate::{
 pub struct Routes {
     by_path: HashMap<String, Arc<Route>>,
     metrics: Metrics,
+    gate: Gate,
+    request_timeout: Duration,
     /// Kept while the router lives: its watcher stops once nobody holds it.
     _secrets: Arc<Secrets>,
 }
@@ -35,6 +40,7 @@ impl Routes {
         routes: impl IntoIterator<Item = Route>,
         metrics: Metrics,
         secrets: Arc<Secrets>,
+        limits: &Limits,
     ) -> Self {
         let by_path = routes
             .into_iter()
@@ -42,6 +48,8 @@ impl Routes {
             .collect();
         Self {
             by_path,
+            gate: Gate::new(limits.max_concurrent_requests, metrics.in_flight()),
+            request_timeout: limits.request_timeout,
             metrics,
             _secrets: secrets,
         }
@@ -66,23 +74,45 @@ async fn dispatch(State(routes): State<Arc<Routes>>, request: Request) -> Respon
     }
     let span = spans::server(parts.method.as_str(), Some(path), parts.uri.path());
     telemetry::continue_trace(&span, trace_headers(&parts.headers));
-    let limit = route.config.max_body_bytes;
     let reply = async {
-        let reply = match read_body(body, &parts.headers, limit).await {
-            Ok(body) => route.handle(&parts.headers, body, &span).await,
-            Err(reply) => reply,
+        // Held until the answer is ready; none free means answering 503 now.
+        let Some(_pass) = routes.gate.try_enter() else {
+            return Reply::Overloaded;
         };
-        if let Some(reason) = reply.rejection() {
-            tracing::info!(status = reply.status().as_u16(), %reason, "request rejected");
+        let deadline = Instant::now() + routes.request_timeout;
+        let limit = route.config.max_body_bytes;
+        let body = tokio::time::timeout_at(deadline, read_body(body, &parts.headers, limit));
+        match body.await {
+            Ok(Ok(body)) => route.handle(&parts.headers, body, &span, deadline).await,
+            Ok(Err(reply)) => reply,
+            Err(_) => Reply::RequestTimeout(routes.request_timeout),
         }
-        reply
     }
     .instrument(span.clone())
     .await;
-    let status = reply.status().as_u16();
-    spans::record_status(&span, status);
-    routes.metrics.request(path, status);
-    reply.into_response()
+    routes.finish(path, &span, reply)
+}
+
+impl Routes {
+    /// Logs a refusal once (a refusal for load at warn: the pod needs attention),
+    /// counts the answer and records it on the span.
+    fn finish(&self, path: &str, span: &Span, reply: Reply) -> Response {
+        let status = reply.status().as_u16();
+        if let Some(reason) = reply.rejection() {
+            let limit = reply.limit();
+            span.in_scope(|| match limit {
+                Some(Limit::Overloaded) => tracing::warn!(status, %reason, limit = Limit::Overloaded.as_str(), "request rejected"),
+                Some(l) => tracing::info!(status, %reason, limit = l.as_str(), "request rejected"),
+                None => tracing::info!(status, %reason, "request rejected"),
+            });
+            if let Some(l) = limit {
+                self.metrics.rejected(l);
+            }
+        }
+        spans::record_status(span, status);
+        self.metrics.request(path, status);
+        reply.into_response()
+    }
 }
 
 fn trace_headers(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {

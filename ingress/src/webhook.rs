@@ -3,7 +3,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -16,6 +16,7 @@ use eventpipe_core::{
 };
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use serde_json::Value;
+use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use crate::{
@@ -59,8 +60,15 @@ impl Route {
         }
     }
 
-    /// Handles a request whose body is read, inside its server `span`.
-    pub async fn handle(&self, headers: &HeaderMap, body: Bytes, span: &Span) -> Reply {
+    /// Handles a request whose body is read, inside its server `span`, answering
+    /// by `deadline` (the request timeout).
+    pub async fn handle(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        span: &Span,
+        deadline: Instant,
+    ) -> Reply {
         let Some(secret) = self.secret.get() else {
             return Reply::Unavailable("the webhook's secret is not loaded");
         };
@@ -75,12 +83,18 @@ impl Route {
             return Reply::UnsupportedMediaType(other);
         }
         match serde_json::from_slice(&body) {
-            Ok(data) => self.accept(headers, data, span).await,
+            Ok(data) => self.accept(headers, data, span, deadline).await,
             Err(e) => Reply::BadJson(e),
         }
     }
 
-    async fn accept(&self, headers: &HeaderMap, data: Value, span: &Span) -> Reply {
+    async fn accept(
+        &self,
+        headers: &HeaderMap,
+        data: Value,
+        span: &Span,
+        deadline: Instant,
+    ) -> Reply {
         let values = self.config.fields.values(headers, &data);
         // The sender's delivery id, when there is one, so a retried delivery keeps its id.
         let event_id = values.deduplication_id.unwrap_or_else(new_id);
@@ -109,7 +123,9 @@ impl Route {
                 .message_group_id
                 .unwrap_or_else(|| correlation_id.clone()),
         };
-        let outcome = self.publish(message).instrument(producer.clone()).await;
+        let outcome = (self.publish(message, deadline))
+            .instrument(producer.clone())
+            .await;
         let trace_id = telemetry::trace_id(span);
         match outcome {
             Ok(message_id) => {
@@ -137,18 +153,23 @@ impl Route {
         }
     }
 
-    /// Stores the message within the publish timeout; the backend's message id on success.
-    async fn publish(&self, message: Message) -> Result<Option<String>, PublishError> {
+    /// Stores the message within the publish timeout and by the request's
+    /// `deadline`; the backend's message id on success.
+    async fn publish(
+        &self,
+        message: Message,
+        deadline: Instant,
+    ) -> Result<Option<String>, PublishError> {
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(self.publish_timeout, self.publisher.publish(message)).await;
+        let until = deadline.min(started + self.publish_timeout);
+        let outcome = tokio::time::timeout_at(until, self.publisher.publish(message)).await;
         self.publish_duration
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(result) => result.map(|receipt| receipt.message_id),
             Err(_) => Err(PublishError::Unavailable(format!(
                 "no answer within {:?}",
-                self.publish_timeout
+                until - started
             ))),
         }
     }

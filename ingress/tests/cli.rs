@@ -46,6 +46,17 @@ fn help_lists_the_options() {
         "--secrets-dir",
         "[default: 0.0.0.0:8080]",
         "[default: /etc/eventpipe/secrets]",
+        "--max-header-bytes <MAX_HEADER_BYTES>",
+        "[default: 16384]",
+        "--max-headers <MAX_HEADERS>",
+        "--header-read-timeout <HEADER_READ_TIMEOUT>",
+        "[default: 10s]",
+        "--request-timeout <REQUEST_TIMEOUT>",
+        "[default: 30s]",
+        "--max-concurrent-requests <MAX_CONCURRENT_REQUESTS>",
+        "[default: 128]",
+        "--tls-cert <FILE>",
+        "--tls-key <FILE>",
     ] {
         assert!(help.contains(option), "{option} not in {help}");
     }
@@ -103,6 +114,30 @@ fn a_missing_queue_binding_is_named() {
         with_config(&yaml),
         r#"spec.ingress.publishTo.queueBindingRef: QueueBinding "nowhere" not found"#,
     );
+}
+
+#[test]
+fn a_tls_certificate_that_does_not_load_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let file = dir.path().join("pipeline.yaml");
+    let yaml = [
+        queue_binding("q", "q"),
+        pipeline("one", GITHUB_WEBHOOK, "{queueBindingRef: {name: q}}", "q"),
+    ]
+    .concat();
+    std::fs::write(&file, yaml).unwrap();
+    let out = ingress(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    fails_with(out, &format!("TLS: {}: no PEM certificate", cert.display()));
 }
 
 #[test]

@@ -7,6 +7,8 @@
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
 
+pub mod raw;
+
 use std::{
     fs::File,
     path::{Path, PathBuf},
