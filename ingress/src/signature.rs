@@ -34,13 +34,18 @@ pub enum AuthError {
     Stale,
 }
 
-/// A header name in the configuration that HTTP does not allow.
+/// A header in the configuration that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a valid HTTP header name")]
-pub struct InvalidHeader(pub String);
+pub enum InvalidHeader {
+    #[error("{0:?} is not a valid HTTP header name")]
+    Name(String),
+    /// A request could not carry both in one header.
+    #[error("the timestamp header {0:?} must differ from the signature header")]
+    TimestampIsSignature(String),
+}
 
 pub(crate) fn header_name(name: &str) -> Result<HeaderName, InvalidHeader> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| InvalidHeader(name.into()))
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| InvalidHeader::Name(name.into()))
 }
 
 #[derive(Clone, Debug)]
@@ -77,16 +82,22 @@ impl Verifier {
         };
         let header = header_name(sig.header.as_deref().unwrap_or(header))?;
         let window = match &sig.timestamp {
+            Some(w) if header_name(&w.header)? == header => {
+                return Err(InvalidHeader::TimestampIsSignature(w.header.clone()));
+            }
             Some(w) => Some(ReplayWindow {
                 header: header_name(&w.header)?,
                 tolerance: w.tolerance.as_std(),
             }),
             None => None,
         };
+        // A header value arrives without its leading whitespace, so a prefix's would
+        // never match.
+        let prefix = sig.prefix.as_deref().unwrap_or(prefix).trim_start();
         Ok(Self {
             scheme,
             header,
-            prefix: sig.prefix.clone().unwrap_or_else(|| prefix.to_string()),
+            prefix: prefix.to_string(),
             window,
         })
     }
@@ -256,6 +267,35 @@ mod tests {
     const GH_SECRET: &[u8] = b"It's a Secret to Everybody";
     const GH_BODY: &[u8] = b"Hello, World!";
     const GH_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn a_prefix_with_leading_whitespace_still_verifies_what_it_signs() {
+        let mut sig = rule(SignatureScheme::HmacSha256);
+        sig.header = Some("X-Signature".into());
+        sig.prefix = Some(" v1=".into());
+        let v = Verifier::new(&sig).unwrap();
+        let signed: HeaderMap = v
+            .sign(b"k", b"body", 0)
+            .into_iter()
+            .map(|(k, val)| (k, val.parse().unwrap()))
+            .collect();
+        assert!(signed["x-signature"].to_str().unwrap().starts_with("v1="));
+        assert_eq!(v.verify(b"k", &signed, b"body", 0), Ok(()));
+    }
+
+    #[test]
+    fn a_timestamp_in_the_signature_header_is_refused() {
+        let mut sig = rule(SignatureScheme::HmacSha256);
+        sig.header = Some("X-Signature".into());
+        sig.timestamp = Some(Window {
+            header: "x-signature".into(),
+            tolerance: "5m".parse().unwrap(),
+        });
+        assert_eq!(
+            Verifier::new(&sig).unwrap_err(),
+            InvalidHeader::TimestampIsSignature("x-signature".into())
+        );
+    }
 
     #[test]
     fn github_accepts_its_documented_example() {
@@ -430,7 +470,7 @@ mod tests {
         sig.header = Some("X Signature".into());
         assert_eq!(
             Verifier::new(&sig).unwrap_err(),
-            InvalidHeader("X Signature".into())
+            InvalidHeader::Name("X Signature".into())
         );
     }
 }
