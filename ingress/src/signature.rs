@@ -112,7 +112,7 @@ impl Verifier {
     ) -> Result<(), AuthError> {
         let presented = self.credential(headers)?;
         match self.scheme {
-            Scheme::Bearer => check_token(secret, presented.as_bytes()),
+            Scheme::Bearer => check_token(secret, presented),
             Scheme::Hmac(encoding) => {
                 let signature = decode(encoding, presented)
                     .ok_or_else(|| AuthError::Malformed(self.header.clone()))?;
@@ -141,18 +141,17 @@ impl Verifier {
     }
 
     /// The credential after the prefix, which compares ASCII-case-insensitively
-    /// (`Bearer` and `bearer` are the same scheme).
-    fn credential<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+    /// (`Bearer` and `bearer` are the same scheme). Bytes rather than text, so a
+    /// token or prefix beyond ASCII (which a header value may carry) still matches.
+    fn credential<'h>(&self, headers: &'h HeaderMap) -> Result<&'h [u8], AuthError> {
         let value = headers
             .get(&self.header)
-            .ok_or_else(|| AuthError::Missing(self.header.clone()))?;
-        let value = value
-            .to_str()
-            .map_err(|_| AuthError::Malformed(self.header.clone()))?
-            .trim();
-        let n = self.prefix.len();
-        match value.get(..n) {
-            Some(p) if p.eq_ignore_ascii_case(&self.prefix) => Ok(value[n..].trim_start()),
+            .ok_or_else(|| AuthError::Missing(self.header.clone()))?
+            .as_bytes()
+            .trim_ascii();
+        let prefix = self.prefix.as_bytes();
+        match value.split_at_checked(prefix.len()) {
+            Some((p, rest)) if p.eq_ignore_ascii_case(prefix) => Ok(rest.trim_ascii_start()),
             _ => Err(AuthError::Malformed(self.header.clone())),
         }
     }
@@ -219,7 +218,7 @@ fn check_token(secret: &[u8], presented: &[u8]) -> Result<(), AuthError> {
     }
 }
 
-fn decode(encoding: Encoding, text: &str) -> Option<Vec<u8>> {
+fn decode(encoding: Encoding, text: &[u8]) -> Option<Vec<u8>> {
     match encoding {
         Encoding::Hex => hex::decode(text).ok(),
         Encoding::Base64 => base64::engine::general_purpose::STANDARD.decode(text).ok(),
@@ -236,6 +235,7 @@ fn encode(encoding: Encoding, bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
     use eventpipe_crds::{ReplayWindow as Window, SecretKeyRef};
 
     fn rule(scheme: SignatureScheme) -> Signature {
@@ -281,6 +281,19 @@ mod tests {
             .collect();
         assert!(signed["x-signature"].to_str().unwrap().starts_with("v1="));
         assert_eq!(v.verify(b"k", &signed, b"body", 0), Ok(()));
+    }
+
+    #[test]
+    fn a_token_beyond_ascii_verifies() {
+        let v = Verifier::new(&rule(SignatureScheme::Bearer)).unwrap();
+        let secret = "key-Ճ".as_bytes();
+        let signed: HeaderMap = v
+            .sign(secret, b"", 0)
+            .into_iter()
+            .map(|(k, val)| (k, HeaderValue::from_str(&val).unwrap()))
+            .collect();
+        assert_eq!(v.verify(secret, &signed, b"", 0), Ok(()));
+        assert_eq!(v.verify(b"key-", &signed, b"", 0), Err(AuthError::BadToken));
     }
 
     #[test]
