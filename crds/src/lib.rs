@@ -32,8 +32,8 @@ pub use ingress::{
 };
 pub use manifest::{Manifest, ManifestError, Origin, Pipeline};
 pub use processor::{
-    Aggregate, AggregateKey, ContainerProcessor, DynamoDbProcessor, HttpProcessor, Processor,
-    SqsProcessor,
+    Aggregate, AggregateKey, ContainerProcessor, DynamoDbProcessor, HeaderFromSecret,
+    HttpProcessor, Processor, SigV4, SigV4Service, SqsProcessor,
 };
 pub use queue_binding::{
     Credentials, DeletionPolicy, DynamoDbStream, QueueBinding, QueueBindingSpec,

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, SecurityContext};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Duration, ObjectRef, defaults};
+use crate::{Duration, ObjectRef, SecretKeyRef, defaults};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -24,16 +24,78 @@ pub struct Processor {
 }
 
 /// POST each event as a binary-mode CloudEvent; 2xx is success.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.sigv4) && has(self.bearerTokenSecretRef))").message("sigv4 and bearerTokenSecretRef both set the Authorization header; choose one"))]
 pub struct HttpProcessor {
     #[schemars(regex(pattern = r"^https?://"))]
     pub url: String,
     #[serde(default = "defaults::processor_timeout")]
     pub timeout: Duration,
-    /// Extra request headers.
+    /// Extra request headers, in plain text: never credentials (see `headersFrom`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Request headers whose values are keys of Secrets, mounted in the workers only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers_from: Vec<HeaderFromSecret>,
+    /// `Authorization: Bearer <token>`, the token a key of a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// Sign each request with AWS Signature Version 4 and the workers' AWS credentials
+    /// (API Gateway with IAM authorization, Lambda function URLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<SigV4>,
+}
+
+/// A request header whose value is a key of a Secret: `{name: X-Api-Key, secretRef: {name, key}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderFromSecret {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"), length(max = 256))]
+    pub name: String,
+    pub secret_ref: SecretKeyRef,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigV4 {
+    /// The AWS service the URL belongs to.
+    pub service: SigV4Service,
+    /// The URL's region; the workers' AWS region when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SigV4Service {
+    /// API Gateway, with IAM authorization.
+    #[serde(rename = "execute-api")]
+    ExecuteApi,
+    /// Lambda function URLs with `AuthType: AWS_IAM`.
+    #[serde(rename = "lambda")]
+    Lambda,
+}
+
+impl SigV4Service {
+    /// The signing name of the service.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ExecuteApi => "execute-api",
+            Self::Lambda => "lambda",
+        }
+    }
+}
+
+impl HttpProcessor {
+    /// Every Secret key the processor reads, bearer token included.
+    pub fn secret_refs(&self) -> impl Iterator<Item = &SecretKeyRef> {
+        self.headers_from
+            .iter()
+            .map(|h| &h.secret_ref)
+            .chain(&self.bearer_token_secret_ref)
+    }
 }
 
 /// The user's image, run as a sidecar of the worker and called over localhost.
@@ -54,6 +116,11 @@ pub struct ContainerProcessor {
     pub env: Vec<EnvVar>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Fields that replace those of the sidecar's default securityContext (which meets
+    /// the `restricted` Pod Security Standard), e.g. `runAsUser` for an image that needs
+    /// its own user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Write events into a table, idempotently (keyed by event id), or count them.

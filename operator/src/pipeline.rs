@@ -133,6 +133,10 @@ async fn check_secrets(ctx: &Context, pipeline: &Pipeline, ns: &str) -> Result<(
             .or_default()
             .push(hook.signature.secret_ref.key.clone());
     }
+    // The processor's headersFrom and bearer token, which the workers mount.
+    for (name, keys) in render::processor_secrets(&pipeline.pipeline) {
+        wanted.entry(name).or_default().extend(keys);
+    }
     let workload_credentials = ctx.settings.credentials_secret.iter().cloned();
     for name in render::credential_secrets(pipeline)
         .into_iter()

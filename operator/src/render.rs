@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventpipe_crds::{EventPipeline, Pipeline};
+use eventpipe_crds::{ContainerProcessor, EventPipeline, Pipeline};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Service};
@@ -167,6 +167,19 @@ pub fn credential_secrets(pipeline: &Pipeline) -> BTreeSet<String> {
         .collect()
 }
 
+/// The Secrets, with their keys, the workers read for the processor (`headersFrom`, the
+/// bearer token): mounted, so their values appear in no ConfigMap or pod spec.
+pub fn processor_secrets(p: &EventPipeline) -> BTreeMap<String, BTreeSet<String>> {
+    let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in p.spec.processor.http.iter().flat_map(|h| h.secret_refs()) {
+        wanted
+            .entry(r.name.clone())
+            .or_default()
+            .insert(r.key.clone());
+    }
+    wanted
+}
+
 /// The environment of the ingress and worker containers: the operator's settings, with
 /// the pipeline's `tracing` (as the OpenTelemetry SDK's standard variables) in place of
 /// the operator's own endpoint and sampler.
@@ -232,8 +245,27 @@ fn container(
     })
 }
 
+/// Meets the `restricted` Pod Security Standard with the containers' own contexts.
 fn pod_security() -> Value {
     json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}})
+}
+
+/// The user's sidecar: what the `restricted` Pod Security Standard asks of a container
+/// (the root filesystem stays writable, as many images expect), each field replaced
+/// by the one the user gives in `securityContext`.
+fn sidecar_security(c: &ContainerProcessor) -> Value {
+    let mut context = json!({
+        "runAsNonRoot": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+    if let Some(Value::Object(given)) = c.security_context.as_ref().map(|s| json!(s)) {
+        for (field, value) in given {
+            context[field] = value;
+        }
+    }
+    context
 }
 
 fn config_mount(p: &EventPipeline) -> (Value, Value) {
@@ -318,7 +350,9 @@ pub fn longest_delivery_seconds(p: &EventPipeline) -> u64 {
 
 fn worker(pipeline: &Pipeline, settings: &Settings, hash: &str) -> Deployment {
     let p = &pipeline.pipeline;
-    let (mut volumes, mut mounts) = secret_volumes(&credential_secrets(pipeline));
+    let mut secrets = credential_secrets(pipeline);
+    secrets.extend(processor_secrets(p).into_keys());
+    let (mut volumes, mut mounts) = secret_volumes(&secrets);
     let (v, m) = config_mount(p);
     volumes.push(v);
     mounts.push(m);
@@ -340,6 +374,7 @@ fn worker(pipeline: &Pipeline, settings: &Settings, hash: &str) -> Deployment {
             "image": c.image,
             "ports": [{"name": "processor", "containerPort": c.port}],
             "env": c.env,
+            "securityContext": sidecar_security(c),
         });
         if let Some(r) = &c.resources {
             sidecar["resources"] = json!(r);

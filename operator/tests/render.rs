@@ -243,3 +243,225 @@ fn a_pipelines_tracing_reaches_its_pods_in_place_of_the_operators() {
         );
     }
 }
+
+/// Every pod template of a pipeline's workloads.
+fn pods(p: &Pipeline) -> Vec<Value> {
+    let w = render(p, &settings());
+    let mut deployments = vec![v(&w.worker)];
+    deployments.extend(w.ingress.map(|(d, _)| v(&d)));
+    deployments
+        .into_iter()
+        .map(|d| d["spec"]["template"]["spec"].clone())
+        .collect()
+}
+
+/// A pipeline with an ingress and the user's container as its processor.
+fn with_sidecar(security_context: Option<Value>) -> Pipeline {
+    let mut p = example("github-analytics.yaml", "github-ingest");
+    let mut container = json!({"image": "acme/saver:2", "port": 7000});
+    if let Some(s) = security_context {
+        container["securityContext"] = s;
+    }
+    p.pipeline.spec.processor = serde_json::from_value(json!({"container": container})).unwrap();
+    p
+}
+
+/// What the `restricted` Pod Security Standard forbids in a pod, as messages.
+fn restricted_violations(pod: &Value) -> Vec<String> {
+    let mut found = vec![];
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[host] == true {
+            found.push(format!("pod: {host}"));
+        }
+    }
+    if !pod["securityContext"]["sysctls"].is_null() {
+        found.push("pod: sysctls".into());
+    }
+    let allowed = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for volume in pod["volumes"].as_array().into_iter().flatten() {
+        let kinds = volume.as_object().unwrap().keys().filter(|k| *k != "name");
+        for kind in kinds.filter(|k| !allowed.contains(&k.as_str())) {
+            found.push(format!("volume {}: {kind}", volume["name"]));
+        }
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in pod[list].as_array().into_iter().flatten() {
+            found.extend(container_violations(pod, c));
+        }
+    }
+    found
+}
+
+fn container_violations(pod: &Value, c: &Value) -> Vec<String> {
+    let (own, of_pod) = (&c["securityContext"], &pod["securityContext"]);
+    let either = |field: &str| match &own[field] {
+        Value::Null => of_pod[field].clone(),
+        set => set.clone(),
+    };
+    let caps = |list: &str| {
+        own["capabilities"][list]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let seccomp = either("seccompProfile")["type"].clone();
+    let checks = [
+        (own["privileged"] != true, "privileged"),
+        (
+            own["allowPrivilegeEscalation"] == false,
+            "allowPrivilegeEscalation not false",
+        ),
+        (
+            caps("drop").contains(&json!("ALL")),
+            "capabilities not dropping ALL",
+        ),
+        (
+            caps("add").iter().all(|a| a == "NET_BIND_SERVICE"),
+            "capabilities added",
+        ),
+        (either("runAsNonRoot") == true, "runAsNonRoot not true"),
+        (either("runAsUser") != 0, "runAsUser 0"),
+        (
+            seccomp == "RuntimeDefault" || seccomp == "Localhost",
+            "seccompProfile",
+        ),
+        (
+            own["procMount"].is_null() || own["procMount"] == "Default",
+            "procMount",
+        ),
+        (
+            either("appArmorProfile")["type"] != "Unconfined",
+            "appArmorProfile Unconfined",
+        ),
+        (
+            either("seLinuxOptions")["user"].is_null(),
+            "seLinuxOptions.user",
+        ),
+        (
+            either("windowsOptions")["hostProcess"] != true,
+            "hostProcess",
+        ),
+    ];
+    let host_port = c["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["hostPort"].as_i64().unwrap_or(0) != 0);
+    checks
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, what)| what)
+        .chain(host_port.then_some("hostPort"))
+        .map(|what| format!("container {}: {what}", c["name"]))
+        .collect()
+}
+
+#[test]
+fn every_pod_rendered_passes_the_restricted_pod_security_standard() {
+    let mut all = vec![with_sidecar(None)];
+    for (file, name) in [
+        ("github-analytics.yaml", "github-ingest"),
+        ("github-analytics.yaml", "github-aggregate"),
+        ("notes.yaml", "notes"),
+    ] {
+        all.push(example(file, name));
+    }
+    let mut containers = 0;
+    for p in &all {
+        for pod in pods(p) {
+            assert_eq!(restricted_violations(&pod), Vec::<String>::new(), "{pod:#}");
+            containers += pod["containers"].as_array().unwrap().len();
+        }
+    }
+    assert_eq!(
+        containers, 8,
+        "ingress, worker and sidecar containers checked"
+    );
+}
+
+#[test]
+fn the_checker_sees_what_the_restricted_standard_forbids() {
+    let pod = json!({
+        "hostNetwork": true,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": true, "runAsUser": 0}, "ports": [{"hostPort": 80}]}],
+    });
+    let found = restricted_violations(&pod).join("\n");
+    for want in [
+        "hostNetwork",
+        "hostPath",
+        "privileged",
+        "allowPrivilegeEscalation",
+        "ALL",
+        "runAsNonRoot",
+        "runAsUser 0",
+        "seccompProfile",
+        "hostPort",
+    ] {
+        assert!(found.contains(want), "{want} not found in:\n{found}");
+    }
+}
+
+#[test]
+fn the_sidecars_security_context_takes_the_users_fields_over_the_defaults() {
+    let p = with_sidecar(Some(
+        json!({"runAsUser": 1000, "readOnlyRootFilesystem": true}),
+    ));
+    let pod = &pods(&p)[0];
+    let sidecar = &pod["containers"][1]["securityContext"];
+    assert_eq!(sidecar["runAsUser"], 1000);
+    assert_eq!(sidecar["readOnlyRootFilesystem"], true);
+    assert_eq!(sidecar["allowPrivilegeEscalation"], false, "defaults stay");
+    assert_eq!(sidecar["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(restricted_violations(pod), Vec::<String>::new());
+
+    let p = with_sidecar(Some(json!({"capabilities": {"add": ["NET_ADMIN"]}})));
+    let found = restricted_violations(&pods(&p)[0]);
+    assert_eq!(
+        found.len(),
+        2,
+        "the user's choice stands, checked: {found:?}"
+    );
+}
+
+#[test]
+fn processor_secrets_are_mounted_in_the_workers_and_their_values_rendered_nowhere() {
+    let mut p = example("notes.yaml", "notes");
+    p.pipeline.spec.processor = serde_json::from_value(json!({"http": {
+        "url": "https://api.example.com/notes",
+        "headersFrom": [{"name": "X-Api-Key", "secretRef": {"name": "notes-api", "key": "key"}}],
+        "bearerTokenSecretRef": {"name": "notes-token", "key": "token"},
+    }}))
+    .unwrap();
+    // What those Secrets hold, which only the workers' mounted files may contain.
+    let values = ["k-4f1d9c0e7a", "t-93be22d6f0"];
+    let w = render(&p, &settings());
+    let rendered = [v(&w.config), v(&w.worker), v(&w.autoscaler)];
+    for (object, value) in rendered.iter().flat_map(|o| values.map(|s| (o, s))) {
+        assert!(!object.to_string().contains(value), "{object:#}");
+    }
+    let config = &w.config.data.as_ref().unwrap()["pipeline.yaml"];
+    assert!(config.contains("notes-api") && config.contains("notes-token"));
+    let pod = &v(&w.worker)["spec"]["template"]["spec"];
+    let worker = &pod["containers"][0];
+    for name in ["notes-api", "notes-token"] {
+        let volume = json!({"name": format!("secret-{name}"), "secret": {"secretName": name}});
+        assert!(pod["volumes"].as_array().unwrap().contains(&volume));
+        let mount = json!({"name": format!("secret-{name}"), "mountPath": format!("/etc/eventpipe/secrets/{name}"), "readOnly": true});
+        assert!(worker["volumeMounts"].as_array().unwrap().contains(&mount));
+    }
+    let env = worker["env"].to_string() + &worker["envFrom"].to_string();
+    assert!(
+        !env.contains("notes-api") && !env.contains("notes-token"),
+        "{env}"
+    );
+}

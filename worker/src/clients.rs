@@ -22,6 +22,11 @@ impl<'a> Clients<'a> {
         }
     }
 
+    /// Where mounted Secrets live (`<dir>/<name>/<key>`).
+    pub fn secrets_dir(&self) -> &'a Path {
+        self.secrets_dir
+    }
+
     /// The AWS configuration a binding describes (region, endpoint, credentials).
     pub async fn config(&self, binding: &QueueBinding) -> anyhow::Result<aws_config::SdkConfig> {
         Ok(aws::config_for(&binding.spec, self.secrets_dir).await?)

@@ -73,7 +73,7 @@ impl Handler {
             .map(|f| Pattern::compile(&f.0))
             .transpose()?;
         let ddb = aws_sdk_dynamodb::Client::new(aws);
-        let processor = processor::build(p, &ddb, clients).await?;
+        let processor = processor::build(p, aws, &ddb, clients).await?;
         let timeout = spec.delivery.timeout.as_std();
         let idempotency = match &spec.delivery.idempotency {
             Some(i) => Some(Idempotency::build(ddb, i, timeout).await?),

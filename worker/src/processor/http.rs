@@ -3,13 +3,19 @@
 //! in the response is the processor's reply.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::bail;
+use aws_config::SdkConfig;
 use cloudevents::{AttributesReader, Event, binding::http::to_event};
 use eventpipe_core::envelope;
 use eventpipe_crds::{ContainerProcessor, HttpProcessor as Spec};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use super::secret_headers::SecretHeaders;
+use super::sigv4::Signer;
 use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor};
 
 pub struct HttpProcessor {
@@ -17,11 +23,24 @@ pub struct HttpProcessor {
     url: String,
     timeout: Duration,
     headers: HeaderMap,
+    /// `headersFrom` and the bearer token, from mounted Secrets.
+    secret_headers: Option<Arc<SecretHeaders>>,
+    signer: Option<Signer>,
 }
 
 impl HttpProcessor {
-    pub fn from_spec(spec: &Spec) -> anyhow::Result<Self> {
-        Self::new(&spec.url, spec.timeout.as_std(), &spec.headers)
+    /// The `http` processor; its Secrets are read from `secrets_dir`, and SigV4 signs
+    /// with the credentials of `aws`.
+    pub fn from_spec(spec: &Spec, secrets_dir: &Path, aws: &SdkConfig) -> anyhow::Result<Self> {
+        let mut p = Self::new(&spec.url, spec.timeout.as_std(), &spec.headers)?;
+        p.secret_headers = SecretHeaders::load(spec, secrets_dir)?;
+        p.signer = spec
+            .sigv4
+            .as_ref()
+            .map(|s| Signer::new(s, aws))
+            .transpose()?;
+        p.check_distinct_headers()?;
+        Ok(p)
     }
 
     /// The user's sidecar, on localhost at the container's port and path.
@@ -46,7 +65,40 @@ impl HttpProcessor {
             url: url.to_string(),
             timeout,
             headers,
+            secret_headers: None,
+            signer: None,
         })
+    }
+
+    /// A header set twice (plain, from a Secret, by SigV4) would be sent with one
+    /// value or the other depending on the order of assembly: refuse it.
+    fn check_distinct_headers(&self) -> anyhow::Result<()> {
+        let mut seen: Vec<&HeaderName> = self.headers.keys().collect();
+        let signed = self.signer.as_ref().map(|_| &AUTHORIZATION);
+        let secret = self.secret_headers.iter().flat_map(|s| s.names());
+        for name in secret.chain(signed) {
+            if seen.contains(&name) {
+                bail!(
+                    "processor.http: header {name} is set twice (headers, headersFrom, bearerTokenSecretRef, sigv4)"
+                );
+            }
+            seen.push(name);
+        }
+        Ok(())
+    }
+
+    /// Every header of a delivery: the spec's, the Secrets', the event's and, last,
+    /// the signature over all of them.
+    async fn request_headers(&self, d: &Delivery<'_>, body: &[u8]) -> anyhow::Result<HeaderMap> {
+        let mut headers = self.headers.clone();
+        if let Some(s) = &self.secret_headers {
+            headers.extend(s.current());
+        }
+        headers.extend(binary_headers(d.event, &d.trace));
+        if let Some(signer) = &self.signer {
+            headers.extend(signer.sign(&self.url, &headers, body).await?);
+        }
+        Ok(headers)
     }
 }
 
@@ -83,13 +135,17 @@ fn body(event: &Event) -> Vec<u8> {
 impl Processor for HttpProcessor {
     fn deliver<'a>(&'a self, d: Delivery<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
+            let body = body(d.event);
+            let headers = match self.request_headers(&d, &body).await {
+                Ok(h) => h,
+                Err(e) => return Outcome::Failed(Failure::transient(format!("{e:#}"))),
+            };
             let request = self
                 .client
                 .post(&self.url)
                 .timeout(self.timeout)
-                .headers(self.headers.clone())
-                .headers(binary_headers(d.event, &d.trace))
-                .body(body(d.event));
+                .headers(headers)
+                .body(body);
             let response = match request.send().await {
                 Ok(r) => r,
                 Err(e) if e.is_timeout() => {

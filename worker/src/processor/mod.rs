@@ -3,6 +3,8 @@
 
 mod dynamodb;
 mod http;
+mod secret_headers;
+mod sigv4;
 mod sqs;
 
 use std::{future::Future, pin::Pin};
@@ -76,15 +78,17 @@ pub trait Processor: Send + Sync {
 }
 
 /// The processor the pipeline's `spec.processor` names, each kind built from its
-/// own spec.
+/// own spec; `aws` is the worker's own AWS configuration (for SigV4 signing).
 pub async fn build(
     pipeline: &Pipeline,
+    aws: &aws_config::SdkConfig,
     ddb: &aws_sdk_dynamodb::Client,
     clients: &mut Clients<'_>,
 ) -> anyhow::Result<Box<dyn Processor>> {
     let spec = &pipeline.pipeline.spec.processor;
     if let Some(http) = &spec.http {
-        return Ok(Box::new(HttpProcessor::from_spec(http)?));
+        let secrets = clients.secrets_dir();
+        return Ok(Box::new(HttpProcessor::from_spec(http, secrets, aws)?));
     }
     if let Some(container) = &spec.container {
         return Ok(Box::new(HttpProcessor::from_container(container)?));

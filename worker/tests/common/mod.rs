@@ -192,7 +192,11 @@ pub fn start_failing(moto: &Moto, dir: &std::path::Path, config: &str) -> String
 impl WorkerProcess {
     /// Starts `eventpipe-worker` on `config` (YAML) and waits until it is ready.
     pub async fn start(moto: &Moto, config: &str, extra: &[&str]) -> Self {
-        let dir = temp_dir("worker");
+        Self::start_in(temp_dir("worker"), moto, config, extra).await
+    }
+
+    /// As [`WorkerProcess::start`], in `dir`, which is also the secrets directory.
+    pub async fn start_in(dir: PathBuf, moto: &Moto, config: &str, extra: &[&str]) -> Self {
         let file = dir.join("pipeline.yaml");
         std::fs::write(&file, config).unwrap();
         let port = free_port();
