@@ -19,6 +19,21 @@ pub struct Ingress {
     #[serde(default = "defaults::one")]
     #[schemars(range(min = 1, max = 100))]
     pub replicas: i32,
+    /// Serve HTTPS with the certificate of a `kubernetes.io/tls` Secret (keys `tls.crt`
+    /// and `tls.key`); a rotated Secret reaches new connections without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<IngressTls>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressTls {
+    pub secret_ref: ObjectRef,
+}
+
+impl IngressTls {
+    /// The keys of a `kubernetes.io/tls` Secret.
+    pub const KEYS: [&str; 2] = ["tls.crt", "tls.key"];
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]

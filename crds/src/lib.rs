@@ -28,7 +28,8 @@ pub use event_pipeline::{
     Ordering, Scaling, Source, Tracing,
 };
 pub use ingress::{
-    Encoding, Ingress, PublishTarget, ReplayWindow, Signature, SignatureScheme, TableRef, Webhook,
+    Encoding, Ingress, IngressTls, PublishTarget, ReplayWindow, Signature, SignatureScheme,
+    TableRef, Webhook,
 };
 pub use manifest::{Manifest, ManifestError, Origin, Pipeline};
 pub use processor::{

@@ -121,17 +121,9 @@ async fn resolve(ctx: &Context, p: &EventPipeline, ns: &str) -> Result<Pipeline,
 async fn check_secrets(ctx: &Context, pipeline: &Pipeline, ns: &str) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for hook in pipeline
-        .pipeline
-        .spec
-        .ingress
-        .iter()
-        .flat_map(|i| &i.webhooks)
-    {
-        wanted
-            .entry(hook.signature.secret_ref.name.clone())
-            .or_default()
-            .push(hook.signature.secret_ref.key.clone());
+    // Webhook keys and the TLS certificate the ingress mounts.
+    for (name, keys) in render::ingress_secrets(&pipeline.pipeline) {
+        wanted.entry(name).or_default().extend(keys);
     }
     // The processor's headersFrom and bearer token, which the workers mount.
     for (name, keys) in render::processor_secrets(&pipeline.pipeline) {
@@ -400,8 +392,13 @@ fn status(
 /// Where senders post: the ingress Service, and the first webhook's path.
 pub fn webhook_url(p: &EventPipeline) -> Option<String> {
     let hook = p.spec.ingress.as_ref()?.webhooks.first()?;
+    let scheme = if render::serves_tls(p) {
+        "https"
+    } else {
+        "http"
+    };
     Some(format!(
-        "http://{}.{}.svc{}",
+        "{scheme}://{}.{}.svc{}",
         render::ingress_name(p),
         p.namespace().unwrap_or_else(|| "default".into()),
         hook.path

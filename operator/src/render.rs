@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventpipe_crds::{ContainerProcessor, EventPipeline, Pipeline};
+use eventpipe_crds::{ContainerProcessor, EventPipeline, IngressTls, Pipeline};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Service};
@@ -147,14 +147,41 @@ fn secret_volumes(names: &BTreeSet<String>) -> (Vec<Value>, Vec<Value>) {
         .unzip()
 }
 
-/// The Secrets the ingress reads: webhook signing keys.
-pub fn ingress_secrets(p: &EventPipeline) -> BTreeSet<String> {
-    p.spec
-        .ingress
-        .iter()
-        .flat_map(|i| &i.webhooks)
-        .map(|w| w.signature.secret_ref.name.clone())
-        .collect()
+/// The Secrets the ingress reads, with the keys it needs: webhook signing keys and
+/// its TLS certificate.
+pub fn ingress_secrets(p: &EventPipeline) -> BTreeMap<String, BTreeSet<String>> {
+    let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let Some(ingress) = &p.spec.ingress else {
+        return wanted;
+    };
+    for w in &ingress.webhooks {
+        let r = &w.signature.secret_ref;
+        wanted
+            .entry(r.name.clone())
+            .or_default()
+            .insert(r.key.clone());
+    }
+    if let Some(tls) = &ingress.tls {
+        let keys = wanted.entry(tls.secret_ref.name.clone()).or_default();
+        keys.extend(IngressTls::KEYS.map(String::from));
+    }
+    wanted
+}
+
+/// Where the ingress finds its certificate and key, when it serves HTTPS.
+fn tls_args(p: &EventPipeline) -> Vec<String> {
+    let tls = p.spec.ingress.as_ref().and_then(|i| i.tls.as_ref());
+    let Some(tls) = tls else {
+        return vec![];
+    };
+    let [cert, key] =
+        IngressTls::KEYS.map(|k| format!("{SECRETS_DIR}/{}/{k}", tls.secret_ref.name));
+    vec![format!("--tls-cert={cert}"), format!("--tls-key={key}")]
+}
+
+/// Whether the ingress serves HTTPS.
+pub fn serves_tls(p: &EventPipeline) -> bool {
+    p.spec.ingress.as_ref().is_some_and(|i| i.tls.is_some())
 }
 
 /// The Secrets every component reads: AWS credentials of the bindings.
@@ -285,7 +312,7 @@ fn base_args() -> Vec<String> {
 
 fn ingress(pipeline: &Pipeline, settings: &Settings, replicas: i32, hash: &str) -> Deployment {
     let p = &pipeline.pipeline;
-    let mut secrets = ingress_secrets(p);
+    let mut secrets: BTreeSet<String> = ingress_secrets(p).into_keys().collect();
     secrets.extend(credential_secrets(pipeline));
     let (mut volumes, mut mounts) = secret_volumes(&secrets);
     let (v, m) = config_mount(p);
@@ -293,6 +320,7 @@ fn ingress(pipeline: &Pipeline, settings: &Settings, replicas: i32, hash: &str) 
     mounts.push(m);
     let mut args = base_args();
     args.push("--listen=0.0.0.0:8080".into());
+    args.extend(tls_args(p));
     let env = workload_env(p, settings);
     let mut c = container(
         "ingress",
@@ -325,7 +353,10 @@ fn service(p: &EventPipeline) -> Service {
         "spec": {
             "selector": selector(p, "ingress"),
             "ports": [
-                {"name": "http", "port": 80, "targetPort": "http"},
+                match serves_tls(p) {
+                    true => json!({"name": "https", "port": 443, "targetPort": "http"}),
+                    false => json!({"name": "http", "port": 80, "targetPort": "http"}),
+                },
                 {"name": "metrics", "port": 9090, "targetPort": "metrics"},
             ],
         },

@@ -1,6 +1,6 @@
-//! The Secrets an HTTP processor reads (`headersFrom`, the bearer token) are checked
-//! like the webhooks': a missing Secret or key is named on the pipeline, and nothing
-//! is deployed until they exist.
+//! The Secrets an HTTP processor reads (`headersFrom`, the bearer token) and the
+//! ingress's TLS certificate are checked like the webhooks': a missing Secret or key is
+//! named on the pipeline, and nothing is deployed until they exist.
 // Set-up steps unwrap: a failure fails the test.
 #![allow(clippy::unwrap_used)]
 
@@ -118,4 +118,26 @@ async fn with_its_secrets_the_processor_is_deployed_with_them_mounted() {
     let volumes = worker["spec"]["template"]["spec"]["volumes"].to_string();
     assert!(volumes.contains(r#""secretName":"api""#), "{volumes}");
     assert!(volumes.contains(r#""secretName":"tok""#), "{volumes}");
+}
+
+#[tokio::test]
+async fn an_ingress_tls_secret_needs_both_keys() {
+    let mut p = pipeline();
+    p["spec"]["processor"] = json!({"http": {"url": "https://api.example.com/events"}});
+    p["spec"]["ingress"] = json!({
+        "webhooks": [{"name": "gh", "path": "/hooks/gh",
+                      "signature": {"scheme": "github", "secretRef": {"name": "gh", "key": "secret"}}}],
+        "publishTo": {"queueBindingRef": {"name": "orders"}},
+        "tls": {"secretRef": {"name": "hooks-tls"}},
+    });
+    let api = cluster(&p);
+    api.put(&format!("{SECRETS}/gh"), secret("gh", "secret"));
+    api.put(
+        &format!("{SECRETS}/hooks-tls"),
+        secret("hooks-tls", "tls.crt"),
+    );
+    let (_, reason, message) = ready(&api, &p).await;
+    assert_eq!(reason, "SecretKeyNotFound");
+    assert_eq!(message, "Secret \"hooks-tls\" has no key \"tls.key\"");
+    assert!(!api.log().iter().any(|c| c.contains("deployments")));
 }

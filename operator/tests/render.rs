@@ -104,6 +104,31 @@ fn the_ingress_is_a_hardened_deployment_with_its_secrets_and_a_service() {
 }
 
 #[test]
+fn an_ingress_with_tls_serves_https_from_its_secret() {
+    let mut p = example("github-analytics.yaml", "github-ingest");
+    let ingress = p.pipeline.spec.ingress.as_mut().unwrap();
+    ingress.tls =
+        Some(serde_json::from_value(json!({"secretRef": {"name": "hooks-tls"}})).unwrap());
+    let w = render(&p, &settings());
+    let (deployment, service) = w.ingress.unwrap();
+    let d = v(&deployment);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let args = c["args"].as_array().unwrap();
+    for arg in [
+        "--tls-cert=/etc/eventpipe/secrets/hooks-tls/tls.crt",
+        "--tls-key=/etc/eventpipe/secrets/hooks-tls/tls.key",
+    ] {
+        assert!(args.contains(&json!(arg)), "{args:?}");
+    }
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    assert!(mounts.contains(&json!({"name": "secret-hooks-tls", "mountPath": "/etc/eventpipe/secrets/hooks-tls", "readOnly": true})));
+    assert_eq!(
+        v(&service)["spec"]["ports"][0],
+        json!({"name": "https", "port": 443, "targetPort": "http"})
+    );
+}
+
+#[test]
 fn workers_scale_on_queue_depth_and_drain_before_they_are_killed() {
     let p = example("github-analytics.yaml", "github-ingest");
     let w = render(&p, &settings());
