@@ -341,7 +341,13 @@ fn ingress(pipeline: &Pipeline, settings: &Settings, replicas: i32, hash: &str) 
             "selector": {"matchLabels": selector(p, "ingress")},
             "template": {
                 "metadata": {"labels": labels(p, "ingress"), "annotations": {CONFIG_HASH: hash}},
-                "spec": {"containers": [c], "volumes": volumes, "securityContext": pod_security()},
+                "spec": {
+                    "containers": [c],
+                    "volumes": volumes,
+                    "securityContext": pod_security(),
+                    // Workloads never call the Kubernetes API: no token to steal.
+                    "automountServiceAccountToken": false,
+                },
             },
         },
     }))
@@ -422,6 +428,7 @@ fn worker(pipeline: &Pipeline, settings: &Settings, hash: &str) -> Deployment {
                     "containers": containers,
                     "volumes": volumes,
                     "securityContext": pod_security(),
+                    "automountServiceAccountToken": false,
                     "terminationGracePeriodSeconds": grace + 10,
                 },
             },

@@ -404,6 +404,7 @@ fn every_pod_rendered_passes_the_restricted_pod_security_standard() {
     for p in &all {
         for pod in pods(p) {
             assert_eq!(restricted_violations(&pod), Vec::<String>::new(), "{pod:#}");
+            assert_eq!(pod["automountServiceAccountToken"], false, "{pod:#}");
             containers += pod["containers"].as_array().unwrap().len();
         }
     }
