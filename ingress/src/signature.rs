@@ -42,6 +42,11 @@ pub enum InvalidHeader {
     /// A request could not carry both in one header.
     #[error("the timestamp header {0:?} must differ from the signature header")]
     TimestampIsSignature(String),
+    /// A static token signs nothing, so a replay window would be ignored.
+    #[error(
+        "a bearer token signs no timestamp: the timestamp header {0:?} applies to HMAC signatures only"
+    )]
+    TimestampWithBearer(String),
 }
 
 pub(crate) fn header_name(name: &str) -> Result<HeaderName, InvalidHeader> {
@@ -82,6 +87,9 @@ impl Verifier {
         };
         let header = header_name(sig.header.as_deref().unwrap_or(header))?;
         let window = match &sig.timestamp {
+            Some(w) if matches!(scheme, Scheme::Bearer) => {
+                return Err(InvalidHeader::TimestampWithBearer(w.header.clone()));
+            }
             Some(w) if header_name(&w.header)? == header => {
                 return Err(InvalidHeader::TimestampIsSignature(w.header.clone()));
             }
@@ -307,6 +315,19 @@ mod tests {
         assert_eq!(
             Verifier::new(&sig).unwrap_err(),
             InvalidHeader::TimestampIsSignature("x-signature".into())
+        );
+    }
+
+    #[test]
+    fn a_replay_window_on_a_bearer_token_is_refused() {
+        let mut sig = rule(SignatureScheme::Bearer);
+        sig.timestamp = Some(Window {
+            header: "X-Timestamp".into(),
+            tolerance: "5m".parse().unwrap(),
+        });
+        assert_eq!(
+            Verifier::new(&sig).unwrap_err(),
+            InvalidHeader::TimestampWithBearer("X-Timestamp".into())
         );
     }
 
