@@ -150,6 +150,26 @@ pub async fn apply(client: &Client, ns: &str, doc: &Value) {
         .unwrap_or_else(|e| panic!("applying {kind} {}: {e}", obj.name_any()));
 }
 
+/// The least pipeline that deploys: a queue its binding creates (in the chart's moto)
+/// and a worker posting nowhere.
+pub fn queue_pipeline(queue: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "QueueBinding",
+            "metadata": {"name": "orders"},
+            "spec": {"sqs": {"queueName": queue, "create": true}},
+        }),
+        json!({
+            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "EventPipeline",
+            "metadata": {"name": "orders"},
+            "spec": {
+                "sources": [{"queueBindingRef": {"name": "orders"}}],
+                "processor": {"http": {"url": "http://127.0.0.1:9/events"}},
+            },
+        }),
+    ]
+}
+
 /// The pipeline's `Ready` condition, once the operator has written one.
 pub fn ready_condition(p: &EventPipeline) -> Option<Condition> {
     p.status

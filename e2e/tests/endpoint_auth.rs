@@ -14,7 +14,7 @@ use eventpipe_e2e::tools::{PortForward, run, tool};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Client;
 use kube::api::Api;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A ServiceAccount the release binds to its metrics reader, and one it does not.
 const SCRAPER: &str = "scraper";
@@ -32,7 +32,7 @@ async fn only_the_front_proxy_and_permitted_scrapers_are_answered() {
         return;
     };
     let app = release.app.clone();
-    for doc in pipeline() {
+    for doc in eventpipe_e2e::queue_pipeline("auth-orders") {
         eventpipe_e2e::apply(&client, &app, &doc).await;
     }
     external_metrics_answer_through_the_api_server(&client, &app).await;
@@ -40,25 +40,6 @@ async fn only_the_front_proxy_and_permitted_scrapers_are_answered() {
     metrics_want_a_permitted_token(&release).await;
     may_review_and_read_only_the_front_proxy_config(&release).await;
     release.uninstall(&client).await;
-}
-
-/// A queue the binding creates in the chart's moto, and a worker posting nowhere.
-fn pipeline() -> Vec<Value> {
-    vec![
-        json!({
-            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "QueueBinding",
-            "metadata": {"name": "orders"},
-            "spec": {"sqs": {"queueName": "auth-orders", "create": true}},
-        }),
-        json!({
-            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "EventPipeline",
-            "metadata": {"name": "orders"},
-            "spec": {
-                "sources": [{"queueBindingRef": {"name": "orders"}}],
-                "processor": {"http": {"url": "http://127.0.0.1:9/events"}},
-            },
-        }),
-    ]
 }
 
 /// `kubectl get --raw` through the aggregator, and the HPA controller, both read the

@@ -11,29 +11,9 @@ use eventpipe_e2e::helm::{self, APP_NAMESPACE, SETTLE};
 use eventpipe_e2e::{eventually, ready_condition};
 use kube::Client;
 use kube::api::Api;
-use serde_json::{Value, json};
-
-/// A queue the binding creates in the chart's moto, and a worker posting nowhere.
-fn pipeline() -> Vec<Value> {
-    vec![
-        json!({
-            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "QueueBinding",
-            "metadata": {"name": "orders"},
-            "spec": {"sqs": {"queueName": "scoped-orders", "create": true}},
-        }),
-        json!({
-            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "EventPipeline",
-            "metadata": {"name": "orders"},
-            "spec": {
-                "sources": [{"queueBindingRef": {"name": "orders"}}],
-                "processor": {"http": {"url": "http://127.0.0.1:9/events"}},
-            },
-        }),
-    ]
-}
 
 async fn apply_pipeline(client: &Client, ns: &str) {
-    for doc in pipeline() {
+    for doc in eventpipe_e2e::queue_pipeline("scoped-orders") {
         eventpipe_e2e::apply(client, ns, &doc).await;
     }
 }
