@@ -66,6 +66,7 @@ pub struct Webhook {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.scheme != 'hmac-sha256' || has(self.header)").message("scheme hmac-sha256 needs header"))]
 #[x_kube(validation = Rule::new("!has(self.timestamp) || self.scheme == 'hmac-sha256'").message("timestamp (a replay window) applies to scheme hmac-sha256 only"))]
+#[x_kube(validation = Rule::new("!has(self.timestamp) || !has(self.header) || self.timestamp.header.lowerAscii() != self.header.lowerAscii()").message("the timestamp header must not be the signature header"))]
 pub struct Signature {
     pub scheme: SignatureScheme,
     pub secret_ref: SecretKeyRef,

@@ -203,6 +203,16 @@ fn cross_field_rules_of_signatures_publish_targets_and_value_sources() {
         &replay_on_github,
         "timestamp (a replay window) applies to scheme hmac-sha256 only",
     );
+    let timestamp_is_signature = pipeline(|s| {
+        s["ingress"]["webhooks"][0]["signature"] = json!({
+            "scheme": "hmac-sha256", "header": "X-Signature", "secretRef": {"name": "s", "key": "k"},
+            "timestamp": {"header": "x-signature"},
+        })
+    });
+    assert_rejected(
+        &timestamp_is_signature,
+        "the timestamp header must not be the signature header",
+    );
     let two_targets =
         pipeline(|s| s["ingress"]["publishTo"]["dynamodb"] = json!({"tableName": "events"}));
     assert_rejected(
