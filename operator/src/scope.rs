@@ -64,34 +64,25 @@ where
 {
     pub fn watch(client: &Client, scope: &Scope) -> Self {
         let stores = (scope.namespaces().iter())
-            .map(|ns| watch_store(api(client, ns.as_deref())))
+            .map(|ns| Self::watch_store(api(client, ns.as_deref())))
             .collect();
         Self(stores)
+    }
+
+    fn watch_store(api: Api<K>) -> Store<K> {
+        let (reader, writer) = kube::runtime::reflector::store();
+        let stream = reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| async {});
+        tokio::spawn(stream);
+        reader
     }
 
     /// Every cached object.
     pub fn state(&self) -> Vec<std::sync::Arc<K>> {
         self.0.iter().flat_map(Store::state).collect()
     }
-}
-
-fn watch_store<K>(api: Api<K>) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = kube::runtime::reflector::store();
-    let stream = reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| async {});
-    tokio::spawn(stream);
-    reader
 }
 
 #[cfg(test)]
