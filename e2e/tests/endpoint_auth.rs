@@ -104,24 +104,33 @@ async fn direct_callers_are_refused(ns: &str) {
     }
 }
 
+/// The answer to a GET of `url`; the operator's certificate is self-signed.
 async fn status(url: &str, token: Option<&str>) -> u16 {
-    let mut request = reqwest::Client::new().get(url);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let mut request = client.get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     request.send().await.unwrap().status().as_u16()
 }
 
-/// /metrics: 401 without a token or with a made-up one, 403 for a ServiceAccount not
-/// bound to the metrics reader, 200 for one that is; /healthz and /readyz open.
+/// /metrics: served over HTTPS only, 401 without a token or with a made-up one, 403
+/// for a ServiceAccount not bound to the metrics reader, 200 for one that is;
+/// /healthz and /readyz open.
 async fn metrics_want_a_permitted_token(release: &helm::Release) {
     let app = &release.app;
     let ops = PortForward::start(&release.ns, RELEASE, 9090).await;
-    let metrics = ops.url("/metrics");
+    let plain = reqwest::Client::new().get(ops.url("/metrics")).send().await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    let https = |path: &str| ops.url(path).replacen("http://", "https://", 1);
+    let metrics = https("/metrics");
     assert_eq!(status(&metrics, None).await, 401);
     assert_eq!(status(&metrics, Some("made-up")).await, 401);
     for probe in ["/healthz", "/readyz"] {
-        assert_eq!(status(&ops.url(probe), None).await, 200, "{probe}");
+        assert_eq!(status(&https(probe), None).await, 200, "{probe}");
     }
     let mut tokens = vec![];
     for account in [SCRAPER, STRANGER] {

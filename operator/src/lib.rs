@@ -21,6 +21,7 @@ mod rbac;
 mod render;
 mod run;
 mod scope;
+pub mod tls;
 
 pub use binding::reconcile as reconcile_binding;
 pub use check::{CheckArgs, check};

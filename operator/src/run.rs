@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 use crate::context::{Context, MANAGER};
 use crate::controllers;
 use crate::external_metrics::front_proxy::{self, RELOAD_EVERY};
-use crate::external_metrics::{self, Cache, ServerCert};
+use crate::external_metrics::{self, Cache};
 use crate::metrics::ApiRequest;
 use crate::metrics_auth::{self, MetricsAuth, Reviewer};
 use crate::render::Settings;
 use crate::scope::{Scope, Stores};
+use crate::tls::{ServerCert, tls_config};
 
 /// How long a leader's Lease lasts unrenewed: a killed leader's successor takes over
 /// within this.
@@ -38,7 +39,8 @@ const PASSED_ON: [&str; 7] = [
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Prometheus metrics, /healthz and /readyz (127.0.0.1:9090: from this host only).
+    /// Prometheus metrics, /healthz and /readyz (127.0.0.1:9090: from this host only);
+    /// HTTPS with `--metrics-auth=token`.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
     /// Who may read /metrics: anyone who reaches it (none), or a bearer token the API
@@ -50,7 +52,8 @@ pub struct RunArgs {
     /// through the API server's front proxy, the only client it accepts.
     #[arg(long, default_value = "0.0.0.0:6443")]
     pub external_metrics_listen: SocketAddr,
-    /// PEM certificate for the external metrics API (self-signed when absent).
+    /// PEM certificate for the external metrics API and, with `--metrics-auth=token`,
+    /// /metrics (self-signed when absent).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]
@@ -117,13 +120,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let ready = eventpipe_core::ops::Ready::default();
     let ops = eventpipe_core::ops::router(Arc::new(registry), ready.clone());
-    let ops = match args.metrics_auth {
-        MetricsAuth::None => ops,
-        MetricsAuth::Token => metrics_auth::protect(ops, Reviewer::new(client.clone(), &metrics)),
+    let cert = ServerCert::load(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    // A bearer token is a credential: it only travels over TLS.
+    let (ops, tls) = match args.metrics_auth {
+        MetricsAuth::None => (ops, None),
+        MetricsAuth::Token => (
+            metrics_auth::protect(ops, Reviewer::new(client.clone(), &metrics)),
+            Some(Arc::new(tls_config(&cert, None)?)),
+        ),
     };
-    serve_ops(args.metrics_listen, ops, &stop).await?;
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
+    tokio::spawn(crate::tls::serve(listener, tls, ops, stop.clone()));
     let pipelines = Stores::<EventPipeline>::watch(&client, &scope);
-    serve_external_metrics(&args, &client, &scope, &ctx, &pipelines, &stop).await?;
+    serve_external_metrics(&args, cert, &client, &scope, &ctx, &pipelines, &stop).await?;
     ready.set(true);
 
     let signal_stop = stop.clone();
@@ -165,27 +174,12 @@ fn settings(args: &RunArgs) -> Settings {
     }
 }
 
-/// Serves the ops endpoints until `stop`.
-async fn serve_ops(
-    listen: SocketAddr,
-    ops: axum::Router,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, ops)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
-    Ok(())
-}
-
 /// Serves the external metrics API until `stop`, from a cache refreshed in the
 /// background. Every replica serves from its own cache, so the APIService may pick any.
 /// Clients are checked against the front proxy's CA, read again every minute.
 async fn serve_external_metrics(
     args: &RunArgs,
+    cert: ServerCert,
     client: &Client,
     scope: &Scope,
     ctx: &Arc<Context>,
@@ -193,7 +187,6 @@ async fn serve_external_metrics(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let cache = Cache::default();
-    let cert = ServerCert::load(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let listener = tokio::net::TcpListener::bind(args.external_metrics_listen).await?;
     let (publish, current) = tokio::sync::watch::channel(None);
     tokio::spawn(front_proxy::keep_current(
@@ -205,12 +198,8 @@ async fn serve_external_metrics(
     ));
     let router =
         front_proxy::require_user(external_metrics::router(cache.clone()), current.clone());
-    tokio::spawn(external_metrics::serve_tls(
-        listener,
-        current,
-        router,
-        stop.clone(),
-    ));
+    let tls = move || current.borrow().as_ref().map(|s| s.tls.clone());
+    tokio::spawn(crate::tls::serve_tls(listener, tls, router, stop.clone()));
     tokio::spawn(refresh_metrics(
         ctx.clone(),
         pipelines.clone(),

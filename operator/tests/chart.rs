@@ -177,12 +177,13 @@ fn metrics_take_a_permitted_token_and_the_probes_stay_open() {
         endpoint["bearerTokenFile"],
         "/var/run/secrets/kubernetes.io/serviceaccount/token"
     );
-    probes_use_the_open_paths(&docs);
+    assert_eq!(endpoint["scheme"], "https", "a token only travels over TLS");
+    probes_use_the_open_paths(&docs, "https");
 }
 
 /// The kubelet's probes and `helm test` read /healthz and /readyz on the metrics port,
 /// which stay open: nothing depends on unauthenticated access elsewhere.
-fn probes_use_the_open_paths(docs: &[Value]) {
+fn probes_use_the_open_paths(docs: &[Value], scheme: &str) {
     let deployment = docs
         .iter()
         .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "t-eventpipe")
@@ -198,12 +199,15 @@ fn probes_use_the_open_paths(docs: &[Value]) {
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        let want = scheme.to_uppercase();
+        assert_eq!(c[probe]["httpGet"]["scheme"], want.as_str(), "{probe}");
     }
     let test = docs
         .iter()
         .find(|d| d["kind"] == "Pod" && d["metadata"]["name"] == "t-eventpipe-test")
         .expect("the helm test Pod");
     let args = test["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains(&format!("{scheme}://")), "{args}");
     assert!(args.contains(".svc:9090/readyz"), "{args}");
 }
 
@@ -225,6 +229,7 @@ fn metrics_open_to_all_need_no_reviews() {
             .get("bearerTokenFile")
             .is_none()
     );
+    probes_use_the_open_paths(&docs, "http");
 }
 
 #[test]

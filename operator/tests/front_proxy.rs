@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventpipe_operator::external_metrics::front_proxy::{self, Current, Error};
-use eventpipe_operator::external_metrics::{self, Cache, FrontProxy, ServerCert, Serving};
+use eventpipe_operator::external_metrics::{self, Cache, FrontProxy, Serving};
+use eventpipe_operator::tls::ServerCert;
 use k8s_openapi::api::core::v1::ConfigMap;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -84,9 +85,10 @@ async fn serve(current: Current, stop: &CancellationToken) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let router =
         front_proxy::require_user(external_metrics::router(Cache::default()), current.clone());
-    tokio::spawn(external_metrics::serve_tls(
+    let tls = move || current.borrow().as_ref().map(|s| s.tls.clone());
+    tokio::spawn(eventpipe_operator::tls::serve_tls(
         listener,
-        current,
+        tls,
         router,
         stop.clone(),
     ));

@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use eventpipe_operator::Metrics;
 use eventpipe_operator::metrics_auth::{self, Reviewer};
+use eventpipe_operator::tls::{self, ServerCert, tls_config};
 use http::StatusCode;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
@@ -65,14 +67,30 @@ async fn serve(api: &common::FakeApi) -> String {
     ready.set(true);
     let ops = eventpipe_core::ops::router(Arc::new(registry), ready);
     let ops = metrics_auth::protect(ops, Reviewer::new(api.client(), &metrics));
+    // As the operator serves it with token auth: HTTPS, its certificate self-signed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cert = ServerCert::load(None, None).unwrap();
+    let tls = Arc::new(tls_config(&cert, None).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, ops).await.unwrap() });
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(tls::serve(
+        listener,
+        Some(tls),
+        ops,
+        CancellationToken::new(),
+    ));
     url
 }
 
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
 async fn get(url: &str, authorization: Option<&str>) -> (u16, String) {
-    let mut request = reqwest::Client::new().get(url);
+    let mut request = client().get(url);
     if let Some(value) = authorization {
         request = request.header("Authorization", value);
     }
@@ -96,7 +114,7 @@ async fn a_permitted_token_reads_metrics_and_every_other_caller_is_refused() {
     ] {
         assert_eq!(get(&metrics, refused).await.0, 401, "{refused:?}");
     }
-    let response = reqwest::get(&metrics).await.unwrap();
+    let response = client().get(&metrics).send().await.unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_eq!(get(&metrics, Some("Bearer stranger-token")).await.0, 403);
     let (code, text) = get(&metrics, Some("Bearer prometheus-token")).await;
@@ -149,4 +167,18 @@ async fn an_api_server_that_cannot_answer_refuses_and_is_asked_again() {
     let (_, text) = get(&metrics, Some("Bearer prometheus-token")).await;
     let line = r#"eventpipe_operator_metrics_auth_checks_total{outcome="unavailable"} 2"#;
     assert!(text.contains(line), "{line} not in\n{text}");
+}
+
+#[tokio::test]
+async fn tokens_only_travel_over_tls() {
+    let api = api();
+    let base = serve(&api).await;
+    let plain = base.replacen("https://", "http://", 1);
+    let sent = reqwest::Client::new()
+        .get(format!("{plain}/metrics"))
+        .header("Authorization", "Bearer prometheus-token")
+        .send()
+        .await;
+    assert!(sent.is_err(), "plain HTTP answered: {sent:?}");
+    assert_eq!(reviews(&api), 0, "the token was never looked at");
 }

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::subject::common_names;
-use super::tls::{ServerCert, tls_config};
+use crate::tls::{ServerCert, tls_config};
 
 pub const NAMESPACE: &str = "kube-system";
 pub const CONFIG_MAP: &str = "extension-apiserver-authentication";
@@ -125,7 +125,7 @@ pub type Current = watch::Receiver<Option<Arc<Serving>>>;
 impl Serving {
     pub fn new(proxy: &FrontProxy, cert: &ServerCert) -> Result<Self, Error> {
         Ok(Self {
-            tls: Arc::new(tls_config(cert, proxy.verifier()?)?),
+            tls: Arc::new(tls_config(cert, Some(proxy.verifier()?))?),
             username_headers: proxy.username_headers.clone(),
         })
     }

@@ -1,16 +1,14 @@
 //! The `external.metrics.k8s.io/v1beta1` API the HorizontalPodAutoscaler reads:
-//! queue depth and stream lag per pipeline, served over HTTPS ([`tls`]) to the API
+//! queue depth and stream lag per pipeline, served over HTTPS ([`crate::tls`]) to the API
 //! server's front proxy only ([`front_proxy`]) from a [`Cache`] that a background
 //! task refreshes every few seconds, so the HPA never waits on AWS.
 
 mod cache;
 pub mod front_proxy;
 mod subject;
-mod tls;
 
 pub use cache::{Cache, Values, refresh, stream_lag};
 pub use front_proxy::{FrontProxy, Serving};
-pub use tls::{ServerCert, serve_tls, tls_config};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};

@@ -1,6 +1,8 @@
-//! TLS for the external metrics API: the serving certificate (PEM files from a mounted
-//! Secret, or self-signed at start), and the server that asks every client for the
-//! front proxy's certificate ([`super::front_proxy`]).
+//! The operator's HTTPS: its serving certificate (PEM files from a mounted Secret, or
+//! self-signed at start) and a server taking each connection with the TLS
+//! configuration current when it arrives. The external metrics API asks every client
+//! for the front proxy's certificate; `/metrics` under token auth asks for none, so
+//! bearer tokens never cross the network in the clear.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +11,7 @@ use axum::Router;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 
-use super::front_proxy::Current;
-
-/// The certificate and key the external metrics API serves.
+/// The certificate and key the operator serves.
 pub struct ServerCert {
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -58,24 +58,29 @@ impl ServerCert {
     }
 }
 
-/// TLS with `cert`, requiring a client certificate that `clients` accepts.
+/// TLS with `cert`, requiring a client certificate that `clients` accepts; `None`
+/// asks for none.
 pub fn tls_config(
     cert: &ServerCert,
-    clients: Arc<dyn ClientCertVerifier>,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let cert = cert.clone();
-    let mut config = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(clients)
-        .with_single_cert(cert.certs, cert.key)?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(cert.certs, cert.key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown`, each connection with the
-/// TLS configuration current when it arrives; none yet: the connection is closed.
+/// TLS configuration `current` gives when it arrives; none yet: the connection is
+/// closed.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
-    current: Current,
+    current: impl Fn() -> Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
@@ -84,11 +89,11 @@ pub async fn serve_tls(
             accepted = listener.accept() => accepted?,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let Some(serving) = current.borrow().clone() else {
-            tracing::debug!(%peer, "refused: the front proxy's CA is not loaded yet");
+        let Some(tls) = current() else {
+            tracing::debug!(%peer, "refused: no TLS configuration yet");
             continue;
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(serving.tls.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let router = router.clone();
         tokio::spawn(async move {
             let accepted =
@@ -104,5 +109,23 @@ pub async fn serve_tls(
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
         });
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`: over TLS with `tls`, in the clear
+/// without.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        Some(tls) => serve_tls(listener, move || Some(tls.clone()), router, shutdown).await,
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        }
     }
 }
