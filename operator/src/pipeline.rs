@@ -1,11 +1,10 @@
 //! The EventPipeline reconciler: resolve references, check Secrets, apply the rendered
 //! workloads server-side (owned by the pipeline), and report status and events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventpipe_core::aws::secret_keys;
 use eventpipe_crds::{
     DeadLetterPolicy, EventPipeline, EventPipelineStatus, Pipeline, QueueBinding,
 };
@@ -116,48 +115,58 @@ async fn resolve(ctx: &Context, p: &EventPipeline, ns: &str) -> Result<Pipeline,
     })
 }
 
-/// Secrets the workloads mount must exist (with the keys webhooks use), or the pods
-/// would never start.
+/// Secrets the workloads mount must exist, with the keys they read, or the pods would
+/// never start; nothing is applied until they do. Kubernetes cannot name a Secret's
+/// keys without its values, so a Secret with keys to check is read by name and its
+/// values dropped at once; one whose keys are the workload's business (the workloads'
+/// own credentials) is looked up as metadata only. Bindings' credentials, which the
+/// operator itself uses, come from the credentials cache.
 async fn check_secrets(ctx: &Context, pipeline: &Pipeline, ns: &str) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    // Webhook keys and the TLS certificate the ingress mounts.
-    for (name, keys) in render::ingress_secrets(&pipeline.pipeline) {
-        wanted.entry(name).or_default().extend(keys);
-    }
-    // The processor's headersFrom and bearer token, which the workers mount.
+    let mut keyed = render::ingress_secrets(&pipeline.pipeline);
     for (name, keys) in render::processor_secrets(&pipeline.pipeline) {
-        wanted.entry(name).or_default().extend(keys);
+        keyed.entry(name).or_default().extend(keys);
     }
-    let workload_credentials = ctx.settings.credentials_secret.iter().cloned();
-    for name in render::credential_secrets(pipeline)
-        .into_iter()
-        .chain(workload_credentials)
-    {
-        (wanted.entry(name).or_default()).extend(secret_keys::REQUIRED.map(String::from));
-    }
-    for (name, keys) in wanted {
-        let Some(secret) = api.get_opt(&name).await? else {
-            return Err(Error::Blocked(Problem {
-                reason: "SecretNotFound",
-                message: format!("Secret {name:?} not found in namespace {ns}"),
-            }));
-        };
-        let has = |k: &str| {
-            secret.data.as_ref().is_some_and(|d| d.contains_key(k))
-                || secret
-                    .string_data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(k))
-        };
-        if let Some(key) = keys.iter().find(|k| !has(k)) {
+    for (name, keys) in keyed {
+        let present = secret_keys_of(&api, &name, ns).await?;
+        if let Some(key) = keys.iter().find(|k| !present.contains(*k)) {
             return Err(Error::Blocked(Problem {
                 reason: "SecretKeyNotFound",
                 message: format!("Secret {name:?} has no key {key:?}"),
             }));
         }
     }
+    if let Some(name) = &ctx.settings.credentials_secret
+        && api.get_metadata_opt(name).await?.is_none()
+    {
+        return Err(not_found(name, ns));
+    }
+    for name in render::credential_secrets(pipeline) {
+        ctx.credentials.get(&ctx.client, ns, &name).await?;
+    }
     Ok(())
+}
+
+/// The keys Secret `name` holds (its values are not kept).
+async fn secret_keys_of(
+    api: &Api<Secret>,
+    name: &str,
+    ns: &str,
+) -> Result<BTreeSet<String>, Error> {
+    let secret = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| not_found(name, ns))?;
+    let data = secret.data.into_iter().flat_map(|d| d.into_keys());
+    let string_data = secret.string_data.into_iter().flat_map(|d| d.into_keys());
+    Ok(data.chain(string_data).collect())
+}
+
+fn not_found(name: &str, ns: &str) -> Error {
+    Error::Blocked(Problem {
+        reason: "SecretNotFound",
+        message: format!("Secret {name:?} not found in namespace {ns}"),
+    })
 }
 
 /// What the apply calls returned, for status.

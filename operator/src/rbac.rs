@@ -30,8 +30,8 @@ pub const RULES: &[(&str, &[&str], &[&str])] = &[
     // cannot be pulled, a crashing container).
     ("", &["pods"], &["list"]),
     // Read by name only, and only those a pipeline or binding names: for the keys
-    // webhooks and workloads need, and a binding's AWS credentials. Never listed or
-    // watched.
+    // webhooks and processors need, the workloads' credentials (metadata only), and a
+    // binding's AWS credentials. Never listed or watched.
     ("", &["secrets"], &["get"]),
     (
         "apps",

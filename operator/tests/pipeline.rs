@@ -110,8 +110,14 @@ async fn applies_every_workload_server_side_and_reports_ready() {
             "PATCH /api/v1/namespaces/default/services/hooks-ingress",
             "PATCH /apis/apps/v1/namespaces/default/deployments/hooks-worker",
             "PATCH /apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hooks-worker",
+            "PATCH /apis/policy/v1/namespaces/default/poddisruptionbudgets/hooks-ingress",
+            "PATCH /apis/policy/v1/namespaces/default/poddisruptionbudgets/hooks-worker",
         ]
     );
+    let budget = api
+        .get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/hooks-ingress")
+        .unwrap();
+    assert_eq!(budget["metadata"]["ownerReferences"][0]["name"], "hooks");
     let cm = api
         .get("/api/v1/namespaces/default/configmaps/hooks-pipeline")
         .unwrap();
@@ -222,9 +228,16 @@ async fn the_workloads_credentials_secret_must_be_in_the_pipelines_namespace() {
     );
     assert!(!api.log().iter().any(|c| c.contains("deployments")));
 
-    api.put("/api/v1/namespaces/default/secrets/aws", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws"}, "data": {"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA=="}}));
+    // Its keys are the pods' AWS environment (a role to assume is as good as keys):
+    // the operator only looks it up, as metadata.
+    api.put("/api/v1/namespaces/default/secrets/aws", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws"}, "data": {"AWS_ROLE_ARN": "eA=="}}));
     let got = run_with(&api, &p, settings()).await;
     assert_eq!(condition(&got, "Ready").0, "True");
+    let lookups: Vec<_> = (api.calls().into_iter())
+        .filter(|c| c.path.ends_with("/secrets/aws"))
+        .collect();
+    assert!(!lookups.is_empty());
+    assert!(lookups.iter().all(|c| c.metadata_only), "{lookups:?}");
     let worker = api
         .get("/apis/apps/v1/namespaces/default/deployments/hooks-worker")
         .unwrap();
@@ -296,6 +309,9 @@ async fn drift_is_corrected_and_a_removed_ingress_is_deleted() {
         api.log()
             .contains(&"DELETE /api/v1/namespaces/default/services/hooks-ingress".to_string())
     );
+    let budget = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hooks-ingress";
+    assert!(api.log().contains(&format!("DELETE {budget}")));
+    assert!(api.get(budget).is_none());
     assert!(api.get(path).is_none());
 
     // Once that spec is reconciled, later reconciles delete nothing again.

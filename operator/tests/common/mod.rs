@@ -18,6 +18,8 @@ pub struct Call {
     pub method: Method,
     pub path: String,
     pub body: Value,
+    /// A GET for metadata only (`as=PartialObjectMetadata`), answered without data.
+    pub metadata_only: bool,
 }
 
 /// The answer to a POST, from its body (e.g. a TokenReview's verdict).
@@ -64,12 +66,19 @@ impl FakeApi {
                 let bytes = body.collect_bytes().await.unwrap();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let path = parts.uri.path().to_string();
+                let metadata_only = (parts.headers.get(http::header::ACCEPT))
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("as=PartialObjectMetadata"));
                 api.calls.lock().unwrap().push(Call {
                     method: parts.method.clone(),
                     path: path.clone(),
                     body: body.clone(),
+                    metadata_only,
                 });
-                let (status, answer) = api.answer(&parts.method, &path, body);
+                let (status, mut answer) = api.answer(&parts.method, &path, body);
+                if metadata_only && status == StatusCode::OK {
+                    answer = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": answer["metadata"]});
+                }
                 let response = Response::builder()
                     .status(status)
                     .body(Body::from(serde_json::to_vec(&answer).unwrap()))
