@@ -1,21 +1,23 @@
 //! Assembling an ingress from its configuration: secrets and their watcher, one
-//! publisher per destination, the routes, limits, TLS, readiness, and graceful
-//! serving.
+//! publisher per destination, the routes, limits, TLS, readiness, and serving until
+//! a drained shutdown.
 
 use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use aws_config::SdkConfig;
-use axum::Router;
+use axum::{Router, middleware};
 use eventpipe_core::{
     aws::{self, AwsError},
     ops::Ready,
 };
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::task::TaskTracker;
 
 use crate::{
     config::{IngressConfig, Target},
     connections::Server,
+    drain::{self, Drain},
     dynamodb::DynamoDbPublisher,
     limits::Limits,
     metrics::Metrics,
@@ -49,6 +51,9 @@ pub struct Settings {
     pub publish: PublishMode,
     /// Longest wait for a destination before answering `503`.
     pub publish_timeout: Duration,
+    /// How long the ingress keeps serving, reporting not ready, once told to shut
+    /// down: the time load balancers take to stop sending it connections.
+    pub drain_delay: Duration,
     pub batch: BatchSettings,
     /// SDK configuration for every destination, instead of the environment's and
     /// the bindings' own (local mode points it at an emulator).
@@ -64,6 +69,8 @@ impl Default for Settings {
             tls: None,
             publish: PublishMode::Aws,
             publish_timeout: Duration::from_secs(5),
+            // Embedded (local mode), nothing routes around the ingress: stop at once.
+            drain_delay: Duration::ZERO,
             batch: BatchSettings::default(),
             aws: None,
         }
@@ -85,6 +92,7 @@ pub struct Ingress {
     ready: Ready,
     watchers: Vec<JoinHandle<()>>,
     server: Server,
+    drain: Drain,
 }
 
 impl Ingress {
@@ -112,29 +120,9 @@ impl Ingress {
         let secrets = Arc::new(Secrets::load(&settings.secrets_dir, &refs));
         let ready = Ready::default();
         ready.set(secrets.reload());
-        let mut publishers: HashMap<String, Arc<dyn Publisher>> = HashMap::new();
-        let mut routes = Vec::new();
-        for webhook in config.webhooks {
-            let key = webhook.target.key();
-            let publisher = match publishers.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = publisher(&webhook.target, &settings, &metrics).await?;
-                    publishers.insert(key, p.clone());
-                    p
-                }
-            };
-            let slot = secrets
-                .slot(&webhook.spec.signature.secret_ref)
-                .expect("every secret was registered");
-            routes.push(Route::new(
-                webhook,
-                slot,
-                publisher,
-                settings.publish_timeout,
-                &metrics,
-            ));
-        }
+        // A store still under way when its request gave up is waited for this long.
+        let drain = Drain::new(settings.drain_delay, settings.publish_timeout);
+        let routes = routes(config, &settings, &metrics, &secrets, &drain.publishing).await?;
         let mut watchers = vec![tokio::spawn(secrets::watch(
             Arc::downgrade(&secrets),
             settings.secrets_poll,
@@ -150,8 +138,12 @@ impl Ingress {
             secrets,
             &settings.limits,
         ));
+        let close = middleware::map_response_with_state(
+            drain.draining.clone(),
+            drain::close_while_draining,
+        );
         let server = Server {
-            router: server::router(routes.clone()),
+            router: server::router(routes.clone()).layer(close),
             limits: settings.limits,
             tls,
             metrics,
@@ -161,6 +153,7 @@ impl Ingress {
             ready,
             watchers,
             server,
+            drain,
         })
     }
 
@@ -174,28 +167,72 @@ impl Ingress {
         self.ready.clone()
     }
 
-    /// Serves until `shutdown` completes, then stops taking connections and lets
-    /// in-flight requests finish (their events are stored or refused) before returning.
+    /// Serves until `shutdown` completes; then reports not ready at once and serves on
+    /// for the drain delay (each answer closing its connection), stops taking
+    /// connections, lets in-flight requests finish (their events stored or refused)
+    /// and waits for the publishers' last calls before returning.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (ready, watchers) = (self.ready.clone(), self.watchers);
-        let draining = async move {
+        let Self {
+            routes,
+            ready,
+            watchers,
+            server,
+            drain,
+        } = self;
+        let delayed = drain.clone();
+        let stop_accepting = async move {
             shutdown.await;
+            // The secrets watcher would set readiness again.
             watchers.iter().for_each(JoinHandle::abort);
             ready.set(false);
-            tracing::info!("shutting down; draining in-flight requests");
+            delayed.delay().await;
         };
-        self.server.serve(listener, draining).await
+        server.serve(listener, stop_accepting).await?;
+        // The last handles on the publishers: their batchers send what they hold.
+        drop(routes);
+        drain.flush().await;
+        Ok(())
     }
+}
+
+/// A route per webhook, with one publisher per destination, its background work on `tasks`.
+async fn routes(
+    config: IngressConfig,
+    settings: &Settings,
+    metrics: &Metrics,
+    secrets: &Secrets,
+    tasks: &TaskTracker,
+) -> Result<Vec<Route>, AwsError> {
+    let mut publishers: HashMap<String, Arc<dyn Publisher>> = HashMap::new();
+    let mut routes = Vec::new();
+    for webhook in config.webhooks {
+        let key = webhook.target.key();
+        let publisher = match publishers.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let p = publisher(&webhook.target, settings, metrics, tasks).await?;
+                publishers.insert(key, p.clone());
+                p
+            }
+        };
+        let slot = secrets
+            .slot(&webhook.spec.signature.secret_ref)
+            .expect("every secret was registered");
+        let timeout = settings.publish_timeout;
+        routes.push(Route::new(webhook, slot, publisher, timeout, metrics));
+    }
+    Ok(routes)
 }
 
 async fn publisher(
     target: &Target,
     settings: &Settings,
     metrics: &Metrics,
+    tasks: &TaskTracker,
 ) -> Result<Arc<dyn Publisher>, AwsError> {
     if settings.publish == PublishMode::Noop {
         return Ok(Arc::new(Noop::new(&target.key())));
@@ -213,6 +250,7 @@ async fn publisher(
                 queue,
                 settings.batch.clone(),
                 sizes,
+                tasks,
             ))
         }
         Target::Table { table_name } => {

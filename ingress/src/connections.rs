@@ -45,7 +45,8 @@ pub struct Server {
 
 impl Server {
     /// Serves until `shutdown` completes, then stops accepting, lets each connection
-    /// finish its request in progress and returns once all are closed.
+    /// finish its request in progress (idle ones close at once) and returns once all
+    /// are closed.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -67,6 +68,9 @@ impl Server {
                 Err(e) => accept_failed(e).await,
             }
         }
+        // Closed now, so new connections are refused at once rather than left waiting
+        // in the backlog until the process exits.
+        drop(listener);
         stop.cancel();
         connections.close();
         connections.wait().await;

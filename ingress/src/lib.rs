@@ -8,6 +8,7 @@
 mod app;
 mod config;
 mod connections;
+mod drain;
 mod dynamodb;
 mod extract;
 mod limits;
@@ -41,7 +42,7 @@ pub use sqs::BatchSettings;
 pub use tls::{TlsError, TlsFiles};
 
 /// Serves the webhooks on `listener` and `/metrics`, `/healthz`, `/readyz` on
-/// `ops_listener` until `shutdown` completes; in-flight requests are drained first.
+/// `ops_listener` until `shutdown` completes, then drains (see [`Ingress::serve`]).
 pub async fn run(
     config: IngressConfig,
     settings: Settings,

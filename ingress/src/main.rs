@@ -34,6 +34,11 @@ struct Cli {
     /// Longest wait for the queue or table before answering 503.
     #[arg(long, default_value = "5s")]
     publish_timeout: Duration,
+    /// After SIGTERM, how long to keep serving new requests, reporting not ready,
+    /// before refusing connections: the time load balancers and Kubernetes endpoints
+    /// take to stop sending any. 0 refuses them at once.
+    #[arg(long, default_value = "5s", value_parser = drain_delay)]
+    drain_delay: Duration,
     #[command(flatten)]
     limits: LimitArgs,
     /// Serve HTTPS with this PEM certificate chain (e.g. tls.crt of a
@@ -98,6 +103,12 @@ fn positive(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration, or a bare `0`.
+fn drain_delay(s: &str) -> Result<Duration, String> {
+    let s = if s == "0" { "0s" } else { s };
+    s.parse().map_err(|e| format!("{e}"))
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Publish {
     Aws,
@@ -150,6 +161,7 @@ async fn serve(cli: Cli, config: IngressConfig) -> anyhow::Result<()> {
             Publish::Noop => PublishMode::Noop,
         },
         publish_timeout: cli.publish_timeout.as_std(),
+        drain_delay: cli.drain_delay.as_std(),
         batch: BatchSettings {
             flush_delay: cli.flush_delay.as_std(),
             ..BatchSettings::default()

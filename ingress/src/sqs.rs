@@ -17,6 +17,7 @@ use eventpipe_core::sqs_message::{self, MAX_BYTES, Outgoing};
 use eventpipe_crds::SqsQueue;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 use crate::publish::{BoxFuture, Destination, Message, PublishError, Publisher, Receipt, System};
 
@@ -56,13 +57,16 @@ struct Pending {
 }
 
 impl SqsPublisher {
-    /// Starts the queue's batcher; needs a Tokio runtime. The URL of a queue given by
-    /// name is looked up on first use, so a missing queue fails requests (503), not start-up.
+    /// Starts the queue's batcher on `tasks`; needs a Tokio runtime. The URL of a queue
+    /// given by name is looked up on first use, so a missing queue fails requests
+    /// (503), not start-up. Once this is dropped, the batcher sends what it holds and
+    /// ends, and `tasks` tracks it until its last call returns.
     pub fn new(
         client: Client,
         queue: &SqsQueue,
         settings: BatchSettings,
         sizes: Histogram,
+        tasks: &TaskTracker,
     ) -> Self {
         let name = resolve::queue_name(queue);
         let fifo = queue.fifo || sqs_message::is_fifo(&name);
@@ -72,7 +76,7 @@ impl SqsPublisher {
             queue: queue.clone(),
             url: tokio::sync::OnceCell::new(),
         });
-        tokio::spawn(batch_loop(rx, sender, settings, sizes));
+        tasks.spawn(batch_loop(rx, sender, settings, sizes, tasks.clone()));
         Self {
             destination: Destination {
                 system: System::Sqs,
@@ -116,6 +120,7 @@ async fn batch_loop(
     sender: Arc<Sender>,
     settings: BatchSettings,
     sizes: Histogram,
+    tasks: TaskTracker,
 ) {
     let calls = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     let partial_calls = Arc::new(Semaphore::new(settings.partial_in_flight.max(1)));
@@ -137,7 +142,7 @@ async fn batch_loop(
         let call = calls.clone().acquire_owned().await.expect("never closed");
         sizes.observe(batch.items.len() as f64);
         let sender = sender.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             sender.send(batch.items).await;
             drop((call, partial));
         });

@@ -57,12 +57,39 @@ fn help_lists_the_options() {
         "[default: 128]",
         "--tls-cert <FILE>",
         "--tls-key <FILE>",
+        "--drain-delay <DRAIN_DELAY>",
+        "[default: 5s]",
     ] {
         assert!(help.contains(option), "{option} not in {help}");
     }
     assert!(
         !help.contains("--publish "),
         "the benchmark switch stays hidden"
+    );
+}
+
+#[test]
+fn a_drain_delay_that_is_not_a_duration_is_refused_before_start_up() {
+    for bad in ["soon", "5", "-1s", "1.5s", ""] {
+        let out = ingress(&[
+            "--config",
+            "/nonexistent/pipeline.yaml",
+            &format!("--drain-delay={bad}"),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        let named = format!("invalid value '{bad}' for '--drain-delay <DRAIN_DELAY>'");
+        assert!(stderr.contains(&named), "{bad:?}: {stderr}");
+    }
+    // 0 is accepted (no delay): start-up gets as far as reading the config.
+    fails_with(
+        ingress(&[
+            "--config",
+            "/nonexistent/pipeline.yaml",
+            "--drain-delay",
+            "0",
+        ]),
+        "/nonexistent/pipeline.yaml: No such file",
     );
 }
 
