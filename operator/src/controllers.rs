@@ -10,6 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
@@ -62,7 +63,8 @@ async fn pipeline_controller(
         .owns(api::<ConfigMap>(client, ns), owned.clone())
         .owns(api::<Deployment>(client, ns), owned.clone())
         .owns(api::<Service>(client, ns), owned.clone())
-        .owns(api::<HorizontalPodAutoscaler>(client, ns), owned)
+        .owns(api::<HorizontalPodAutoscaler>(client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(client, ns), owned)
         .watches(api::<QueueBinding>(client, ns), wc.clone(), move |b| {
             let name = b.name_any();
             dependents(&s1, b.namespace(), |p| {

@@ -11,6 +11,7 @@ use eventpipe_crds::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -228,12 +229,16 @@ async fn apply_all(
         None if !reconciled(p) => {
             delete_if_present::<Deployment>(ctx, ns, &render::ingress_name(p)).await?;
             delete_if_present::<Service>(ctx, ns, &render::ingress_name(p)).await?;
+            delete_if_present::<PodDisruptionBudget>(ctx, ns, &render::ingress_name(p)).await?;
             None
         }
         None => None,
     };
     let worker = apply::<Deployment>(ctx, ns, &w.worker).await?;
     apply::<HorizontalPodAutoscaler>(ctx, ns, &w.autoscaler).await?;
+    for budget in &w.budgets {
+        apply::<PodDisruptionBudget>(ctx, ns, budget).await?;
+    }
     // The pods are asked only for a Deployment that is unavailable: a healthy pipeline
     // costs no list.
     let ingress_trouble = match &ingress {

@@ -43,6 +43,13 @@ pub const RULES: &[(&str, &[&str], &[&str])] = &[
         &["horizontalpodautoscalers"],
         &["get", "list", "watch", "create", "patch"],
     ),
+    // The ingress's and the workers' budgets, applied and owned like the Deployments;
+    // a removed ingress's is deleted.
+    (
+        "policy",
+        &["poddisruptionbudgets"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     ("events.k8s.io", &["events"], &["create", "patch"]),
 ];
 

@@ -399,3 +399,23 @@ fn every_alert_reads_a_metric_the_scraped_pods_export() {
         assert!(ports.iter().any(|p| p["name"] == "metrics"), "{ports:?}");
     }
 }
+
+#[test]
+fn the_operators_budget_lets_a_drain_through_at_any_replica_count() {
+    for (replicas, field) in [("1", "maxUnavailable"), ("2", "minAvailable")] {
+        let docs = render_with(&[&format!("operator.replicas={replicas}")]);
+        let budget = docs
+            .iter()
+            .find(|d| d["kind"] == "PodDisruptionBudget")
+            .expect("the operator's PodDisruptionBudget");
+        let spec = &budget["spec"];
+        // One pod may always go: a lone replica, or one of several beside a leader.
+        assert_eq!(spec[field], 1, "{replicas} replicas: {spec}");
+        assert_eq!(spec["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "t-eventpipe")
+            .unwrap();
+        assert_eq!(spec["selector"], deployment["spec"]["selector"]);
+    }
+}
