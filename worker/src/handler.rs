@@ -13,9 +13,10 @@ use serde_json::json;
 
 use crate::clients::Clients;
 use crate::filter::Pattern;
+use crate::holding::{Hold, Step};
 use crate::idempotency::{Claim, Idempotency};
 use crate::metrics::{Metrics, Source};
-use crate::processor::{self, Delivery, Failure, Outcome, Processor, with_trace};
+use crate::processor::{self, Delivery, Failure, FailureKind, Outcome, Processor, with_trace};
 use crate::publish::Publisher;
 use crate::verdict::{Verdict, judge};
 
@@ -120,15 +121,21 @@ impl Handler {
         Ok(())
     }
 
-    pub async fn handle(&self, event: &Event, attempt: &Attempt<'_>, source: &Source) -> Decision {
-        if let Some(filter) = &self.filter
-            && !filter.matches(&envelope::as_json(event))
-        {
-            return Decision::Ack("filtered");
+    /// One try: filter, claim, deliver, send on; a step that is either final or a
+    /// hold (throttled processor, claim held elsewhere). [`Handler::handle_holding`]
+    /// is what sources call.
+    pub(crate) async fn handle(
+        &self,
+        event: &Event,
+        attempt: &Attempt<'_>,
+        source: &Source,
+    ) -> Step {
+        if self.filtered_out(event) {
+            return Step::Done(Decision::Ack("filtered"));
         }
         let claimed = match self.claim(event, attempt).await {
             Ok(claimed) => claimed,
-            Err(decision) => return decision,
+            Err(step) => return step,
         };
         let trace = eventpipe_core::telemetry::inject(&tracing::Span::current());
         let outcome = self.deliver(event, &trace, attempt.group, source).await;
@@ -144,9 +151,9 @@ impl Handler {
                 if let Err(e) = store.complete(event.id()).await {
                     tracing::warn!(error = %e, "delivered, but not marked completed; a redelivery may repeat it");
                 }
-                Decision::Ack("delivered")
+                Step::Done(Decision::Ack("delivered"))
             }
-            (Ok(()), _) => Decision::Ack("delivered"),
+            (Ok(()), _) => Step::Done(Decision::Ack("delivered")),
             (Err(failure), store) => {
                 if let (Some(store), true) = (store, claimed)
                     && let Err(e) = store.release(event.id()).await
@@ -158,23 +165,27 @@ impl Handler {
         }
     }
 
+    pub(crate) fn filtered_out(&self, event: &Event) -> bool {
+        self.filter
+            .as_ref()
+            .is_some_and(|f| !f.matches(&envelope::as_json(event)))
+    }
+
     /// Claims the event in the idempotency store: true when this delivery owns it,
-    /// false without a store; the decision when it must not be delivered now.
-    async fn claim(&self, event: &Event, attempt: &Attempt<'_>) -> Result<bool, Decision> {
+    /// false without a store; the step to take when it must not be delivered now.
+    async fn claim(&self, event: &Event, attempt: &Attempt<'_>) -> Result<bool, Step> {
         let Some(store) = &self.idempotency else {
             return Ok(false);
         };
         match store.claim(event.id()).await {
             Ok(Claim::Claimed) => Ok(true),
-            Ok(Claim::Completed) => Err(Decision::Ack("duplicate")),
-            // Not the event's fault, so not judged: look again soon (the other
-            // delivery is usually quick), at the latest when its claim expires.
-            Ok(Claim::InProgress(remaining)) => {
-                let soon =
-                    Duration::from_secs(2 << attempt.receive_count.saturating_sub(1).min(10));
-                let message = "another delivery of this event is in progress".to_string();
-                Err(Decision::Retry(Some(remaining.min(soon)), message))
-            }
+            Ok(Claim::Completed) => Err(Step::Done(Decision::Ack("duplicate"))),
+            // Not the event's fault, so not judged: held, to look again soon (the
+            // other delivery is usually quick), at the latest when its claim expires.
+            Ok(Claim::InProgress(remaining)) => Err(Step::Hold(
+                Hold::Claimed(remaining),
+                "another delivery of this event is in progress".into(),
+            )),
             Err(e) => Err(self.verdict(Failure::transient(e), attempt)),
         }
     }
@@ -196,10 +207,10 @@ impl Handler {
         let outcome = tokio::time::timeout(self.timeout, self.processor.deliver(delivery))
             .await
             .unwrap_or_else(|_| {
-                Outcome::Failed(Failure::transient(format!(
-                    "delivery timed out after {:?}",
-                    self.timeout
-                )))
+                Outcome::Failed(Failure::throttled(
+                    None,
+                    format!("delivery timed out after {:?}", self.timeout),
+                ))
             });
         self.metrics
             .delivery_seconds
@@ -211,18 +222,29 @@ impl Handler {
     /// The policy's decision on a failure that happened before delivery (e.g. a body
     /// that cannot be decoded).
     pub fn judge(&self, failure: Failure, attempt: &Attempt<'_>) -> Decision {
-        self.verdict(failure, attempt)
+        match self.verdict(failure, attempt) {
+            Step::Done(decision) => decision,
+            // Only a processor throttles, and this failure came before delivery.
+            Step::Hold(_, message) => Decision::Retry(None, message),
+        }
     }
 
-    fn verdict(&self, failure: Failure, attempt: &Attempt<'_>) -> Decision {
+    fn verdict(&self, failure: Failure, attempt: &Attempt<'_>) -> Step {
         match judge(
             attempt.policy,
             &failure,
             attempt.receive_count,
             fastrand::f64(),
         ) {
-            Verdict::Retry(delay) => Decision::Retry(delay, failure.message),
-            Verdict::DeadLetter => Decision::DeadLetter(failure.message),
+            Verdict::Retry(delay) => Step::Done(Decision::Retry(delay, failure.message)),
+            Verdict::DeadLetter => Step::Done(Decision::DeadLetter(failure.message)),
+            Verdict::Hold => {
+                let asked = match failure.kind {
+                    FailureKind::Throttled(asked) => asked,
+                    _ => None,
+                };
+                Step::Hold(Hold::Throttled(asked), failure.message)
+            }
         }
     }
 

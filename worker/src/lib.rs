@@ -13,9 +13,12 @@ mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod gate;
 mod handler;
+mod holding;
 mod idempotency;
 pub mod metrics;
+mod pressure;
 mod processor;
 mod publish;
 mod runtime;

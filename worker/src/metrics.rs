@@ -24,6 +24,11 @@ pub struct Processed {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Pipeline {
+    pub pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Shard {
     pub pipeline: String,
     pub source: String,
@@ -42,6 +47,14 @@ pub struct Metrics {
     /// The largest iterator age of a source's shards read here: what the autoscaler targets.
     pub stream_lag: Family<Source, Gauge<f64, AtomicU64>>,
     pub leases_owned: Family<Source, Gauge>,
+    /// Deliveries the processor throttled (429, 503, refused, timed out).
+    pub throttled: Family<Source, Counter>,
+    /// Events held by the worker, waiting to try the throttled processor again.
+    pub held: Family<Source, Gauge>,
+    /// Deliveries a pipeline may have in flight now (AIMD, at most its concurrency).
+    pub concurrency_limit: Family<Pipeline, Gauge>,
+    /// The pipeline's circuit breaker: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: Family<Pipeline, Gauge>,
 }
 
 impl Metrics {
@@ -59,6 +72,10 @@ impl Metrics {
             iterator_age: Family::default(),
             stream_lag: Family::default(),
             leases_owned: Family::default(),
+            throttled: Family::default(),
+            held: Family::default(),
+            concurrency_limit: Family::default(),
+            circuit_state: Family::default(),
         };
         registry.register(
             "eventpipe_events_received",
@@ -100,7 +117,31 @@ impl Metrics {
             "Stream shard leases this worker holds",
             m.leases_owned.clone(),
         );
+        m.register_pressure(registry);
         m
+    }
+
+    fn register_pressure(&self, registry: &mut Registry) {
+        registry.register(
+            "eventpipe_throttled",
+            "Deliveries the processor throttled (429, 503, refused connection, timeout); each is held and tried again",
+            self.throttled.clone(),
+        );
+        registry.register(
+            "eventpipe_deliveries_held",
+            "Events held by the worker until the throttling processor takes them",
+            self.held.clone(),
+        );
+        registry.register(
+            "eventpipe_concurrency_limit",
+            "Deliveries the pipeline may have in flight now: halved on throttling, grown back on success",
+            self.concurrency_limit.clone(),
+        );
+        registry.register(
+            "eventpipe_circuit_state",
+            "Circuit breaker in front of the processor: 0 closed, 1 half-open (one probe), 2 open (nothing received)",
+            self.circuit_state.clone(),
+        );
     }
 
     pub fn outcome(&self, source: &Source, outcome: &str) {

@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aws_config::SdkConfig;
 use eventpipe_crds::Pipeline;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::Clients;
+use crate::gate::Gate;
 use crate::handler::Handler;
 use crate::metrics::{Metrics, Source as Labels};
 use crate::sources::streams::StreamOptions;
@@ -31,7 +31,7 @@ pub struct Options {
 /// Everything one worker process consumes: each source with the delivery permits of
 /// its pipeline, which all sources of a pipeline share.
 pub struct Worker {
-    sources: Vec<(Arc<dyn Source>, Arc<Semaphore>)>,
+    sources: Vec<(Arc<dyn Source>, Arc<Gate>)>,
     grace: Duration,
 }
 
@@ -99,14 +99,14 @@ async fn pipeline_sources(
     options: &Options,
     metrics: &Metrics,
     clients: &mut Clients<'_>,
-) -> anyhow::Result<Vec<(Arc<dyn Source>, Arc<Semaphore>)>> {
+) -> anyhow::Result<Vec<(Arc<dyn Source>, Arc<Gate>)>> {
     let name = p.name();
     let handler = Handler::build(p, &options.aws, metrics, clients)
         .await
         .with_context(|| format!("EventPipeline {name:?}"))?;
     let handler = Arc::new(handler);
     let concurrency = p.pipeline.spec.delivery.concurrency.max(1) as usize;
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let permits = Gate::new(&name, concurrency, metrics);
     let mut built = vec![];
     for s in &p.pipeline.spec.sources {
         let binding = Binding {

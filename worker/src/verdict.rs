@@ -13,6 +13,9 @@ pub enum Verdict {
     /// Try again; `None` leaves the retry to the queue's own visibility timeout.
     Retry(Option<Duration>),
     DeadLetter,
+    /// Not judged: the processor is throttling, so the event is held and tried
+    /// again, spending none of its receives.
+    Hold,
 }
 
 /// `receive_count` is the 1-based number of deliveries so far; `random` feeds jitter.
@@ -22,13 +25,16 @@ pub fn judge(
     receive_count: u32,
     random: f64,
 ) -> Verdict {
+    if let FailureKind::Throttled(_) = failure.kind {
+        return Verdict::Hold;
+    }
     let Some(policy) = policy else {
         return Verdict::Retry(None);
     };
     let non_retryable = match failure.kind {
         FailureKind::Status(s) => policy.non_retryable.http_statuses.contains(&s),
         FailureKind::Invalid => policy.non_retryable.undecodable,
-        FailureKind::Transient => false,
+        FailureKind::Transient | FailureKind::Throttled(_) => false,
     };
     if non_retryable || receive_count >= policy.max_receive_count.max(1) as u32 {
         Verdict::DeadLetter
@@ -88,6 +94,18 @@ mod tests {
             judge(Some(&lenient), &Failure::invalid("bad"), 1, 0.5),
             Verdict::Retry(_)
         ));
+    }
+
+    #[test]
+    fn throttling_is_never_judged_whatever_the_receive_count() {
+        let p = policy();
+        let throttled = Failure::throttled(Some(Duration::from_secs(5)), "HTTP 503");
+        assert_eq!(judge(Some(&p), &throttled, 1, 0.5), Verdict::Hold);
+        assert_eq!(judge(Some(&p), &throttled, 99, 0.5), Verdict::Hold);
+        assert_eq!(judge(None, &throttled, 99, 0.5), Verdict::Hold);
+        let mut strict = policy();
+        strict.non_retryable.http_statuses.push(503);
+        assert_eq!(judge(Some(&strict), &throttled, 1, 0.5), Verdict::Hold);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::{error::SdkError, operation::put_item::PutItemError, types::AttributeValue};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::{operation::put_item::PutItemError, types::AttributeValue};
 use eventpipe_core::{envelope, item, provision};
 use eventpipe_crds::{Aggregate, DynamoDbProcessor as Spec};
 use serde_json::Value;
@@ -48,9 +49,7 @@ impl DynamoDbProcessor {
             {
                 Outcome::Delivered { reply: None }
             }
-            Err(e) => Outcome::Failed(Failure::transient(
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
-            )),
+            Err(e) => Outcome::Failed(failure(e)),
         }
     }
 
@@ -84,9 +83,7 @@ impl DynamoDbProcessor {
             .await;
         match result {
             Ok(_) => Outcome::Delivered { reply: None },
-            Err(e) => Outcome::Failed(Failure::transient(
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
-            )),
+            Err(e) => Outcome::Failed(failure(e)),
         }
     }
 }
@@ -138,10 +135,47 @@ impl Processor for DynamoDbProcessor {
     }
 }
 
+/// DynamoDB asking to slow down (or not answering in time) is throttling; other
+/// errors are transient.
+fn failure<E, R>(e: SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let throttled = matches!(e, SdkError::TimeoutError(_)) || is_throttling(e.code());
+    let message = aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string();
+    match throttled {
+        true => Failure::throttled(None, message),
+        false => Failure::transient(message),
+    }
+}
+
+fn is_throttling(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+        )
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn throttling_codes_are_told_from_other_errors() {
+        assert!(is_throttling(Some(
+            "ProvisionedThroughputExceededException"
+        )));
+        assert!(is_throttling(Some("ThrottlingException")));
+        assert!(is_throttling(Some("RequestLimitExceeded")));
+        assert!(!is_throttling(Some("ValidationException")));
+        assert!(!is_throttling(None));
+    }
 
     #[test]
     fn key_parts_come_from_pointers_with_dates_truncated() {

@@ -5,18 +5,21 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::bail;
 use aws_config::SdkConfig;
 use cloudevents::{AttributesReader, Event, binding::http::to_event};
 use eventpipe_core::envelope;
 use eventpipe_crds::{ContainerProcessor, HttpProcessor as Spec};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+};
 
 use super::secret_headers::SecretHeaders;
 use super::sigv4::Signer;
 use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor};
+use crate::pressure::retry_after;
 
 pub struct HttpProcessor {
     client: reqwest::Client,
@@ -148,13 +151,7 @@ impl Processor for HttpProcessor {
                 .body(body);
             let response = match request.send().await {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() => {
-                    return Outcome::Failed(Failure::transient(format!(
-                        "timed out after {:?}",
-                        self.timeout
-                    )));
-                }
-                Err(e) => return Outcome::Failed(Failure::transient(format!("{}: {e}", self.url))),
+                Err(e) => return Outcome::Failed(self.send_failure(&e)),
             };
             let status = response.status();
             let headers = response.headers().clone();
@@ -162,7 +159,7 @@ impl Processor for HttpProcessor {
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
                 return Outcome::Failed(Failure {
-                    kind: FailureKind::Status(status.as_u16()),
+                    kind: status_kind(status.as_u16(), &headers, SystemTime::now()),
                     message: format!("HTTP {status}: {text}"),
                 });
             }
@@ -170,6 +167,34 @@ impl Processor for HttpProcessor {
                 reply: reply(&headers, bytes.to_vec()).map(Box::new),
             }
         })
+    }
+}
+
+impl HttpProcessor {
+    /// A request that got no answer: a timeout or a refused connection is the
+    /// processor being unable to take it now; anything else is transient.
+    fn send_failure(&self, e: &reqwest::Error) -> Failure {
+        if e.is_timeout() {
+            Failure::throttled(None, format!("timed out after {:?}", self.timeout))
+        } else if e.is_connect() {
+            Failure::throttled(None, format!("{}: cannot connect: {e}", self.url))
+        } else {
+            Failure::transient(format!("{}: {e}", self.url))
+        }
+    }
+}
+
+/// 429 and 503 are throttling, with the wait their `Retry-After` asks for; any
+/// other status is for the dead-letter policy to judge.
+fn status_kind(status: u16, headers: &HeaderMap, now: SystemTime) -> FailureKind {
+    match status {
+        429 | 503 => FailureKind::Throttled(
+            headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, now)),
+        ),
+        s => FailureKind::Status(s),
     }
 }
 
@@ -216,6 +241,51 @@ mod tests {
         assert_eq!(h["traceparent"], mine.as_str());
         assert!(!h.contains_key("ce-traceparent"));
         assert_eq!(body(&event), br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn throttling_statuses_carry_their_retry_after_and_others_are_statuses() {
+        let now = SystemTime::now();
+        let mut h = HeaderMap::new();
+        assert_eq!(status_kind(503, &h, now), FailureKind::Throttled(None));
+        assert_eq!(status_kind(500, &h, now), FailureKind::Status(500));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        let seven = Some(Duration::from_secs(7));
+        assert_eq!(status_kind(429, &h, now), FailureKind::Throttled(seven));
+        assert_eq!(status_kind(503, &h, now), FailureKind::Throttled(seven));
+        assert_eq!(status_kind(502, &h, now), FailureKind::Status(502));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("later"));
+        assert_eq!(status_kind(429, &h, now), FailureKind::Throttled(None));
+    }
+
+    #[tokio::test]
+    async fn refused_connections_and_timeouts_are_throttling() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", closed.local_addr().unwrap());
+        drop(closed);
+        let p = HttpProcessor::new(&url, Duration::from_millis(200), &BTreeMap::new()).unwrap();
+        let e = p.client.post(&url).send().await.unwrap_err();
+        assert!(matches!(
+            p.send_failure(&e).kind,
+            FailureKind::Throttled(None)
+        ));
+
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", silent.local_addr().unwrap());
+        let p = HttpProcessor::new(&url, Duration::from_millis(200), &BTreeMap::new()).unwrap();
+        let e = p
+            .client
+            .post(&url)
+            .timeout(p.timeout)
+            .send()
+            .await
+            .unwrap_err();
+        let failure = p.send_failure(&e);
+        assert!(
+            matches!(failure.kind, FailureKind::Throttled(None)),
+            "{failure:?}"
+        );
+        drop(silent);
     }
 
     #[test]

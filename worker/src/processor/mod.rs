@@ -7,6 +7,7 @@ mod secret_headers;
 mod sigv4;
 mod sqs;
 
+use std::time::Duration;
 use std::{future::Future, pin::Pin};
 
 use anyhow::bail;
@@ -42,14 +43,25 @@ pub enum FailureKind {
     Status(u16),
     /// The event cannot be processed as it is (a key part missing, not a valid event).
     Invalid,
-    /// Timeouts, connection errors, throttling: worth retrying.
+    /// Errors worth retrying that say nothing about the processor's load.
     Transient,
+    /// The processor cannot take it now (429, 503, refused connection, timeout,
+    /// DynamoDB throttling), asking for this wait when it said: the event is held
+    /// and tried again, spending no retry.
+    Throttled(Option<Duration>),
 }
 
 impl Failure {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn throttled(retry_after: Option<Duration>, message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Throttled(retry_after),
             message: message.into(),
         }
     }

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use eventpipe_crds::{Pipeline, QueueBinding};
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::Clients;
+use crate::gate::Gate;
 use crate::handler::Handler;
 use crate::metrics::Source as Labels;
 
@@ -30,10 +30,11 @@ pub enum Kind {
 /// A running consumer of one source of a pipeline.
 pub trait Source: Send + Sync {
     /// Consumes until `stop`, taking a permit of the pipeline's `permits` per event in
-    /// delivery, then lets in-flight deliveries finish within `grace`.
+    /// delivery (and every try through its circuit), then lets in-flight deliveries
+    /// finish within `grace`.
     fn run(
         self: Arc<Self>,
-        permits: Arc<Semaphore>,
+        permits: Arc<Gate>,
         stop: CancellationToken,
         grace: Duration,
     ) -> BoxFuture<'static, ()>;

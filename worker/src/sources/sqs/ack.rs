@@ -111,11 +111,9 @@ impl SqsSource {
         }
     }
 
-    /// Extends the visibility of messages still being worked on, before it runs out.
+    /// Extends the visibility of messages still being worked on (with `heartbeat`)
+    /// or held (always), before it runs out.
     pub(super) async fn heartbeat(self: Arc<Self>, done: CancellationToken) {
-        if !self.queue.heartbeat {
-            return;
-        }
         let visibility = self.visibility();
         let tick = (visibility / 3).max(Duration::from_millis(500));
         loop {
@@ -129,17 +127,26 @@ impl SqsSource {
         }
     }
 
-    /// Messages last made invisible at least `after` ago, marked as extended now.
+    /// Messages to extend, last made invisible at least `after` ago, marked as
+    /// extended now.
     fn due_for_heartbeat(&self, after: Duration) -> Vec<String> {
         let mut inflight = lock(&self.inflight);
         let now = Instant::now();
+        let all = self.queue.heartbeat;
         inflight
             .iter_mut()
-            .filter(|(_, at)| now.duration_since(**at) >= after)
-            .map(|(r, at)| {
-                *at = now;
+            .filter(|(_, m)| (all || m.held) && now.duration_since(m.at) >= after)
+            .map(|(r, m)| {
+                m.at = now;
                 r.clone()
             })
             .collect()
+    }
+
+    /// Marks a message as held, so that the heartbeat keeps it invisible.
+    pub(super) fn mark_held(&self, receipt: &str) {
+        if let Some(m) = lock(&self.inflight).get_mut(receipt) {
+            m.held = true;
+        }
     }
 }

@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::gate::Gate;
 use aws_sdk_sqs::types::Message;
 use eventpipe_core::envelope::Decoded;
 use eventpipe_core::resolve;
 use eventpipe_crds::{DeadLetterPolicySpec, Ordering, SqsQueue};
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,6 +32,37 @@ use crate::metrics::Source as Labels;
 struct Received {
     message: Message,
     decoded: Decoded,
+}
+
+/// What the tasks of a running source share.
+struct Run {
+    /// Receipt handles to delete.
+    acks: mpsc::UnboundedSender<String>,
+    /// The grace period is over: hand back whatever is unfinished.
+    release: CancellationToken,
+    /// Shutting down: receive nothing more, hand back what is held.
+    stop: CancellationToken,
+    /// The pipeline's delivery capacity and circuit.
+    gate: Arc<Gate>,
+}
+
+/// A message being worked on.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// When it was last made invisible.
+    at: Instant,
+    /// Held for a throttling processor: its visibility is extended even without
+    /// `heartbeat`, since holding it must not cost it a receive.
+    held: bool,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        Self {
+            at: Instant::now(),
+            held: false,
+        }
+    }
 }
 
 /// Everything an SQS source is built from.
@@ -106,8 +138,8 @@ pub struct SqsSource {
     /// Receive loops: fixed from the pipeline's concurrency, not from what the shared
     /// semaphore happens to hold when the source starts.
     pollers: usize,
-    /// Receipt handles of messages being worked on, with when they were last made invisible.
-    inflight: Mutex<HashMap<String, Instant>>,
+    /// Receipt handles of messages being worked on.
+    inflight: Mutex<HashMap<String, InFlight>>,
     /// One lock per FIFO message group, so a group's messages never overlap.
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -115,7 +147,7 @@ pub struct SqsSource {
 impl Source for SqsSource {
     fn run(
         self: Arc<Self>,
-        permits: Arc<Semaphore>,
+        permits: Arc<Gate>,
         stop: CancellationToken,
         grace: Duration,
     ) -> BoxFuture<'static, ()> {
@@ -144,20 +176,23 @@ impl SqsSource {
     /// and hands back whatever is left.
     async fn consume(
         self: Arc<Self>,
-        permits: Arc<Semaphore>,
+        permits: Arc<Gate>,
         stop: CancellationToken,
         grace: Duration,
     ) {
         let (acks, acker) = ack::spawn_acker(self.sqs.clone(), self.url.clone());
         let release = CancellationToken::new();
+        let run = Arc::new(Run {
+            acks,
+            release: release.clone(),
+            stop: stop.clone(),
+            gate: permits,
+        });
         let tasks = TaskTracker::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat(release.clone()));
         let depth = tokio::spawn(self.clone().report_depth(release.clone()));
         let batch = self.queue.batch_size.max(1) as usize;
-        futures::future::join_all(
-            (0..self.pollers).map(|_| self.poll(&permits, batch, &stop, &tasks, &acks, &release)),
-        )
-        .await;
+        futures::future::join_all((0..self.pollers).map(|_| self.poll(&run, batch, &tasks))).await;
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::info!(
@@ -168,7 +203,7 @@ impl SqsSource {
             tasks.wait().await;
         }
         release.cancel();
-        drop(acks);
+        drop(run);
         let _ = acker.await;
         let _ = heartbeat.await;
         let _ = depth.await;

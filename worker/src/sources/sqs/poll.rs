@@ -3,27 +3,27 @@
 //! per message group taking its turn on the group's lane.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName as SysAttr;
 use eventpipe_core::envelope::{self, Decoded};
 use eventpipe_core::sqs_message;
 use opentelemetry::trace::TraceContextExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{Received, SqsSource};
+use super::{InFlight, Received, Run, SqsSource};
 use crate::backoff::visibility_seconds;
+use crate::gate::Permit;
 use crate::sources::lock;
 
 /// Beyond this, more long polls only add empty receives.
 const MAX_POLLERS: usize = 10;
 
 /// Messages started together, with the capacity they hold.
-type Work = (Vec<Received>, Vec<OwnedSemaphorePermit>);
+type Work = (Vec<Received>, Vec<Permit>);
 
 /// Receive loops per queue: enough long polls in flight to fill the pipeline's
 /// concurrency, since one receive round trip would otherwise cap throughput at
@@ -32,29 +32,8 @@ pub(super) fn pollers(concurrency: usize, batch: usize) -> usize {
     concurrency.div_ceil(batch.max(1)).clamp(1, MAX_POLLERS)
 }
 
-/// Waits for capacity for at least one message, then takes what more is free, up to
-/// `batch`; `None` once `stop` is cancelled.
-async fn reserve(
-    permits: &Arc<Semaphore>,
-    batch: usize,
-    stop: &CancellationToken,
-) -> Option<Vec<OwnedSemaphorePermit>> {
-    let first = tokio::select! {
-        p = permits.clone().acquire_owned() => p.ok()?,
-        _ = stop.cancelled() => return None,
-    };
-    let mut held = vec![first];
-    while held.len() < batch {
-        match permits.clone().try_acquire_owned() {
-            Ok(p) => held.push(p),
-            Err(_) => break,
-        }
-    }
-    Some(held)
-}
-
 /// Messages of the same FIFO group together, in the order received.
-fn by_group(messages: Vec<Received>, held: Vec<OwnedSemaphorePermit>) -> Vec<Work> {
+fn by_group(messages: Vec<Received>, held: Vec<Permit>) -> Vec<Work> {
     let mut groups: Vec<(String, Work)> = vec![];
     for (m, p) in messages.into_iter().zip(held) {
         let g = sqs_message::group_of(&m.message).unwrap_or_default();
@@ -72,16 +51,9 @@ fn by_group(messages: Vec<Received>, held: Vec<OwnedSemaphorePermit>) -> Vec<Wor
 impl SqsSource {
     /// One receive loop: reserves capacity, long-polls for at most that many messages
     /// and starts them, until `stop`.
-    pub(super) async fn poll(
-        self: &Arc<Self>,
-        permits: &Arc<Semaphore>,
-        batch: usize,
-        stop: &CancellationToken,
-        tasks: &TaskTracker,
-        acks: &mpsc::UnboundedSender<String>,
-        release: &CancellationToken,
-    ) {
-        while let Some(held) = reserve(permits, batch, stop).await {
+    pub(super) async fn poll(self: &Arc<Self>, run: &Arc<Run>, batch: usize, tasks: &TaskTracker) {
+        let stop = &run.stop;
+        while let Some(held) = run.gate.reserve(batch, stop).await {
             let Some(messages) = self.receive(held.len(), stop).await else {
                 continue;
             };
@@ -96,7 +68,7 @@ impl SqsSource {
                 .await;
                 break;
             }
-            self.dispatch(messages, held, tasks, acks, release);
+            self.dispatch(messages, held, tasks, run);
         }
     }
 
@@ -150,10 +122,9 @@ impl SqsSource {
     fn dispatch(
         self: &Arc<Self>,
         messages: Vec<Received>,
-        mut held: Vec<OwnedSemaphorePermit>,
+        mut held: Vec<Permit>,
         tasks: &TaskTracker,
-        acks: &mpsc::UnboundedSender<String>,
-        release: &CancellationToken,
+        run: &Arc<Run>,
     ) {
         held.truncate(messages.len()); // unused capacity goes back at once
         {
@@ -162,7 +133,7 @@ impl SqsSource {
                 .iter()
                 .filter_map(|m| m.message.receipt_handle.as_ref())
             {
-                inflight.insert(r.clone(), Instant::now());
+                inflight.insert(r.clone(), InFlight::new());
             }
         }
         let work = match self.ordered {
@@ -174,10 +145,10 @@ impl SqsSource {
                 .collect(),
         };
         for (batch, permits) in work {
-            let (me, acks, release) = (self.clone(), acks.clone(), release.clone());
+            let (me, run) = (self.clone(), run.clone());
             // Boxed: spawning moves the future, and unboxed it is several KiB.
             tasks.spawn(Box::pin(async move {
-                me.process_in_order(batch, &acks, &release).await;
+                me.process_in_order(batch, &run).await;
                 drop(permits);
             }));
         }
@@ -185,12 +156,7 @@ impl SqsSource {
 
     /// Messages of one group (or a single message), one at a time; after a message is
     /// not finished, the group's later messages are handed back so order holds.
-    async fn process_in_order(
-        &self,
-        batch: Vec<Received>,
-        acks: &mpsc::UnboundedSender<String>,
-        release: &CancellationToken,
-    ) {
+    async fn process_in_order(&self, batch: Vec<Received>, run: &Run) {
         let group = batch
             .first()
             .and_then(|m| sqs_message::group_of(&m.message));
@@ -201,7 +167,7 @@ impl SqsSource {
         };
         let mut rest = batch.into_iter();
         while let Some(message) = rest.next() {
-            if !self.process(message, acks, release).await {
+            if !self.process(message, run).await {
                 let receipts = rest
                     .by_ref()
                     .filter_map(|m| m.message.receipt_handle)

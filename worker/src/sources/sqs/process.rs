@@ -6,44 +6,50 @@ use aws_sdk_sqs::types::Message;
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope::{self, Decoded, NewEvent};
 use eventpipe_core::sqs_message;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Received, SqsSource};
+use super::{Received, Run, SqsSource};
 use crate::backoff::visibility_seconds;
 use crate::handler::{Attempt, Decision};
+use crate::holding::{Held, Holding};
+use crate::pressure::MAX_HOLD;
 use crate::processor::Failure;
 use crate::sources::lock;
 
 impl SqsSource {
     /// Handles one message; true when it is finished (acknowledged or dead-lettered).
-    pub(super) async fn process(
-        &self,
-        received: Received,
-        acks: &mpsc::UnboundedSender<String>,
-        release: &CancellationToken,
-    ) -> bool {
+    pub(super) async fn process(&self, received: Received, run: &Run) -> bool {
         let Received { message, decoded } = received;
         let receipt = message.receipt_handle.clone().unwrap_or_default();
         let span = self.span(&message, &decoded);
         let decided = tokio::select! {
-            d = self.decide(&message, decoded).instrument(span.clone()) => Some(d),
-            _ = release.cancelled() => None,
+            d = self.decide(&message, decoded, run).instrument(span.clone()) => Some(d),
+            _ = run.release.cancelled() => None,
         };
         lock(&self.inflight).remove(&receipt);
-        let Some((event, decision)) = decided else {
-            self.make_visible(vec![receipt]).await;
-            return false;
+        let (event, decision) = match decided {
+            Some((event, Held::Decided(decision))) => (event, decision),
+            Some((_, Held::HandBack(wait, _))) => {
+                self.handler.metrics.outcome(&self.labels, "handed_back");
+                self.set_visibility(&receipt, visibility_seconds(wait))
+                    .await;
+                return false;
+            }
+            Some((_, Held::Stopped)) | None => {
+                self.make_visible(vec![receipt]).await;
+                return false;
+            }
         };
         let _enter = span.enter();
         // Every line about an event names it, its correlation id and its trace.
         let correlation_id = envelope::correlation_id(&event).unwrap_or_default();
         let event_id = event.id().to_string();
         let trace_id = eventpipe_core::telemetry::trace_id(&span);
+        let acks = &run.acks;
         match decision {
             Decision::Ack(outcome) => {
-                tracing::info!(outcome, %correlation_id, %event_id, %trace_id, "acknowledged");
+                let receive_count = sqs_message::receive_count(&message);
+                tracing::info!(outcome, receive_count, %correlation_id, %event_id, %trace_id, "acknowledged");
                 self.handler.metrics.outcome(&self.labels, outcome);
                 let _ = acks.send(receipt);
                 true
@@ -65,8 +71,9 @@ impl SqsSource {
         format!("/eventpipe/{}/{}", self.labels.pipeline, self.labels.source)
     }
 
-    /// Runs the decoded message through the pipeline.
-    async fn decide(&self, message: &Message, decoded: Decoded) -> (Event, Decision) {
+    /// Runs the decoded message through the pipeline, holding it while the
+    /// processor throttles (at most [`MAX_HOLD`], and not past shutdown).
+    async fn decide(&self, message: &Message, decoded: Decoded, run: &Run) -> (Event, Held) {
         let group = sqs_message::group_of(message);
         let attempt = Attempt {
             receive_count: sqs_message::receive_count(message),
@@ -80,8 +87,19 @@ impl SqsSource {
             .inc();
         match decoded {
             Decoded::Event(event) | Decoded::Wrapped(event) => {
-                let decision = self.handler.handle(&event, &attempt, &self.labels).await;
-                (*event, decision)
+                let receipt = message.receipt_handle.as_deref().unwrap_or_default();
+                let holding = Holding {
+                    gate: &run.gate,
+                    labels: &self.labels,
+                    stop: &run.stop,
+                    limit: Some(MAX_HOLD),
+                    on_hold: &|| self.mark_held(receipt),
+                };
+                let held = self
+                    .handler
+                    .handle_holding(&event, &attempt, &holding)
+                    .await;
+                (*event, held)
             }
             Decoded::Undecodable(why) => {
                 let raw = envelope::build(NewEvent {
@@ -92,7 +110,7 @@ impl SqsSource {
                     ..Default::default()
                 });
                 let decision = self.handler.judge(Failure::invalid(why), &attempt);
-                (raw, decision)
+                (raw, Held::Decided(decision))
             }
         }
     }

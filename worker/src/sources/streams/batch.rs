@@ -21,6 +21,7 @@ use super::reader::Reader;
 use super::records::{self, Origin};
 use crate::backoff;
 use crate::handler::{Attempt, Decision};
+use crate::holding::{Held, Holding};
 use crate::publish::Publisher;
 
 /// Pause before trying the dead-letter queue again.
@@ -129,8 +130,11 @@ impl Reader {
             };
             let decision = tokio::select! {
                 d = self.attempt(&event, &attempt_of).instrument(span.clone()) => d,
-                _ = self.control.abort.cancelled() => return Finished::Interrupted,
-                _ = self.control.lost.cancelled() => return Finished::Interrupted,
+                _ = self.control.abort.cancelled() => None,
+                _ = self.control.lost.cancelled() => None,
+            };
+            let Some(decision) = decision else {
+                return Finished::Interrupted;
             };
             match decision {
                 Decision::Ack(outcome) => {
@@ -150,13 +154,27 @@ impl Reader {
         Finished::Interrupted
     }
 
-    /// One delivery, holding a permit of the pipeline's concurrency.
-    async fn attempt(&self, event: &Event, attempt: &Attempt<'_>) -> Decision {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Decision::Retry(None, "worker shutting down".into());
-        };
+    /// One delivery, holding a permit of the pipeline's concurrency. A throttled
+    /// record is held here, the shard waiting at it, and never judged; `None` when
+    /// the reader is told to finish first.
+    async fn attempt(&self, event: &Event, attempt: &Attempt<'_>) -> Option<Decision> {
+        let _permit = self.permits.reserve(1, &self.control.abort).await?;
         let source = &self.source;
-        source.handler.handle(event, attempt, &source.labels).await
+        let holding = Holding {
+            gate: &self.permits,
+            labels: &source.labels,
+            stop: &self.control.finish,
+            limit: None,
+            on_hold: &|| {},
+        };
+        match source
+            .handler
+            .handle_holding(event, attempt, &holding)
+            .await
+        {
+            Held::Decided(decision) => Some(decision),
+            Held::HandBack(..) | Held::Stopped => None,
+        }
     }
 
     /// Waits before the next attempt; false when the reader must stop first.

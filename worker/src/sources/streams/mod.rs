@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::gate::Gate;
 use eventpipe_core::checkpoints::{DEFAULT_LEASE_DURATION, IteratorAge};
 use eventpipe_crds::{DeadLetterPolicySpec, DynamoDbStream};
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -100,7 +100,7 @@ struct State {
 impl Source for StreamSource {
     fn run(
         self: Arc<Self>,
-        permits: Arc<Semaphore>,
+        permits: Arc<Gate>,
         stop: CancellationToken,
         grace: Duration,
     ) -> BoxFuture<'static, ()> {
@@ -121,7 +121,7 @@ impl StreamSource {
     /// whatever is still delivering after it is abandoned at the last checkpoint.
     async fn consume(
         self: Arc<Self>,
-        permits: Arc<Semaphore>,
+        permits: Arc<Gate>,
         stop: CancellationToken,
         grace: Duration,
     ) {
@@ -207,7 +207,7 @@ impl StreamSource {
     async fn sync(
         self: &Arc<Self>,
         state: &mut State,
-        permits: &Arc<Semaphore>,
+        permits: &Arc<Gate>,
         stop: &CancellationToken,
         abort: &CancellationToken,
     ) {
@@ -296,7 +296,7 @@ impl StreamSource {
         self: &Arc<Self>,
         lease: Lease,
         state: &mut State,
-        permits: &Arc<Semaphore>,
+        permits: &Arc<Gate>,
         stop: &CancellationToken,
         abort: &CancellationToken,
     ) {

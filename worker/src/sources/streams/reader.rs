@@ -7,9 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::gate::Gate;
 use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::StreamSource;
@@ -124,7 +124,7 @@ pub struct Reader {
     pub source: Arc<StreamSource>,
     pub lease: Lease,
     pub control: Arc<Control>,
-    pub permits: Arc<Semaphore>,
+    pub permits: Arc<Gate>,
 }
 
 impl Reader {
