@@ -6,6 +6,7 @@
 
 mod ack;
 mod dead_letter;
+mod lanes;
 mod poll;
 mod process;
 
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::lanes::Lanes;
 use super::{Binding, Kind, Source};
 use crate::clients::Clients;
 use crate::handler::Handler;
@@ -121,7 +123,7 @@ impl SqsConfig {
             handler: self.handler,
             pollers,
             inflight: Mutex::default(),
-            lanes: Mutex::default(),
+            lanes: Lanes::default(),
         }
     }
 }
@@ -140,8 +142,8 @@ pub struct SqsSource {
     pollers: usize,
     /// Receipt handles of messages being worked on.
     inflight: Mutex<HashMap<String, InFlight>>,
-    /// One lock per FIFO message group, so a group's messages never overlap.
-    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// A lane per FIFO message group in flight, so a group's messages never overlap.
+    lanes: Lanes,
 }
 
 impl Source for SqsSource {

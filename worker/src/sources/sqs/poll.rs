@@ -160,9 +160,8 @@ impl SqsSource {
         let group = batch
             .first()
             .and_then(|m| sqs_message::group_of(&m.message));
-        let lane = group.map(|g| lock(&self.lanes).entry(g).or_default().clone());
-        let _turn = match &lane {
-            Some(lane) => Some(lane.lock().await),
+        let _turn = match group {
+            Some(g) => Some(self.lanes.turn(g).await),
             None => None,
         };
         let mut rest = batch.into_iter();
