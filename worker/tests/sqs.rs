@@ -353,6 +353,21 @@ async fn shutdown_finishes_in_flight_work_and_hands_back_the_rest() {
 }
 
 #[tokio::test]
+async fn shutdown_with_nothing_in_flight_takes_under_a_second_despite_a_long_poll() {
+    let sink = Sink::ok().await;
+    let queue = "    queueName: in\n    visibilityTimeout: 10s\n    waitTime: 20s";
+    let (moto, _urls, cfg) = setup(&sink, queue, "").await;
+    let mut worker = WorkerProcess::start(&moto, &cfg, &[]).await;
+    // Long polls of up to 20 s are now waiting on the empty queue.
+    tokio::time::sleep(2 * SECONDS).await;
+    let asked = std::time::Instant::now();
+    let status = worker.terminate(30 * SECONDS).await;
+    let took = asked.elapsed();
+    assert!(status.success(), "exit status {status}:\n{}", worker.log());
+    assert!(took < SECONDS, "shutdown took {took:?}:\n{}", worker.log());
+}
+
+#[tokio::test]
 async fn after_the_grace_period_unfinished_messages_are_visible_again_at_once() {
     let sink = Sink::start(|_, _| (200, Duration::from_secs(30))).await;
     let (moto, urls, cfg) = setup(&sink, STANDARD, "  delivery: {concurrency: 3}").await;

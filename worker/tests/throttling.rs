@@ -213,3 +213,27 @@ async fn a_throttled_shard_waits_at_its_record_and_dead_letters_nothing() {
     );
     assert!(metrics.contains(r#"eventpipe_throttled_total{pipeline="t",source="in"}"#));
 }
+
+#[tokio::test]
+async fn a_held_message_is_handed_back_at_shutdown_not_left_invisible() {
+    let processor = Throttler::start(503, 600 * SECONDS, || "30".into()).await;
+    let moto = Moto::start();
+    let cfg = queue_config(&processor.url);
+    let urls = provision(&moto, &cfg).await;
+    let sqs = moto.sqs();
+    send(&sqs, &urls["in"], &cloudevent("held", "t", json!({}))).await;
+    let mut worker = WorkerProcess::start(&moto, &cfg, &[]).await;
+    eventually(20 * SECONDS, "throttled", async || {
+        processor.throttled() > 0
+    })
+    .await;
+    let asked = Instant::now();
+    assert!(worker.terminate(10 * SECONDS).await.success());
+    assert!(asked.elapsed() < 5 * SECONDS, "held past shutdown");
+    assert_eq!(
+        depth(&sqs, &urls["in"]).await,
+        (1, 0),
+        "visible again at once"
+    );
+    assert_eq!(depth(&sqs, &urls["in-dlq"]).await, (0, 0));
+}

@@ -143,10 +143,14 @@ impl SqsSource {
             .collect()
     }
 
-    /// Marks a message as held, so that the heartbeat keeps it invisible.
-    pub(super) fn mark_held(&self, receipt: &str) {
-        if let Some(m) = lock(&self.inflight).get_mut(receipt) {
-            m.held = true;
+    /// Marks messages as held (or waiting for one that is), so that the heartbeat
+    /// keeps them invisible.
+    pub(super) fn mark_held<'a>(&self, receipts: impl IntoIterator<Item = &'a str>) {
+        let mut inflight = lock(&self.inflight);
+        for receipt in receipts {
+            if let Some(m) = inflight.get_mut(receipt) {
+                m.held = true;
+            }
         }
     }
 }

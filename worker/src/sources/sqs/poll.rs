@@ -19,6 +19,9 @@ use crate::backoff::visibility_seconds;
 use crate::gate::Permit;
 use crate::sources::lock;
 
+/// How long a receive in flight at shutdown may still answer before it is abandoned.
+const ANSWER_ON_ITS_WAY: Duration = Duration::from_millis(200);
+
 /// Beyond this, more long polls only add empty receives.
 const MAX_POLLERS: usize = 10;
 
@@ -57,17 +60,9 @@ impl SqsSource {
             let Some(messages) = self.receive(held.len(), stop).await else {
                 continue;
             };
-            if stop.is_cancelled() {
-                // Received while shutting down: give them back rather than start them.
-                self.make_visible(
-                    messages
-                        .iter()
-                        .filter_map(|m| m.message.receipt_handle.clone())
-                        .collect(),
-                )
-                .await;
-                break;
-            }
+            // Received while shutting down, they are started all the same (within
+            // the grace period): SQS has charged their receive already, and handing
+            // them back would charge another.
             self.dispatch(messages, held, tasks, run);
         }
     }
@@ -98,7 +93,18 @@ impl SqsSource {
             messaging.destination.name = queue,
             messaging.batch.message_count = Empty,
         );
-        match request.instrument(span.clone()).await {
+        let request = request.instrument(span.clone());
+        tokio::pin!(request);
+        let answer = tokio::select! {
+            answer = &mut request => answer,
+            _ = stop.cancelled() => {
+                // A long poll still waiting at shutdown would hold it up to
+                // `waitTime`: it is abandoned, after a moment for an answer already
+                // on its way (one that carries messages comes back at once).
+                tokio::time::timeout(ANSWER_ON_ITS_WAY, request).await.ok()?
+            }
+        };
+        match answer {
             Ok(out) => {
                 let source = self.event_source();
                 let messages: Vec<Received> = (out.messages.unwrap_or_default().into_iter())
@@ -155,7 +161,9 @@ impl SqsSource {
     }
 
     /// Messages of one group (or a single message), one at a time; after a message is
-    /// not finished, the group's later messages are handed back so order holds.
+    /// not finished, the group's later messages are handed back so order holds
+    /// (SQS returns none of a group while one of it is in flight, so the retry of
+    /// the first needs the others back). While the first is held, they wait with it.
     async fn process_in_order(&self, batch: Vec<Received>, run: &Run) {
         let group = batch
             .first()
@@ -164,14 +172,14 @@ impl SqsSource {
             Some(g) => Some(self.lanes.turn(g).await),
             None => None,
         };
-        let mut rest = batch.into_iter();
-        while let Some(message) = rest.next() {
-            if !self.process(message, run).await {
-                let receipts = rest
-                    .by_ref()
-                    .filter_map(|m| m.message.receipt_handle)
-                    .collect();
-                self.make_visible(receipts).await;
+        let mut batch = std::collections::VecDeque::from(batch);
+        while let Some(message) = batch.pop_front() {
+            let waiting: Vec<String> = (batch.iter())
+                .filter_map(|m| m.message.receipt_handle.clone())
+                .collect();
+            if !self.process(message, &waiting, run).await {
+                self.make_visible(waiting).await;
+                return;
             }
         }
     }

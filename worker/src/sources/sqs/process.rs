@@ -18,12 +18,13 @@ use crate::sources::lock;
 
 impl SqsSource {
     /// Handles one message; true when it is finished (acknowledged or dead-lettered).
-    pub(super) async fn process(&self, received: Received, run: &Run) -> bool {
+    /// `waiting` are the receipts of the group's messages that wait for this one.
+    pub(super) async fn process(&self, received: Received, waiting: &[String], run: &Run) -> bool {
         let Received { message, decoded } = received;
         let receipt = message.receipt_handle.clone().unwrap_or_default();
         let span = self.span(&message, &decoded);
         let decided = tokio::select! {
-            d = self.decide(&message, decoded, run).instrument(span.clone()) => Some(d),
+            d = self.decide(&message, decoded, waiting, run).instrument(span.clone()) => Some(d),
             _ = run.release.cancelled() => None,
         };
         lock(&self.inflight).remove(&receipt);
@@ -73,7 +74,13 @@ impl SqsSource {
 
     /// Runs the decoded message through the pipeline, holding it while the
     /// processor throttles (at most [`MAX_HOLD`], and not past shutdown).
-    async fn decide(&self, message: &Message, decoded: Decoded, run: &Run) -> (Event, Held) {
+    async fn decide(
+        &self,
+        message: &Message,
+        decoded: Decoded,
+        waiting: &[String],
+        run: &Run,
+    ) -> (Event, Held) {
         let group = sqs_message::group_of(message);
         let attempt = Attempt {
             receive_count: sqs_message::receive_count(message),
@@ -93,7 +100,9 @@ impl SqsSource {
                     labels: &self.labels,
                     stop: &run.stop,
                     limit: Some(MAX_HOLD),
-                    on_hold: &|| self.mark_held(receipt),
+                    on_hold: &|| {
+                        self.mark_held(waiting.iter().map(String::as_str).chain([receipt]))
+                    },
                 };
                 let held = self
                     .handler
