@@ -43,6 +43,13 @@ pub fn judge(
     }
 }
 
+/// An event held as long as allowed on this receive (the processor throttling all
+/// along, or hanging on it): handed back while receives are left, dead-lettered once
+/// they are spent, so an event that always times out cannot cycle for ever.
+pub fn exhausted_after_hold(policy: Option<&DeadLetterPolicySpec>, receive_count: u32) -> bool {
+    policy.is_some_and(|p| receive_count >= p.max_receive_count.max(1) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +113,17 @@ mod tests {
         let mut strict = policy();
         strict.non_retryable.http_statuses.push(503);
         assert_eq!(judge(Some(&strict), &throttled, 1, 0.5), Verdict::Hold);
+    }
+
+    #[test]
+    fn a_hold_that_lasted_its_limit_spends_the_receive() {
+        let p = policy();
+        assert!(!exhausted_after_hold(Some(&p), 2));
+        assert!(exhausted_after_hold(Some(&p), 3));
+        assert!(
+            !exhausted_after_hold(None, 99),
+            "without a policy the queue decides"
+        );
     }
 
     #[test]

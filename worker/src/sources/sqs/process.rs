@@ -15,6 +15,7 @@ use crate::holding::{Held, Holding};
 use crate::pressure::MAX_HOLD;
 use crate::processor::Failure;
 use crate::sources::lock;
+use crate::verdict::exhausted_after_hold;
 
 impl SqsSource {
     /// Handles one message; true when it is finished (acknowledged or dead-lettered).
@@ -28,8 +29,15 @@ impl SqsSource {
             _ = run.release.cancelled() => None,
         };
         lock(&self.inflight).remove(&receipt);
+        let receive_count = sqs_message::receive_count(&message);
         let (event, decision) = match decided {
             Some((event, Held::Decided(decision))) => (event, decision),
+            Some((event, Held::HandBack(_, why)))
+                if exhausted_after_hold(self.policy.as_ref(), receive_count) =>
+            {
+                let held = format!("held {MAX_HOLD:?} on each of {receive_count} receives");
+                (event, Decision::DeadLetter(format!("{why} ({held})")))
+            }
             Some((_, Held::HandBack(wait, _))) => {
                 self.handler.metrics.outcome(&self.labels, "handed_back");
                 self.set_visibility(&receipt, visibility_seconds(wait))
@@ -49,7 +57,6 @@ impl SqsSource {
         let acks = &run.acks;
         match decision {
             Decision::Ack(outcome) => {
-                let receive_count = sqs_message::receive_count(&message);
                 tracing::info!(outcome, receive_count, %correlation_id, %event_id, %trace_id, "acknowledged");
                 self.handler.metrics.outcome(&self.labels, outcome);
                 let _ = acks.send(receipt);
