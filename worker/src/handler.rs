@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope::{self, NewEvent};
 use eventpipe_crds::{DeadLetterPolicySpec, Destinations, Pipeline};
@@ -138,7 +139,13 @@ impl Handler {
             Err(step) => return step,
         };
         let trace = eventpipe_core::telemetry::inject(&tracing::Span::current());
-        let outcome = self.deliver(event, &trace, attempt.group, source).await;
+        let delivery = Delivery {
+            event,
+            trace: trace.clone(),
+            group: attempt.group,
+            completion: self.completion(event, claimed),
+        };
+        let outcome = self.deliver(delivery, source).await;
         let result = match outcome {
             Outcome::Delivered { reply } => {
                 self.send_on(event, reply.as_deref(), &trace, attempt.group)
@@ -190,20 +197,18 @@ impl Handler {
         }
     }
 
+    /// The claim's completion for the processor to write with its effect: only when
+    /// nothing is sent on after it (a reply or outcome event that fails must leave
+    /// the claim open, so its retry sends it).
+    fn completion(&self, event: &Event, claimed: bool) -> Option<TransactWriteItem> {
+        let sends_on = self.reply.is_some() || self.on_success.is_some();
+        let store = self.idempotency.as_ref().filter(|_| claimed && !sends_on)?;
+        store.completion(event.id())
+    }
+
     /// The processor's outcome within the delivery timeout, timed.
-    async fn deliver(
-        &self,
-        event: &Event,
-        trace: &[(String, String)],
-        group: Option<&str>,
-        source: &Source,
-    ) -> Outcome {
+    async fn deliver(&self, delivery: Delivery<'_>, source: &Source) -> Outcome {
         let started = Instant::now();
-        let delivery = Delivery {
-            event,
-            trace: trace.to_vec(),
-            group,
-        };
         let outcome = tokio::time::timeout(self.timeout, self.processor.deliver(delivery))
             .await
             .unwrap_or_else(|_| {

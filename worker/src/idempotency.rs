@@ -3,9 +3,13 @@
 //! A duplicate of a completed event is skipped; a claim left by a crash expires, so
 //! the event is retried rather than lost. Items expire by TTL on `expires_at`.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::{error::SdkError, operation::put_item::PutItemError, types::AttributeValue};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use aws_sdk_dynamodb::{error::SdkError, operation::put_item::PutItemError};
 use eventpipe_core::provision;
 
 const TTL_ATTRIBUTE: &str = "expires_at";
@@ -127,6 +131,35 @@ impl Idempotency {
             .await
             .map(|_| ())
             .map_err(err)
+    }
+
+    /// Marking the claimed `id` completed as one write of a transaction, so that a
+    /// processor writing to DynamoDB makes its effect and "done" one atomic step: a
+    /// write that lands after its delivery gave up (timed out, claim released) is
+    /// either both or neither, never an effect a retry repeats. It applies only
+    /// while the claim is still in progress.
+    pub fn completion(&self, id: &str) -> Option<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(id.into()))
+            .item("status", AttributeValue::S(COMPLETED.into()))
+            .item(TTL_ATTRIBUTE, n(now() + self.ttl.as_secs()))
+            .condition_expression("#s = :p")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":p", AttributeValue::S(IN_PROGRESS.into()))
+            // So a refusal tells a claim completed from one lost.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .ok()?;
+        Some(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Whether a claim's item, as a refused completion returned it, is completed.
+    pub fn is_completed(item: &HashMap<String, AttributeValue>) -> bool {
+        item.get("status")
+            .and_then(|s| s.as_s().ok())
+            .map(String::as_str)
+            == Some(COMPLETED)
     }
 
     /// Gives a claim back after a failed delivery, so the retry may claim it at once.

@@ -1,14 +1,20 @@
 //! `dynamodb`: put the event into a table, keyed by event id so a redelivery
 //! overwrites nothing; or, with `aggregate`, add one to a counter item keyed by parts
-//! of the event (exactly once together with `delivery.idempotency`).
+//! of the event, in one transaction with the completion of the event's
+//! `delivery.idempotency` claim, so a count lands exactly once even when its delivery
+//! gave up before the write landed.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::{operation::put_item::PutItemError, types::AttributeValue};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use eventpipe_core::{envelope, item, provision};
 use eventpipe_crds::{Aggregate, DynamoDbProcessor as Spec};
 use serde_json::Value;
+
+use crate::idempotency::Idempotency;
 
 use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
 
@@ -71,21 +77,65 @@ impl DynamoDbProcessor {
             values.insert(format!(":p{i}"), AttributeValue::S(value));
             sets.push(format!("#p{i} = :p{i}"));
         }
-        let result = self
-            .ddb
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.spec.table_name)
             .key("id", AttributeValue::S(id))
             .update_expression(format!("ADD #c :one SET {}", sets.join(", ")))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
+            .build();
+        match update {
+            Ok(update) => self.apply(update, d.completion.clone()).await,
+            Err(e) => Outcome::Failed(Failure::invalid(e.to_string())),
+        }
+    }
+
+    /// The counter's update, in one transaction with the claim's completion when
+    /// there is one: a count that lands after its delivery gave up is then never
+    /// repeated by the retry.
+    async fn apply(&self, update: Update, completion: Option<TransactWriteItem>) -> Outcome {
+        let Some(completion) = completion else {
+            let result = (self.ddb.update_item())
+                .table_name(update.table_name)
+                .set_key(Some(update.key))
+                .update_expression(update.update_expression)
+                .set_expression_attribute_names(update.expression_attribute_names)
+                .set_expression_attribute_values(update.expression_attribute_values)
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Outcome::Delivered { reply: None },
+                Err(e) => Outcome::Failed(failure(e)),
+            };
+        };
+        let write = TransactWriteItem::builder().update(update).build();
+        let result = (self.ddb.transact_write_items())
+            .transact_items(write)
+            .transact_items(completion)
             .send()
             .await;
         match result {
             Ok(_) => Outcome::Delivered { reply: None },
+            // The claim is no longer in progress: completed by an earlier delivery
+            // whose write landed late, so this event is counted already.
+            Err(SdkError::ServiceError(e)) if claim_was_completed(e.err()) => {
+                Outcome::Delivered { reply: None }
+            }
             Err(e) => Outcome::Failed(failure(e)),
         }
     }
+}
+
+/// A cancelled transaction whose second write (the claim's completion) was refused
+/// because the claim is completed already. A claim lost otherwise is a failure.
+fn claim_was_completed(e: &TransactWriteItemsError) -> bool {
+    let TransactWriteItemsError::TransactionCanceledException(cancelled) = e else {
+        return false;
+    };
+    let completion = cancelled.cancellation_reasons().get(1);
+    completion
+        .and_then(|r| r.item())
+        .is_some_and(Idempotency::is_completed)
 }
 
 /// Marks when the item was stored (`_eventpipe.stored_at`, RFC 3339 with
@@ -203,5 +253,74 @@ mod tests {
             err,
             "aggregate key \"repository\": no value at /data/repository/full_name"
         );
+    }
+
+    /// Counting against moto, with the claim's completion in the same transaction.
+    mod counted_once {
+        use super::*;
+        use crate::idempotency::Claim;
+        use eventpipe_core::envelope::{NewEvent, build};
+        use std::time::Duration;
+
+        async fn counter(ddb: &aws_sdk_dynamodb::Client) -> i64 {
+            let got = ddb
+                .get_item()
+                .table_name("counts")
+                .key("id", AttributeValue::S("a".into()));
+            let item = got.send().await.unwrap().item.unwrap_or_default();
+            item.get("n")
+                .map_or(0, |n| n.as_n().unwrap().parse().unwrap())
+        }
+
+        #[tokio::test]
+        async fn a_count_and_its_claims_completion_land_together_once() {
+            let moto = eventpipe_testkit::Moto::start();
+            let ddb = moto.dynamodb();
+            let spec: Spec = serde_json::from_value(json!({"tableName": "counts", "create": true,
+                "aggregate": {"key": [{"name": "repo", "jsonPointer": "/data/repo"}], "counter": "n"}}))
+            .unwrap();
+            let processor = DynamoDbProcessor::build(&spec, ddb.clone()).await.unwrap();
+            let idempotency = json!({"tableName": "claims", "ttl": "1h"});
+            let idempotency = serde_json::from_value(idempotency).unwrap();
+            let store = Idempotency::build(ddb.clone(), &idempotency, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let event = |id: &str| {
+                let data = json!({"repo": "a"});
+                build(NewEvent {
+                    id: id.into(),
+                    source: "/s".into(),
+                    event_type: "t".into(),
+                    data,
+                    ..Default::default()
+                })
+            };
+            let deliver = async |id: &str| {
+                let e = event(id);
+                let d = Delivery {
+                    event: &e,
+                    trace: vec![],
+                    group: None,
+                    completion: store.completion(id),
+                };
+                processor.deliver(d).await
+            };
+            assert_eq!(store.claim("e1").await.unwrap(), Claim::Claimed);
+            assert!(matches!(deliver("e1").await, Outcome::Delivered { .. }));
+            assert_eq!(store.claim("e1").await.unwrap(), Claim::Completed);
+            // The same write again (one that landed after its delivery gave up, say)
+            // counts nothing more.
+            assert!(matches!(deliver("e1").await, Outcome::Delivered { .. }));
+            assert_eq!(counter(&ddb).await, 1);
+            // A claim given back meanwhile: the write fails and counts nothing, so
+            // the retry that claims it again counts it once.
+            assert_eq!(store.claim("e2").await.unwrap(), Claim::Claimed);
+            store.release("e2").await.unwrap();
+            assert!(matches!(deliver("e2").await, Outcome::Failed(_)));
+            assert_eq!(counter(&ddb).await, 1);
+            assert_eq!(store.claim("e2").await.unwrap(), Claim::Claimed);
+            assert!(matches!(deliver("e2").await, Outcome::Delivered { .. }));
+            assert_eq!(counter(&ddb).await, 2);
+        }
     }
 }

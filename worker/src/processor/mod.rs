@@ -81,6 +81,9 @@ pub struct Delivery<'a> {
     pub trace: Vec<(String, String)>,
     /// FIFO message group of the source message, kept when forwarding.
     pub group: Option<&'a str>,
+    /// The idempotency claim's completion, for a processor that can make it part of
+    /// its own DynamoDB write; the handler completes the claim anyway afterwards.
+    pub completion: Option<aws_sdk_dynamodb::types::TransactWriteItem>,
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
