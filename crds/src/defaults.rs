@@ -26,6 +26,8 @@ defaults! {
     max_replicas: i32 = 10;
     target_depth: i64 = 100;
     target_lag: i64 = 60;
+    cooldown: Duration = Duration::lit("5m");
+    polling_interval: Duration = Duration::lit("5s");
     sample_ratio: f64 = 1.0;
 
     // QueueBinding

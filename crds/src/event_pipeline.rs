@@ -2,13 +2,11 @@
 
 use std::{borrow::Cow, collections::BTreeSet};
 
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use crate::{Destinations, Duration, Ingress, ObjectRef, Processor, defaults};
+use crate::{Destinations, Duration, Ingress, ObjectRef, Processor, Scaling, defaults};
 
 kind! {
     #[kube(
@@ -25,6 +23,11 @@ kind! {
         printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
         printcolumn(name = "Depth", type_ = "integer", json_path = ".status.queueDepth"),
         printcolumn(name = "DLQ", type_ = "integer", json_path = ".status.dlqDepth"),
+        printcolumn(
+            name = "Activity",
+            type_ = "string",
+            json_path = ".status.conditions[?(@.type==\"Active\")].reason"
+        ),
     )]
     pub struct EventPipelineSpec {
         /// Webhooks that turn HTTP requests into events.
@@ -183,41 +186,6 @@ pub struct Idempotency {
     /// How long a processed event id is remembered.
     #[serde(default = "defaults::idempotency_ttl")]
     pub ttl: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
-pub struct Scaling {
-    #[serde(default = "defaults::one")]
-    #[schemars(range(min = 0, max = 1000))]
-    pub min_replicas: i32,
-    #[serde(default = "defaults::max_replicas")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub max_replicas: i32,
-    /// Queue messages per worker replica the HPA aims for (SQS sources).
-    #[serde(default = "defaults::target_depth")]
-    #[schemars(range(min = 1))]
-    pub target_depth_per_replica: i64,
-    /// Stream lag the HPA aims for (DynamoDB Streams sources).
-    #[serde(default = "defaults::target_lag")]
-    #[schemars(range(min = 1))]
-    pub target_lag_seconds: i64,
-    /// Passed to the HorizontalPodAutoscaler as is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
-}
-
-impl Default for Scaling {
-    fn default() -> Self {
-        Self {
-            min_replicas: defaults::one(),
-            max_replicas: defaults::max_replicas(),
-            target_depth_per_replica: defaults::target_depth(),
-            target_lag_seconds: defaults::target_lag(),
-            behavior: None,
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

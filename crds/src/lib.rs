@@ -14,6 +14,7 @@ mod ingress;
 mod manifest;
 mod processor;
 mod queue_binding;
+mod scaling;
 pub mod schema;
 
 pub use common::{ObjectRef, SecretKeyRef, ValueSource};
@@ -40,6 +41,7 @@ pub use queue_binding::{
     Credentials, DeletionPolicy, DynamoDbStream, QueueBinding, QueueBindingSpec,
     QueueBindingStatus, SqsQueue, StartingPosition,
 };
+pub use scaling::{Scaling, ScalingEngine};
 
 pub const GROUP: &str = "eventpipe.dev";
 pub const VERSION: &str = "v1alpha1";

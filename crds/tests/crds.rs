@@ -88,7 +88,9 @@ fn names_scope_status_and_printer_columns() {
         .collect();
     assert_eq!(
         columns,
-        ["Ready", "Webhook", "Replicas", "Depth", "DLQ", "Age"]
+        [
+            "Ready", "Webhook", "Replicas", "Depth", "DLQ", "Activity", "Age"
+        ]
     );
 }
 
@@ -168,6 +170,8 @@ fn durations_are_strings_with_the_duration_pattern() {
         "EventPipeline.spec.processor.container.timeout",
         "EventPipeline.spec.delivery.timeout",
         "EventPipeline.spec.delivery.idempotency.ttl",
+        "EventPipeline.spec.scaling.cooldown",
+        "EventPipeline.spec.scaling.pollingInterval",
         "EventPipeline.spec.ingress.webhooks[].signature.timestamp.tolerance",
     ];
     let mut seen = vec![];
