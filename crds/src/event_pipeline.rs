@@ -216,4 +216,8 @@ pub struct EventPipelineStatus {
     pub queue_depth: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlq_depth: Option<i64>,
+    /// The engine whose objects scale the workers now (`scaling.engine`, else the
+    /// operator's default): when it changes, the other's are removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_engine: Option<crate::ScalingEngine>,
 }

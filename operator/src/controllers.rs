@@ -56,8 +56,7 @@ async fn pipeline_controller(
     store: Stores<EventPipeline>,
 ) {
     let wc = watcher::Config::default();
-    let owned =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=eventpipe-operator");
+    let owned = watcher::Config::default().labels(crate::render::OWNED_SELECTOR);
     let (s1, s2) = (store.clone(), store);
     Controller::new(api::<EventPipeline>(client, ns), wc.clone())
         .owns(api::<ConfigMap>(client, ns), owned.clone())

@@ -20,6 +20,9 @@ mod policy;
 mod rbac;
 mod render;
 mod run;
+mod scale_to_zero;
+pub mod scaler;
+mod scaling;
 mod scope;
 pub mod tls;
 
@@ -31,5 +34,5 @@ pub use metrics::Metrics;
 pub use pipeline::reconcile as reconcile_pipeline;
 pub use policy::reconcile as reconcile_policy;
 pub use rbac::{AUTH_RULES, FRONT_PROXY_READER, LEASE_RULES, RULES};
-pub use render::{Settings, Workloads, render};
+pub use render::{Autoscaler, Settings, Workloads, keda, render};
 pub use run::{RunArgs, run};

@@ -9,7 +9,6 @@ use eventpipe_crds::{
     DeadLetterPolicy, EventPipeline, EventPipelineStatus, Pipeline, QueueBinding,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -177,9 +176,10 @@ struct Applied {
     /// What keeps the ingress's and the workers' pods from running, when known.
     ingress_trouble: Option<Trouble>,
     worker_trouble: Option<Trouble>,
+    scaling_engine: eventpipe_crds::ScalingEngine,
 }
 
-async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
+pub(crate) async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -196,7 +196,7 @@ where
         .await?)
 }
 
-async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
+pub(crate) async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -235,7 +235,7 @@ async fn apply_all(
         None => None,
     };
     let worker = apply::<Deployment>(ctx, ns, &w.worker).await?;
-    apply::<HorizontalPodAutoscaler>(ctx, ns, &w.autoscaler).await?;
+    crate::scaling::apply_autoscaler(ctx, p, ns, &w.autoscaler, !reconciled(p)).await?;
     for budget in &w.budgets {
         apply::<PodDisruptionBudget>(ctx, ns, budget).await?;
     }
@@ -254,6 +254,7 @@ async fn apply_all(
         worker,
         ingress_trouble,
         worker_trouble,
+        scaling_engine: w.autoscaler.engine(),
     })
 }
 
@@ -312,6 +313,10 @@ fn observe(pipeline: &Pipeline, applied: &Applied) -> Vec<Observed> {
     }
     let message = format!("{ready} replicas available");
     observed.push(workload_ready("WorkersReady", workers_ok, message));
+    observed.extend(crate::scaling::activity(
+        &pipeline.pipeline,
+        &applied.worker,
+    ));
     degraded.extend(unready_bindings(pipeline));
     observed.extend(overall(ingress_ok && workers_ok, &degraded));
     observed
@@ -400,6 +405,7 @@ fn status(
             .or(Some(0)),
         queue_depth: sum(|s| s.depth),
         dlq_depth: sum(|s| s.dlq_depth),
+        scaling_engine: Some(applied.scaling_engine),
     }
 }
 

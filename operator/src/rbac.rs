@@ -38,10 +38,20 @@ pub const RULES: &[(&str, &[&str], &[&str])] = &[
         &["deployments"],
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
+    // The workers to 0 once idle and back to 1, where the HPA takes over.
+    ("apps", &["deployments/scale"], &["patch"]),
+    // Deleted when the pipeline moves to KEDA.
     (
         "autoscaling",
         &["horizontalpodautoscalers"],
-        &["get", "list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    // `scaling.engine: keda`: applied server-side and owned; deleted when the pipeline
+    // moves back to the HPA.
+    (
+        "keda.sh",
+        &["scaledobjects", "triggerauthentications"],
+        &["create", "patch", "delete"],
     ),
     // The ingress's and the workers' budgets, applied and owned like the Deployments;
     // a removed ingress's is deleted.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventpipe_crds::{EventPipeline, QueueBinding};
+use eventpipe_crds::{EventPipeline, QueueBinding, ScalingEngine};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::EnvVar;
 use kube::Client;
 use prometheus_client::registry::Registry;
@@ -90,9 +91,29 @@ pub struct RunArgs {
     /// empty: the whole cluster.
     #[arg(long, env = "EVENTPIPE_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// What scales the workers of pipelines whose `scaling.engine` does not say: `hpa`
+    /// (the metrics this operator serves) or `keda` (KEDA installed, serving them).
+    #[arg(long, env = "EVENTPIPE_SCALING_ENGINE", value_enum, default_value_t = Engine::Hpa)]
+    pub scaling_engine: Engine,
     /// Run the controllers without electing a leader (a single replica only).
     #[arg(long)]
     pub no_leader_election: bool,
+}
+
+/// `--scaling-engine`, as clap reads it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Hpa,
+    Keda,
+}
+
+impl From<Engine> for ScalingEngine {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Hpa => ScalingEngine::Hpa,
+            Engine::Keda => ScalingEngine::Keda,
+        }
+    }
 }
 
 fn var(name: &str, value: String) -> EnvVar {
@@ -132,7 +153,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     tokio::spawn(crate::tls::serve(listener, tls, ops, stop.clone()));
     let pipelines = Stores::<EventPipeline>::watch(&client, &scope);
-    serve_external_metrics(&args, cert, &client, &scope, &ctx, &pipelines, &stop).await?;
+    let cache =
+        serve_external_metrics(&args, cert, &client, &scope, &ctx, &pipelines, &stop).await?;
     ready.set(true);
 
     let signal_stop = stop.clone();
@@ -149,8 +171,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(handle)
     };
     tracing::info!("leading: reconciling EventPipelines, QueueBindings and DeadLetterPolicies");
+    let owned = kube::runtime::watcher::Config::default().labels(crate::render::OWNED_SELECTOR);
+    let deployments = Stores::<Deployment>::watch_with(&client, &scope, owned);
+    let scaler = crate::scaler::run(ctx.clone(), pipelines.clone(), deployments, cache);
     tokio::select! {
         _ = controllers::run(client, ctx, &scope, pipelines) => {}
+        _ = scaler => {}
         _ = stop.cancelled() => {}
     }
     stop.cancel();
@@ -171,11 +197,13 @@ fn settings(args: &RunArgs) -> Settings {
         env: passed_on.chain(args.workload_env.clone()).collect(),
         credentials_secret: args.aws_credentials_secret.clone(),
         image_pull_policy: args.image_pull_policy.clone(),
+        scaling_engine: args.scaling_engine.into(),
     }
 }
 
 /// Serves the external metrics API until `stop`, from a cache refreshed in the
-/// background. Every replica serves from its own cache, so the APIService may pick any.
+/// background (returned). Every replica serves from its own cache, so the APIService
+/// may pick any.
 /// Clients are checked against the front proxy's CA, read again every minute.
 async fn serve_external_metrics(
     args: &RunArgs,
@@ -185,7 +213,7 @@ async fn serve_external_metrics(
     ctx: &Arc<Context>,
     pipelines: &Stores<EventPipeline>,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Cache> {
     let cache = Cache::default();
     let listener = tokio::net::TcpListener::bind(args.external_metrics_listen).await?;
     let (publish, current) = tokio::sync::watch::channel(None);
@@ -204,10 +232,10 @@ async fn serve_external_metrics(
         ctx.clone(),
         pipelines.clone(),
         Stores::<QueueBinding>::watch(client, scope),
-        cache,
+        cache.clone(),
         stop.clone(),
     ));
-    Ok(())
+    Ok(cache)
 }
 
 /// A client for the cluster (in-cluster or `KUBECONFIG`) that counts its requests.
@@ -283,7 +311,14 @@ async fn refresh_metrics(
     stop: CancellationToken,
 ) {
     loop {
-        external_metrics::refresh(&ctx, &pipelines.state(), &bindings.state(), &cache).await;
-        tokio::select! { _ = tokio::time::sleep(Duration::from_secs(5)) => {}, _ = stop.cancelled() => return }
+        let all = pipelines.state();
+        let read = external_metrics::refresh(&ctx, &all, &bindings.state(), &cache).await;
+        tracing::debug!(
+            queues = read.queues_read,
+            tables = read.tables_read,
+            "metrics refreshed"
+        );
+        let every = external_metrics::polling_interval(&all);
+        tokio::select! { _ = tokio::time::sleep(every) => {}, _ = stop.cancelled() => return }
     }
 }

@@ -63,15 +63,20 @@ where
         + 'static,
 {
     pub fn watch(client: &Client, scope: &Scope) -> Self {
+        Self::watch_with(client, scope, watcher::Config::default())
+    }
+
+    /// Only the objects `config` selects (e.g. by label).
+    pub fn watch_with(client: &Client, scope: &Scope, config: watcher::Config) -> Self {
         let stores = (scope.namespaces().iter())
-            .map(|ns| Self::watch_store(api(client, ns.as_deref())))
+            .map(|ns| Self::watch_store(api(client, ns.as_deref()), config.clone()))
             .collect();
         Self(stores)
     }
 
-    fn watch_store(api: Api<K>) -> Store<K> {
+    fn watch_store(api: Api<K>, config: watcher::Config) -> Store<K> {
         let (reader, writer) = kube::runtime::reflector::store();
-        let stream = reflector(writer, watcher(api, watcher::Config::default()))
+        let stream = reflector(writer, watcher(api, config))
             .default_backoff()
             .touched_objects()
             .for_each(|_| async {});

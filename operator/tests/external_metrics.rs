@@ -228,3 +228,72 @@ fn context(moto: &Moto) -> Arc<Context> {
         Default::default(),
     )
 }
+
+#[tokio::test]
+async fn each_queue_is_read_once_per_refresh_however_many_pipelines_read_it() {
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let url = sqs
+        .create_queue()
+        .queue_name("shared")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let send = |delay: i32| {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body("x")
+            .delay_seconds(delay)
+            .send()
+    };
+    for delay in [0, 0, 0, 600] {
+        send(delay).await.unwrap();
+    }
+    // One message in flight: received, not yet deleted.
+    sqs.receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(1)
+        .send()
+        .await
+        .unwrap();
+    let pipeline = |name: &str| -> Arc<EventPipeline> {
+        Arc::new(serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"sources": [{"queueBindingRef": {"name": "shared"}}], "processor": {"http": {"url": "http://x"}},
+                     "scaling": {"pollingInterval": if name == "a" { "2s" } else { "30s" }}}
+        }))
+        .unwrap())
+    };
+    let pipelines = [pipeline("a"), pipeline("b"), pipeline("c")];
+    let binding: QueueBinding = serde_json::from_value(json!({
+        "metadata": {"name": "shared", "namespace": "shop"},
+        "spec": {"sqs": {"queueName": "shared"}},
+        "status": {"queueUrl": url}
+    }))
+    .unwrap();
+    let cache = Cache::default();
+    let refreshed = cache.refreshes();
+    let read =
+        external_metrics::refresh(&context(&moto), &pipelines, &[Arc::new(binding)], &cache).await;
+    assert_eq!(
+        read.queues_read, 1,
+        "one GetQueueAttributes for three pipelines"
+    );
+    assert!(refreshed.has_changed().unwrap(), "a refresh is signalled");
+    for name in ["a", "b", "c"] {
+        let v = cache.get("shop", name).unwrap();
+        assert_eq!(
+            v.queue_depth,
+            Some(3),
+            "visible plus in flight: what the HPA reads"
+        );
+        assert_eq!(v.backlog, Some(4), "and the delayed one: not idle");
+    }
+    assert_eq!(
+        external_metrics::polling_interval(&pipelines),
+        Duration::from_secs(2),
+        "the shortest pollingInterval"
+    );
+}

@@ -316,9 +316,94 @@ async fn drift_is_corrected_and_a_removed_ingress_is_deleted() {
 
     // Once that spec is reconciled, later reconciles delete nothing again.
     let mut reconciled = without.clone();
-    reconciled["status"] = json!({"observedGeneration": 2});
+    reconciled["status"] = json!({"observedGeneration": 2, "scalingEngine": "hpa"});
     let deletes = api.log().iter().filter(|l| l.starts_with("DELETE")).count();
     run(&api, &reconciled).await;
     let after = api.log().iter().filter(|l| l.starts_with("DELETE")).count();
     assert_eq!(after, deletes, "{:?}", api.log());
+}
+
+#[tokio::test]
+async fn a_pipeline_at_zero_shows_idle_and_one_running_shows_consuming() {
+    let p = pipeline(|s| {
+        s.as_object_mut().unwrap().remove("ingress");
+        s["scaling"] = json!({"minReplicas": 0, "maxReplicas": 5});
+    });
+    let api = cluster(&p);
+    *api.replicas.lock().unwrap() = Some(0);
+    *api.available.lock().unwrap() = 0;
+    let got = run(&api, &p).await;
+    let (status, reason, message) = condition(&got, "Active");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "IdleAtZero"));
+    assert_eq!(
+        message,
+        "sources idle for 5m: workers at 0 until the next message"
+    );
+    assert_eq!(condition(&got, "Ready").0, "True", "idle is not broken");
+    let hpa = api
+        .get("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hooks-worker")
+        .unwrap();
+    assert_eq!(hpa["spec"]["minReplicas"], 1, "the HPA acts from one up");
+    let applied = (api.calls().into_iter())
+        .find(|c| c.path.ends_with("/deployments/hooks-worker"))
+        .unwrap();
+    assert!(
+        applied.body["spec"].get("replicas").is_none(),
+        "the operator's apply leaves the replicas to the HPA and the scaler"
+    );
+
+    let api = cluster(&p);
+    *api.replicas.lock().unwrap() = Some(2);
+    let got = run(&api, &p).await;
+    assert_eq!(condition(&got, "Active").1, "Consuming");
+    let always_one = pipeline(|_| {});
+    let got = run(&cluster(&always_one), &always_one).await;
+    let types: Vec<_> = (got.status.unwrap().conditions.into_iter())
+        .map(|c| c.type_)
+        .collect();
+    assert!(!types.contains(&"Active".to_string()), "{types:?}");
+}
+
+#[tokio::test]
+async fn keda_gets_a_scaled_object_in_place_of_the_hpa_and_back() {
+    let keda = pipeline(|s| s["scaling"]["engine"] = json!("keda"));
+    let api = cluster(&keda);
+    let got = run(&api, &keda).await;
+    assert_eq!(condition(&got, "Ready").0, "True");
+    let log = api.log();
+    let keda_path = "/apis/keda.sh/v1alpha1/namespaces/default";
+    for want in [
+        format!("PATCH {keda_path}/triggerauthentications/hooks-worker"),
+        format!("PATCH {keda_path}/scaledobjects/hooks-worker"),
+        "DELETE /apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hooks-worker"
+            .into(),
+    ] {
+        assert!(log.contains(&want), "{want} not in {log:#?}");
+    }
+    assert!(!log.iter().any(|c| c.starts_with("PATCH /apis/autoscaling")));
+    let so = api
+        .get(&format!("{keda_path}/scaledobjects/hooks-worker"))
+        .unwrap();
+    assert_eq!(so["kind"], "ScaledObject");
+    assert_eq!(so["metadata"]["ownerReferences"][0]["name"], "hooks");
+
+    // The operator's default engine, when the pipeline names none.
+    let default = pipeline(|_| {});
+    let settings = Settings {
+        scaling_engine: eventpipe_crds::ScalingEngine::Keda,
+        ..Default::default()
+    };
+    let api = cluster(&default);
+    run_with(&api, &default, settings).await;
+    assert!(api.log().iter().any(|c| c.contains("/scaledobjects/")));
+
+    // Back to the HPA: KEDA's objects go.
+    let hpa = pipeline(|s| s["scaling"]["engine"] = json!("hpa"));
+    let api = cluster(&hpa);
+    run(&api, &hpa).await;
+    let log = api.log();
+    assert!(log.contains(&format!("DELETE {keda_path}/scaledobjects/hooks-worker")));
+    assert!(log.contains(&format!(
+        "DELETE {keda_path}/triggerauthentications/hooks-worker"
+    )));
 }

@@ -24,6 +24,7 @@ fn settings() -> Settings {
         ],
         credentials_secret: Some("aws".into()),
         image_pull_policy: Some("IfNotPresent".into()),
+        ..Default::default()
     }
 }
 
@@ -147,7 +148,7 @@ fn workers_scale_on_queue_depth_and_drain_before_they_are_killed() {
             .unwrap()
             .contains(&json!("--grace-period=35s"))
     );
-    let h = v(&w.autoscaler);
+    let h = v(w.hpa().unwrap());
     assert_eq!(
         h["spec"]["scaleTargetRef"],
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "github-ingest-worker"})
@@ -171,7 +172,7 @@ fn stream_pipelines_scale_on_lag_and_have_no_ingress() {
     let p = example("github-analytics.yaml", "github-aggregate");
     let w = render(&p, &settings());
     assert!(w.ingress.is_none());
-    let h = v(&w.autoscaler);
+    let h = v(w.hpa().unwrap());
     let metrics = h["spec"]["metrics"].as_array().unwrap();
     assert_eq!(metrics.len(), 1);
     assert_eq!(
@@ -199,7 +200,7 @@ fn a_container_processor_runs_as_a_sidecar_and_behavior_passes_through() {
     assert_eq!(sidecar["image"], "acme/saver:2");
     assert_eq!(sidecar["ports"][0]["containerPort"], 7000);
     assert_eq!(sidecar["env"][0]["value"], "fast");
-    let h = v(&w.autoscaler);
+    let h = v(w.hpa().unwrap());
     assert_eq!(
         h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
         120
@@ -471,7 +472,7 @@ fn processor_secrets_are_mounted_in_the_workers_and_their_values_rendered_nowher
     // What those Secrets hold, which only the workers' mounted files may contain.
     let values = ["k-4f1d9c0e7a", "t-93be22d6f0"];
     let w = render(&p, &settings());
-    let rendered = [v(&w.config), v(&w.worker), v(&w.autoscaler)];
+    let rendered = [v(&w.config), v(&w.worker), v(w.hpa().unwrap())];
     for (object, value) in rendered.iter().flat_map(|o| values.map(|s| (o, s))) {
         assert!(!object.to_string().contains(value), "{object:#}");
     }

@@ -136,7 +136,7 @@ fn rendered_examples() -> String {
     let mut docs = vec![];
     for p in examples() {
         let w = render(&p, &settings());
-        docs.extend([v(&w.config), v(&w.worker), v(&w.autoscaler)]);
+        docs.extend([v(&w.config), v(&w.worker), v(w.hpa().unwrap())]);
         if let Some((d, s)) = &w.ingress {
             docs.extend([v(d), v(s)]);
         }

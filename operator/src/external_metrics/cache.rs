@@ -1,6 +1,7 @@
 //! The latest queue depth and stream lag of every pipeline, and the refresh that reads
-//! them from AWS. Stream lag comes from the iterator ages the workers record on their
-//! shard leases in the checkpoint table.
+//! them from AWS: each queue once per refresh (one GetQueueAttributes however many
+//! pipelines read it), each checkpoint table once. Stream lag comes from the iterator
+//! ages the workers record on their shard leases in the checkpoint table.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,15 +14,36 @@ use eventpipe_crds::{DynamoDbStream, EventPipeline, QueueBinding};
 use kube::ResourceExt;
 
 use crate::binding;
-use crate::context::Context;
 
-/// The latest values per (namespace, pipeline).
-#[derive(Clone, Default)]
-pub struct Cache(Arc<RwLock<HashMap<(String, String), Values>>>);
+mod queues;
+
+use crate::context::Context;
+use queues::Queues;
+
+/// The latest values per (namespace, pipeline), and a signal after each refresh.
+#[derive(Clone)]
+pub struct Cache {
+    values: Arc<RwLock<HashMap<(String, String), Values>>>,
+    refreshes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            values: Arc::default(),
+            refreshes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Values {
+    /// Visible plus in flight, over the SQS sources: what the HPA scales on.
     pub queue_depth: Option<i64>,
+    /// Visible, in flight or delayed, over all sources: whether they are idle. None when
+    /// any source's is unknown: a queue not read, or a stream (whose lag is unknown
+    /// while no worker reads it, so a stream source keeps a worker).
+    pub backlog: Option<i64>,
     pub stream_lag_seconds: Option<i64>,
     /// When they were read.
     pub at: Option<k8s_openapi::jiff::Timestamp>,
@@ -32,14 +54,14 @@ const POISONED: &str = "external metrics cache lock poisoned";
 
 impl Cache {
     pub fn set(&self, ns: &str, pipeline: &str, values: Values) {
-        self.0
+        self.values
             .write()
             .expect(POISONED)
             .insert((ns.into(), pipeline.into()), values);
     }
 
     pub fn get(&self, ns: &str, pipeline: &str) -> Option<Values> {
-        self.0
+        self.values
             .read()
             .expect(POISONED)
             .get(&(ns.into(), pipeline.into()))
@@ -47,7 +69,12 @@ impl Cache {
     }
 
     pub fn retain(&self, keep: impl Fn(&(String, String)) -> bool) {
-        self.0.write().expect(POISONED).retain(|k, _| keep(k));
+        self.values.write().expect(POISONED).retain(|k, _| keep(k));
+    }
+
+    /// Changes after every refresh, so that what acts on the values acts on fresh ones.
+    pub fn refreshes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.refreshes.subscribe()
     }
 }
 
@@ -60,19 +87,27 @@ const AGE_VALID_FOR: Duration = Duration::from_secs(2 * DEFAULT_LEASE_DURATION.a
 
 type Item = HashMap<String, AttributeValue>;
 
-/// Reads every pipeline's queue depth (visible plus in flight, summed over its SQS
-/// sources) and stream lag (the largest over its stream sources) into the cache.
+/// What one refresh asked of AWS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    pub queues_read: usize,
+    pub tables_read: usize,
+}
+
+/// Reads every pipeline's queue depth and backlog (summed over its SQS sources) and
+/// stream lag (the largest over its stream sources) into the cache.
 pub async fn refresh(
     ctx: &Context,
     pipelines: &[Arc<EventPipeline>],
     bindings: &[Arc<QueueBinding>],
     cache: &Cache,
-) {
-    let mut tables = Tables::default();
+) -> Refreshed {
+    let (mut tables, mut queues) = (Tables::default(), Queues::default());
     for p in pipelines {
         let ns = p.namespace().unwrap_or_else(|| "default".into());
         let mut values = Values {
             at: Some(k8s_openapi::jiff::Timestamp::now()),
+            backlog: Some(0),
             ..Default::default()
         };
         for s in &p.spec.sources {
@@ -80,13 +115,19 @@ pub async fn refresh(
                 b.namespace().as_deref() == Some(ns.as_str())
                     && b.name_any() == s.queue_binding_ref.name
             }) else {
+                values.backlog = None;
                 continue;
             };
             if let Some(stream) = &b.spec.dynamodb_stream {
                 let lag = stream_lag_seconds(ctx, p, b, stream, &ns, &mut tables).await;
                 values.stream_lag_seconds = values.stream_lag_seconds.max(lag);
-            } else if let Some(n) = queue_depth(ctx, p, b, &ns).await {
-                values.queue_depth = Some(values.queue_depth.unwrap_or(0) + n);
+                values.backlog = None;
+            } else if let Some(q) = queues.counts(ctx, b, &ns).await {
+                let depth = values.queue_depth.unwrap_or(0) + q.visible + q.in_flight;
+                values.queue_depth = Some(depth);
+                values.backlog = values.backlog.map(|n| n + q.backlog());
+            } else {
+                values.backlog = None;
             }
         }
         cache.set(&ns, &p.name_any(), values);
@@ -96,16 +137,21 @@ pub async fn refresh(
             .iter()
             .any(|p| p.namespace().as_deref() == Some(ns.as_str()) && &p.name_any() == name)
     });
+    cache.refreshes.send_modify(|n| *n += 1);
+    Refreshed {
+        queues_read: queues.0.len(),
+        tables_read: tables.0.len(),
+    }
 }
 
-/// A binding's queue depth; none before its queue is known or when it cannot be read.
-async fn queue_depth(ctx: &Context, p: &EventPipeline, b: &QueueBinding, ns: &str) -> Option<i64> {
-    let url = b.status.as_ref()?.queue_url.clone()?;
-    let sqs = binding::sqs_client(b, ctx, ns).await?;
-    eventpipe_core::provision::queue_depth(&sqs, &url)
-        .await
-        .map_err(|e| tracing::warn!(pipeline = %p.name_any(), error = %e, "queue depth not read"))
-        .ok()
+/// How often to refresh: the shortest `scaling.pollingInterval` (at least a second),
+/// so no pipeline's values are older than it asks; 5 s without pipelines.
+pub fn polling_interval(pipelines: &[Arc<EventPipeline>]) -> Duration {
+    (pipelines.iter())
+        .map(|p| p.spec.scaling.polling_interval.as_std())
+        .min()
+        .unwrap_or(Duration::from_secs(5))
+        .max(Duration::from_secs(1))
 }
 
 /// The lag of a pipeline's stream source in whole seconds, from the leases of that

@@ -1,16 +1,17 @@
 //! EventPipeline → workloads, free of I/O: the ConfigMap the ingress and worker read,
 //! the ingress Deployment and Service ([`ingress`]), the worker Deployment (with the
 //! user's container processor as a sidecar) and the HorizontalPodAutoscaler on queue
-//! depth or stream lag ([`worker`]), and a PodDisruptionBudget for each Deployment
-//! ([`disruption`]). What is shared lives here.
+//! depth or stream lag ([`worker`]) or KEDA's ScaledObject ([`keda`]), and a
+//! PodDisruptionBudget for each Deployment ([`disruption`]). What is shared lives here.
 
 mod disruption;
 mod ingress;
+pub mod keda;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventpipe_crds::{EventPipeline, Pipeline};
+use eventpipe_crds::{EventPipeline, Pipeline, ScalingEngine};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Service};
@@ -24,6 +25,8 @@ pub use ingress::{ingress_secrets, serves_tls};
 pub use worker::processor_secrets;
 
 pub const PIPELINE_LABEL: &str = "eventpipe.dev/pipeline";
+/// Selects every object the operator renders.
+pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=eventpipe-operator";
 pub const CONFIG_HASH: &str = "eventpipe.dev/config-hash";
 pub const QUEUE_DEPTH_METRIC: &str = "eventpipe_queue_depth";
 pub const STREAM_LAG_METRIC: &str = "eventpipe_stream_lag_seconds";
@@ -43,6 +46,16 @@ pub struct Settings {
     /// `imagePullPolicy` of the ingress and worker containers (Kubernetes' default when
     /// unset: `Always` for `:latest`, which defeats images loaded into kind).
     pub image_pull_policy: Option<String>,
+    /// What scales the workers of pipelines that do not say (`scaling.engine`).
+    pub scaling_engine: ScalingEngine,
+}
+
+/// What scales a pipeline's workers.
+#[derive(Clone, Debug)]
+pub enum Autoscaler {
+    /// On the metrics the operator serves; the operator scales to and from zero.
+    Hpa(HorizontalPodAutoscaler),
+    Keda(keda::Keda),
 }
 
 /// Everything one pipeline is made of in the cluster.
@@ -51,9 +64,33 @@ pub struct Workloads {
     pub config: ConfigMap,
     pub ingress: Option<(Deployment, Service)>,
     pub worker: Deployment,
-    pub autoscaler: HorizontalPodAutoscaler,
+    pub autoscaler: Autoscaler,
     /// The ingress's (when there is one) and the workers'.
     pub budgets: Vec<PodDisruptionBudget>,
+}
+
+impl Autoscaler {
+    pub fn engine(&self) -> ScalingEngine {
+        match self {
+            Autoscaler::Hpa(_) => ScalingEngine::Hpa,
+            Autoscaler::Keda(_) => ScalingEngine::Keda,
+        }
+    }
+}
+
+impl Workloads {
+    /// The HorizontalPodAutoscaler, unless KEDA scales the workers.
+    pub fn hpa(&self) -> Option<&HorizontalPodAutoscaler> {
+        match &self.autoscaler {
+            Autoscaler::Hpa(h) => Some(h),
+            Autoscaler::Keda(_) => None,
+        }
+    }
+}
+
+/// The engine that scales `p`'s workers: its own choice, else the operator's.
+pub fn engine(p: &EventPipeline, settings: &Settings) -> ScalingEngine {
+    p.spec.scaling.engine.unwrap_or(settings.scaling_engine)
 }
 
 pub fn config_name(p: &EventPipeline) -> String {
@@ -80,7 +117,10 @@ pub fn render(pipeline: &Pipeline, settings: &Settings) -> Workloads {
             (deployment, ingress::service(p))
         }),
         worker: worker::deployment(pipeline, settings, &hash),
-        autoscaler: worker::autoscaler(pipeline),
+        autoscaler: match engine(p, settings) {
+            ScalingEngine::Hpa => Autoscaler::Hpa(worker::autoscaler(pipeline)),
+            ScalingEngine::Keda => Autoscaler::Keda(keda::render(pipeline, settings)),
+        },
         budgets: disruption::budgets(p),
     }
 }

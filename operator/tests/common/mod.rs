@@ -32,6 +32,8 @@ pub struct FakeApi {
     pub calls: Arc<Mutex<Vec<Call>>>,
     /// Available replicas reported for applied Deployments.
     pub available: Arc<Mutex<i32>>,
+    /// `spec.replicas` of applied Deployments, as their autoscaler left it (unset: none).
+    pub replicas: Arc<Mutex<Option<i32>>>,
     /// Answers to POSTs by path; others are echoed as created.
     pub answers: Arc<Mutex<BTreeMap<String, Answer>>>,
 }
@@ -142,6 +144,9 @@ impl FakeApi {
                 if applied["kind"] == "Deployment" {
                     let n = *self.available.lock().unwrap();
                     applied["status"] = json!({"availableReplicas": n, "readyReplicas": n});
+                    if let Some(r) = *self.replicas.lock().unwrap() {
+                        applied["spec"]["replicas"] = json!(r);
+                    }
                 }
                 objects.insert(path.into(), applied.clone());
                 (StatusCode::OK, applied)
