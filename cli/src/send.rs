@@ -1,5 +1,5 @@
-//! `eventpipe send`: signs and sends events the way the real sender does (GitHub's
-//! scheme, a generic HMAC with its replay window, or a bearer token).
+//! `eventpipe send`: signs and sends events the way the real sender does, for every
+//! signature scheme the ingress verifies (the same rules sign and verify).
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,13 +48,11 @@ pub fn headers(
     let verifier = Verifier::new(&hook.signature)
         .map_err(|e| anyhow::anyhow!("webhook {:?}: {e:?}", hook.name))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let signed = (verifier.sign(secret, body, now, &message_id))
+        .map_err(|e| anyhow::anyhow!("webhook {:?}: {e}", hook.name))?;
     let mut out = vec![("content-type".to_string(), "application/json".to_string())];
-    out.extend(
-        verifier
-            .sign(secret, body, now)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v)),
-    );
+    out.extend(signed.into_iter().map(|(k, v)| (k.to_string(), v)));
     if let Some(header) = hook.event_type.as_ref().and_then(|t| t.header.clone()) {
         let value = event_type.ok_or_else(|| {
             anyhow::anyhow!(
@@ -66,12 +64,16 @@ pub fn headers(
     }
     for source in [&hook.deduplication_id, &hook.correlation_id] {
         if let Some(header) = source.as_ref().and_then(|s| s.header.clone()) {
-            out.push((header, uuid::Uuid::new_v4().to_string()));
+            // A header the signature covers (e.g. webhook-id) keeps its signed value.
+            if !out.iter().any(|(k, _)| k.eq_ignore_ascii_case(&header)) {
+                out.push((header, uuid::Uuid::new_v4().to_string()));
+            }
         }
     }
     Ok(out)
 }
 
+/// The webhook's current secret: what a sender signs with.
 pub fn read_secret(hook: &Webhook, dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let r = &hook.signature.secret_ref;
     let file = dir.join(&r.name).join(&r.key);

@@ -173,6 +173,7 @@ fn durations_are_strings_with_the_duration_pattern() {
         "EventPipeline.spec.scaling.cooldown",
         "EventPipeline.spec.scaling.pollingInterval",
         "EventPipeline.spec.ingress.webhooks[].signature.timestamp.tolerance",
+        "EventPipeline.spec.ingress.webhooks[].signature.tolerance",
     ];
     let mut seen = vec![];
     for (kind, root) in schemas() {

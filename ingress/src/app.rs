@@ -115,7 +115,7 @@ impl Ingress {
         let refs: Vec<_> = config
             .webhooks
             .iter()
-            .map(|w| w.spec.signature.secret_ref.clone())
+            .flat_map(|w| w.spec.signature.secret_refs().cloned())
             .collect();
         let secrets = Arc::new(Secrets::load(&settings.secrets_dir, &refs));
         let ready = Ready::default();
@@ -219,11 +219,11 @@ async fn routes(
                 p
             }
         };
-        let slot = secrets
-            .slot(&webhook.spec.signature.secret_ref)
-            .expect("every secret was registered");
+        let slots = (webhook.spec.signature.secret_refs())
+            .map(|r| secrets.slot(r).expect("every secret was registered"))
+            .collect();
         let timeout = settings.publish_timeout;
-        routes.push(Route::new(webhook, slot, publisher, timeout, metrics));
+        routes.push(Route::new(webhook, slots, publisher, timeout, metrics));
     }
     Ok(routes)
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::Path};
 use eventpipe_crds::{Manifest, ManifestError, QueueBindingSpec, SqsQueue, Webhook};
 
 use crate::extract::{Field, Fields, InvalidField};
-use crate::signature::{InvalidHeader, Verifier};
+use crate::signature::{InvalidRule, Verifier};
 
 /// Every webhook the ingress serves.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ pub enum ConfigError {
     #[error("{webhook}: signature: {source}")]
     Signature {
         webhook: String,
-        source: InvalidHeader,
+        source: InvalidRule,
     },
     #[error("{webhook}: {field}: {source}")]
     Field {
@@ -196,14 +196,15 @@ fn compile(pipeline: &str, spec: &Webhook, target: Target) -> Result<WebhookConf
             path: spec.path.clone(),
         });
     }
-    let secret = &spec.signature.secret_ref;
     let unsafe_part = |s: &str| s.contains('/') || s == "." || s == "..";
-    if unsafe_part(&secret.name) || unsafe_part(&secret.key) {
-        return Err(ConfigError::SecretRef {
-            webhook,
-            name: secret.name.clone(),
-            key: secret.key.clone(),
-        });
+    for secret in spec.signature.secret_refs() {
+        if unsafe_part(&secret.name) || unsafe_part(&secret.key) {
+            return Err(ConfigError::SecretRef {
+                webhook,
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+            });
+        }
     }
     let verifier = Verifier::new(&spec.signature).map_err(|source| ConfigError::Signature {
         webhook: webhook.clone(),

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use eventpipe_crds::{
-    Encoding, ReplayWindow, SecretKeyRef, Signature, SignatureScheme, ValueSource,
+    Algorithm, Encoding, ReplayWindow, SecretKeyRef, Signature, SignatureScheme, ValueSource,
 };
 use serde_json::Value;
 
@@ -18,7 +18,8 @@ use crate::{
     webhook::unsupported_content_type,
 };
 
-const SECRET: &[u8] = b"fuzzing secret";
+/// `whsec_` and base64, so that it is a key of every scheme.
+const SECRET: &[u8] = b"whsec_ZnV6emluZyBzZWNyZXQ=";
 const NOW: u64 = 1_700_000_000;
 
 /// Runs one input through verification, content-type and JSON checks and value
@@ -35,13 +36,14 @@ pub fn webhook_request(data: &[u8]) {
     let verifier = &rules[usize::from(pick) % rules.len()];
     let (head, body) = split(rest);
     let headers = headers(head);
-    let _ = verifier.verify(SECRET, &headers, body, NOW);
-    let signed: HeaderMap = verifier
-        .sign(SECRET, body, NOW)
+    let _ = verifier.verify(&[SECRET], &headers, body, NOW);
+    let signed: HeaderMap = (verifier
+        .sign(SECRET, body, NOW, "msg_1")
         .into_iter()
-        .filter_map(|(k, v)| Some((k, HeaderValue::from_str(&v).ok()?)))
-        .collect();
-    assert_eq!(verifier.verify(SECRET, &signed, body, NOW), Ok(()));
+        .flatten())
+    .filter_map(|(k, v)| Some((k, HeaderValue::from_str(&v).ok()?)))
+    .collect();
+    assert_eq!(verifier.verify(&[SECRET], &signed, body, NOW), Ok(()));
     let _ = unsupported_content_type(&headers);
     match serde_json::from_slice::<Value>(body) {
         Ok(json) => {
@@ -55,12 +57,15 @@ pub fn webhook_request(data: &[u8]) {
 }
 
 /// A signature rule as a manifest writes it, then a request against it. Panics when an
-/// invariant breaks: what [`Verifier::sign`] produces verifies, and no longer does
-/// for another body, or (with a replay window) once the window has passed.
+/// invariant breaks: what [`Verifier::sign`] produces verifies (with the secret
+/// first or second of two), and no longer does for another body, or (with a replay
+/// window) once the window has passed.
 ///
-/// Input: a rule line `scheme|encoding|header|prefix|timestamp header|tolerance`
-/// (scheme `github`, `hmac-sha256` or `bearer`; encoding `hex` or `base64`; an empty
-/// field is unset), a secret line, `Name: value` header lines, an empty line, the body.
+/// Input: a rule line
+/// `scheme|encoding|header|prefix|timestamp header|tolerance[|algorithm|signedString|idHeader]`
+/// (any scheme a manifest names; an empty field is unset; a tolerance without a
+/// timestamp header is the scheme's own), a secret line, `Name: value` header lines,
+/// an empty line, the body.
 pub fn signature_headers(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -69,17 +74,15 @@ pub fn signature_headers(data: &[u8]) {
     let (Some(rule), Some(secret)) = (lines.next(), lines.next()) else {
         return;
     };
-    let Some(sig) = signature(rule) else {
-        return;
-    };
-    let Ok(verifier) = Verifier::new(&sig) else {
+    let Some(verifier) = signature(rule).and_then(|sig| Verifier::new(&sig).ok()) else {
         return;
     };
     let (head, body) = split(lines.next().unwrap_or_default().as_bytes());
     let secret = secret.as_bytes();
-    let _ = verifier.verify(secret, &headers(head), body, NOW);
-
-    let signed = verifier.sign(secret, body, NOW);
+    let _ = verifier.verify(&[secret], &headers(head), body, NOW);
+    let Ok(signed) = verifier.sign(secret, body, NOW, "msg_1") else {
+        return; // a secret the scheme cannot use as a key
+    };
     let Some(signed) = signed
         .into_iter()
         .map(|(k, v)| Some((k, HeaderValue::from_str(&v).ok()?)))
@@ -87,58 +90,78 @@ pub fn signature_headers(data: &[u8]) {
     else {
         return; // a prefix or token HTTP cannot carry
     };
-    let bearer = sig.scheme == SignatureScheme::Bearer;
-    if bearer && (secret.is_empty() || secret.trim_ascii() != secret) {
+    let token = verifier.is_token();
+    if token && (secret.is_empty() || secret.trim_ascii() != secret) {
         return; // an empty token never verifies; header values lose outer whitespace
     }
-    assert_eq!(
-        verifier.verify(secret, &signed, body, NOW),
-        Ok(()),
-        "a signed request verifies"
-    );
-    if !bearer {
+    signed_verifies(&verifier, secret, &signed, body);
+    if !token {
         let other = [body, b"."].concat();
         assert_eq!(
-            verifier.verify(secret, &signed, &other, NOW),
+            verifier.verify(&[secret], &signed, &other, NOW),
             Err(AuthError::BadSignature),
             "a signature covers the body"
         );
     }
-    if let Some(window) = &sig.timestamp
-        && let Some(later) = NOW.checked_add(window.tolerance.as_std().as_secs() + 1)
+    if let Some(tolerance) = verifier.tolerance()
+        && let Some(later) = NOW.checked_add(tolerance.as_secs() + 1)
     {
         assert_eq!(
-            verifier.verify(secret, &signed, body, later),
-            Err(AuthError::Stale),
+            verifier.verify(&[secret], &signed, body, later),
+            Err(AuthError::Stale(tolerance.as_secs())),
             "a signature expires with its window"
         );
     }
 }
 
+fn signed_verifies(verifier: &Verifier, secret: &[u8], signed: &HeaderMap, body: &[u8]) {
+    let ok = |secrets: &[&[u8]]| verifier.verify(secrets, signed, body, NOW);
+    assert_eq!(ok(&[secret]), Ok(()), "a signed request verifies");
+    let other: &[u8] = b"whsec_b3RoZXIgc2VjcmV0";
+    if other != secret {
+        assert_eq!(ok(&[other, secret]), Ok(()), "as the previous secret too");
+    }
+}
+
 fn signature(rule: &str) -> Option<Signature> {
     let fields: Vec<&str> = rule.split('|').collect();
-    let [scheme, encoding, header, prefix, timestamp, tolerance] = fields[..] else {
+    let (head, extra) = fields.split_at_checked(6)?;
+    let [scheme, encoding, header, prefix, timestamp, tolerance] = head else {
         return None;
     };
+    let [algorithm, signed_string, id_header] = match extra {
+        [] => ["", "", ""],
+        [a, s, i] => [*a, *s, *i],
+        _ => return None,
+    };
     let set = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let scheme: SignatureScheme = serde_json::from_value(Value::String(scheme.to_string())).ok()?;
+    let window = set(timestamp);
     Some(Signature {
-        scheme: match scheme {
-            "github" => SignatureScheme::Github,
-            "hmac-sha256" => SignatureScheme::HmacSha256,
-            "bearer" => SignatureScheme::Bearer,
-            _ => return None,
-        },
+        scheme,
         secret_ref: SecretKeyRef {
             name: "s".into(),
             key: "k".into(),
         },
+        previous_secret_ref: None,
         header: set(header),
         prefix: set(prefix),
-        encoding: match encoding {
+        encoding: match *encoding {
             "base64" => Encoding::Base64,
             _ => Encoding::Hex,
         },
-        timestamp: match set(timestamp) {
+        algorithm: match algorithm {
+            "" => None,
+            "sha512" => Some(Algorithm::Sha512),
+            _ => Some(Algorithm::Sha256),
+        },
+        signed_string: set(signed_string),
+        id_header: set(id_header),
+        tolerance: match (&window, *tolerance) {
+            (None, t) if !t.is_empty() => Some(t.parse().ok()?),
+            _ => None,
+        },
+        timestamp: match window {
             Some(header) => Some(ReplayWindow {
                 header,
                 tolerance: tolerance.parse().ok()?,
@@ -169,43 +192,25 @@ fn headers(head: &[u8]) -> HeaderMap {
 fn rules() -> &'static [Verifier] {
     static RULES: OnceLock<Vec<Verifier>> = OnceLock::new();
     RULES.get_or_init(|| {
-        let rule = |scheme, header: Option<&str>, prefix: Option<&str>, encoding, window: bool| {
-            let sig = Signature {
-                scheme,
-                secret_ref: SecretKeyRef {
-                    name: "s".into(),
-                    key: "k".into(),
-                },
-                header: header.map(Into::into),
-                prefix: prefix.map(Into::into),
-                encoding,
-                timestamp: window.then(|| ReplayWindow {
-                    header: "X-Timestamp".into(),
-                    tolerance: "5m".parse().expect("valid duration"),
-                }),
-            };
-            Verifier::new(&sig).expect("valid rule")
-        };
-        use SignatureScheme::*;
-        vec![
-            rule(Github, None, None, Encoding::Hex, false),
-            rule(
-                HmacSha256,
-                Some("X-Signature"),
-                Some("v1="),
-                Encoding::Hex,
-                true,
-            ),
-            rule(
-                HmacSha256,
-                Some("X-Signature"),
-                None,
-                Encoding::Base64,
-                false,
-            ),
-            rule(Bearer, None, None, Encoding::Hex, false),
-            rule(Bearer, Some("X-Api-Key"), None, Encoding::Hex, false),
+        [
+            "github|hex||||",
+            "hmac-sha256|hex|X-Signature|v1=|X-Timestamp|5m",
+            "hmac-sha256|base64|X-Signature|||",
+            "bearer|hex||||",
+            "bearer|hex|X-Api-Key|||",
+            "slack|hex||||",
+            "stripe|hex||||",
+            "standard-webhooks|hex||||",
+            "shopify|hex||||",
+            "gitlab|hex||||",
+            "hmac|base64|X-Signature||X-Timestamp|5m|sha512|{id}.{timestamp}.{body}|X-Id",
         ]
+        .into_iter()
+        .map(|line| {
+            let sig = signature(line).unwrap_or_else(|| panic!("a rule line: {line}"));
+            Verifier::new(&sig).expect("valid rule")
+        })
+        .collect()
     })
 }
 

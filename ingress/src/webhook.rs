@@ -25,6 +25,7 @@ use crate::{
     publish::{Message, PublishError, Publisher},
     reply::Reply,
     secrets::Slot,
+    signature::AuthError,
     spans,
 };
 
@@ -33,7 +34,8 @@ pub struct Route {
     pub config: WebhookConfig,
     source: String,
     default_type: String,
-    secret: Arc<Slot>,
+    /// The current secret, then the previous one when rotating.
+    secrets: Vec<Arc<Slot>>,
     publisher: Arc<dyn Publisher>,
     publish_timeout: Duration,
     received: Counter,
@@ -43,7 +45,7 @@ pub struct Route {
 impl Route {
     pub fn new(
         config: WebhookConfig,
-        secret: Arc<Slot>,
+        secrets: Vec<Arc<Slot>>,
         publisher: Arc<dyn Publisher>,
         publish_timeout: Duration,
         metrics: &Metrics,
@@ -54,7 +56,7 @@ impl Route {
             received: metrics.received(&config.pipeline, &config.spec.name),
             publish_duration: metrics.publish_duration(&publisher.destination().name),
             config,
-            secret,
+            secrets,
             publisher,
             publish_timeout,
         }
@@ -69,15 +71,18 @@ impl Route {
         span: &Span,
         deadline: Instant,
     ) -> Reply {
-        let Some(secret) = self.secret.get() else {
+        // The previous secret is optional: only the current one is needed to serve.
+        let loaded: Vec<_> = self.secrets.iter().map(|s| s.get()).collect();
+        if loaded.first().is_none_or(Option::is_none) {
             return Reply::Unavailable("the webhook's secret is not loaded");
-        };
-        let verified = self
-            .config
-            .verifier
-            .verify(secret.expose(), headers, &body, unix_now());
-        if let Err(e) = verified {
-            return Reply::Unauthorized(e);
+        }
+        let secrets: Vec<&[u8]> = loaded.iter().flatten().map(|s| s.expose()).collect();
+        match (self.config.verifier).verify(&secrets, headers, &body, unix_now()) {
+            Ok(()) => {}
+            Err(AuthError::UnusableSecret) => {
+                return Reply::Unavailable("the webhook's secret is not a key of its scheme");
+            }
+            Err(e) => return Reply::Unauthorized(e),
         }
         if let Some(other) = unsupported_content_type(headers) {
             return Reply::UnsupportedMediaType(other);

@@ -350,7 +350,7 @@ async fn the_replay_window_rejects_stale_future_and_tampered_timestamps() {
     let stale = send(now - 400, now - 400).await;
     assert_eq!(
         (stale.status, stale.json["error"].as_str()),
-        (401, Some("timestamp outside the replay window"))
+        (401, Some("timestamp outside the replay window of 300 s"))
     );
     let future = send(now + 400, now + 400).await;
     assert_eq!(future.status, 401);
