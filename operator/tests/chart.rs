@@ -298,6 +298,7 @@ fn the_operator_accepts_the_command_line_the_chart_gives_it() {
             "logLevel=debug",
             "watchNamespaces={shop,billing}",
         ],
+        &["externalMetrics.apiService.enabled=false"],
     ] {
         let (args, env) = operator_command(&render_with(values));
         // With arguments it accepts, it gets as far as looking for a cluster.
@@ -418,4 +419,34 @@ fn the_operators_budget_lets_a_drain_through_at_any_replica_count() {
             .unwrap();
         assert_eq!(spec["selector"], deployment["spec"]["selector"]);
     }
+}
+
+/// Where another adapter owns the external metrics APIService, the chart registers
+/// none, the operator defaults to KEDA and `helm test` does not look for the metrics.
+#[test]
+fn beside_another_metrics_adapter_the_chart_leaves_the_apiservice_alone() {
+    let engine = |docs: &[Value]| {
+        let (args, _) = operator_command(docs);
+        args.into_iter()
+            .find(|a| a.starts_with("--scaling-engine="))
+    };
+    let apiservices = |docs: &[Value]| docs.iter().filter(|d| d["kind"] == "APIService").count();
+    let test_args = |docs: &[Value]| {
+        let pod = docs.iter().find(|d| d["kind"] == "Pod").unwrap();
+        pod["spec"]["containers"][0]["args"].clone()
+    };
+    let ours = render();
+    assert_eq!(apiservices(&ours), 1);
+    assert_eq!(engine(&ours).as_deref(), Some("--scaling-engine=hpa"));
+    let beside = render_with(&["externalMetrics.apiService.enabled=false"]);
+    assert_eq!(apiservices(&beside), 0);
+    assert_eq!(engine(&beside).as_deref(), Some("--scaling-engine=keda"));
+    assert!(
+        (test_args(&beside).as_array().unwrap()).contains(&Value::from("--external-metrics=false"))
+    );
+    let chosen = render_with(&[
+        "externalMetrics.apiService.enabled=false",
+        "operator.scalingEngine=hpa",
+    ]);
+    assert_eq!(engine(&chosen).as_deref(), Some("--scaling-engine=hpa"));
 }

@@ -29,3 +29,24 @@ app.kubernetes.io/component: operator
 {{- define "eventpipe.otlpEndpoint" -}}
 {{- if .Values.jaeger.enabled -}}http://{{ include "eventpipe.fullname" . }}-jaeger.{{ .Release.Namespace }}.svc:4318{{- else -}}{{ .Values.otlp.endpoint }}{{- end -}}
 {{- end -}}
+
+{{/* The engine of pipelines that name none: operator.scalingEngine, else hpa while this
+chart serves the external metrics and keda when another adapter does. */}}
+{{- define "eventpipe.scalingEngine" -}}
+{{- .Values.operator.scalingEngine | default (ternary "hpa" "keda" .Values.externalMetrics.apiService.enabled) -}}
+{{- end -}}
+
+{{/* Refuses to take over the cluster's external metrics APIService from another
+service (KEDA, prometheus-adapter). lookup finds nothing under helm template. */}}
+{{- define "eventpipe.apiServiceFree" -}}
+{{- $name := "v1beta1.external.metrics.k8s.io" -}}
+{{- $existing := lookup "apiregistration.k8s.io/v1" "APIService" "" $name -}}
+{{- if $existing -}}
+{{- $svc := $existing.spec.service | default dict -}}
+{{- $owner := printf "%s/%s" ($svc.namespace | default "") ($svc.name | default "") -}}
+{{- $ours := printf "%s/%s" .Release.Namespace (include "eventpipe.fullname" .) -}}
+{{- if ne $owner $ours -}}
+{{- fail (printf "APIService %s is already served by Service %s (KEDA, prometheus-adapter or another metrics adapter); a cluster has only one. Keep it with --set externalMetrics.apiService.enabled=false (pipelines then scale with KEDA), or remove it first." $name (ternary "(none: served locally)" $owner (eq $owner "/"))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
