@@ -39,6 +39,7 @@ impl IngressTls {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.path.startsWith('/')").message("path must start with /"))]
+#[x_kube(validation = Rule::new("!has(self.github) || self.signature.scheme == 'github'").message("github applies to scheme github only"))]
 pub struct Webhook {
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
     pub name: String,
@@ -60,6 +61,19 @@ pub struct Webhook {
     #[serde(default = "defaults::max_body_bytes")]
     #[schemars(range(min = 1, max = 16_777_216))]
     pub max_body_bytes: i64,
+    /// GitHub deliveries (scheme github).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubOptions>,
+}
+
+/// What the ingress does with GitHub's own requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GithubOptions {
+    /// Enqueue `ping` events (sent when a hook is created) like any other; by
+    /// default they are answered `200` and not enqueued.
+    #[serde(default)]
+    pub deliver_pings: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -29,8 +29,8 @@ pub use event_pipeline::{
     Ordering, Scaling, Source, Tracing,
 };
 pub use ingress::{
-    Algorithm, Encoding, Ingress, IngressTls, PublishTarget, ReplayWindow, Signature,
-    SignatureScheme, TableRef, Webhook,
+    Algorithm, Encoding, GithubOptions, Ingress, IngressTls, PublishTarget, ReplayWindow,
+    Signature, SignatureScheme, TableRef, Webhook,
 };
 pub use manifest::{Manifest, ManifestError, Origin, Pipeline};
 pub use processor::{

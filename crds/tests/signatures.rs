@@ -63,6 +63,11 @@ fn every_scheme_in_its_documented_shape_is_valid() {
         let object = signature(sig.clone());
         assert_eq!(problems(&object), Vec::<String>::new(), "{sig}");
     }
+    let pings = pipeline(json!({
+        "signature": {"scheme": "github", "secretRef": {"name": "s", "key": "k"}},
+        "github": {"deliverPings": true}
+    }));
+    assert_eq!(problems(&pings), Vec::<String>::new());
 }
 
 #[test]
@@ -87,6 +92,11 @@ fn fields_a_scheme_would_ignore_are_refused() {
         &signature(json!({"scheme": "hmac"})),
         "schemes hmac and hmac-sha256 need header",
     );
+    let github_elsewhere = pipeline(json!({
+        "signature": {"scheme": "slack", "secretRef": {"name": "s", "key": "k"}},
+        "github": {"deliverPings": true}
+    }));
+    assert_rejected(&github_elsewhere, "github applies to scheme github only");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, path::Path};
 use eventpipe_crds::{Manifest, ManifestError, QueueBindingSpec, SqsQueue, Webhook};
 
 use crate::extract::{Field, Fields, InvalidField};
+use crate::github::Github;
 use crate::signature::{InvalidRule, Verifier};
 
 /// Every webhook the ingress serves.
@@ -22,6 +23,7 @@ pub struct WebhookConfig {
     pub spec: Webhook,
     pub verifier: Verifier,
     pub fields: Fields,
+    pub github: Github,
     pub max_body_bytes: usize,
     pub target: Target,
 }
@@ -232,6 +234,7 @@ fn compile(pipeline: &str, spec: &Webhook, target: Target) -> Result<WebhookConf
         spec: spec.clone(),
         verifier,
         fields,
+        github: Github::new(spec),
         max_body_bytes: usize::try_from(spec.max_body_bytes.max(1)).unwrap_or(usize::MAX),
         target,
     })

@@ -11,6 +11,7 @@ mod connections;
 mod drain;
 mod dynamodb;
 mod extract;
+mod github;
 mod limits;
 // The fuzz targets' entry point: not API, compiled for them (feature `fuzzing`) and
 // for the unit test that replays their seed corpus.

@@ -21,6 +21,10 @@ pub enum Reply {
         event_id: String,
         correlation_id: String,
     },
+    /// GitHub's `ping`, answered and not enqueued.
+    Pong {
+        hook_id: Option<String>,
+    },
     NotFound,
     MethodNotAllowed,
     TooLarge {
@@ -44,6 +48,7 @@ impl Reply {
     pub fn status(&self) -> StatusCode {
         match self {
             Reply::Accepted { .. } => StatusCode::ACCEPTED,
+            Reply::Pong { .. } => StatusCode::OK,
             Reply::NotFound => StatusCode::NOT_FOUND,
             Reply::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reply::TooLarge { .. } | Reply::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -68,7 +73,7 @@ impl Reply {
     /// The error text of anything but `202`.
     pub fn rejection(&self) -> Option<String> {
         Some(match self {
-            Reply::Accepted { .. } => return None,
+            Reply::Accepted { .. } | Reply::Pong { .. } => return None,
             Reply::NotFound => "no webhook at this path".into(),
             Reply::MethodNotAllowed => "webhooks accept POST only".into(),
             Reply::TooLarge { limit } => format!("body larger than {limit} bytes"),
@@ -96,6 +101,7 @@ impl Reply {
                 },
                 _,
             ) => json!({ "eventId": event_id, "correlationId": correlation_id }),
+            (Reply::Pong { hook_id }, _) => json!({ "pong": true, "hookId": hook_id }),
             (Reply::BadJson(e), Some(error)) => {
                 json!({ "error": error, "line": e.line(), "column": e.column() })
             }

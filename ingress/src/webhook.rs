@@ -21,6 +21,7 @@ use tracing::{Instrument, Span};
 
 use crate::{
     config::WebhookConfig,
+    github,
     metrics::Metrics,
     publish::{Message, PublishError, Publisher},
     reply::Reply,
@@ -88,6 +89,9 @@ impl Route {
             return Reply::UnsupportedMediaType(other);
         }
         match serde_json::from_slice(&body) {
+            Ok(_) if self.config.github.is_unwanted_ping(headers) => Reply::Pong {
+                hook_id: github::hook_id(headers),
+            },
             Ok(data) => self.accept(headers, data, span, deadline).await,
             Err(e) => Reply::BadJson(e),
         }
@@ -111,7 +115,7 @@ impl Route {
         }
         let mut trace = telemetry::inject(&producer);
         trace.retain(|(_, v)| !v.is_empty()); // no tracestate is no extension, not an empty one
-        let event = envelope::build(NewEvent {
+        let mut event = envelope::build(NewEvent {
             id: event_id.clone(),
             source: self.source.clone(),
             event_type: values
@@ -122,6 +126,7 @@ impl Route {
             data,
             trace,
         });
+        self.config.github.extend(headers, &mut event);
         let message = Message {
             event,
             group_id: values
