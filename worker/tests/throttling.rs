@@ -160,6 +160,11 @@ async fn a_processor_unavailable_for_two_minutes_loses_nothing_and_costs_no_rece
     let mut expected = sent.clone();
     expected.sort_by_key(|(id, _)| id.clone());
     assert_eq!(taken, expected, "every event delivered once, as sent");
+    // Log lines are buffered and written out every 100 ms, a moment after the fact.
+    eventually(10 * SECONDS, "every acknowledgement logged", async || {
+        receive_counts(&worker.log()).len() >= sent.len()
+    })
+    .await;
     let counts = receive_counts(&worker.log());
     assert_eq!(counts.len(), sent.len(), "{counts:?}");
     assert!(
