@@ -145,6 +145,33 @@ def boto_auth():
     }
 
 
+def serve_posts(answer):
+    """An HTTP/1.1 server on loopback that answers each POST with `answer(headers,
+    body)` -> (status, extra headers); returns the server and its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, headers = answer(self.headers, body)
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    # A consumer killed mid-request resets its connection: expected, not worth a trace.
+    server.handle_error = lambda *_: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/events"
+
+
 class Sink:
     """The no-op HTTP processor every consumer delivers to. Records when each
     sequence number first arrived."""
@@ -155,25 +182,11 @@ class Sink:
         self.first = {}
         self.deliveries = 0
         self.lock = threading.Lock()
-        sink = self
+        self.server, self.url = serve_posts(self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                sink.record(body)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, _headers, body):
+        self.record(body)
+        return 200, []
 
     def record(self, body):
         now = time.monotonic()

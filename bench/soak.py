@@ -5,19 +5,24 @@ Runs bench/soak.yaml on one moto server with real processes: the ingress, the in
 worker, the aggregator worker, and a recording HTTP processor. A load generator sends
 signed webhooks at a steady rate for --minutes while faults are injected:
 
-  * the ingest worker is killed with SIGKILL every 5 s and restarted at once;
+  * a worker is killed with SIGKILL every 5 s (the ingest worker and the aggregator
+    in turn) and restarted at once;
   * moto is frozen (SIGSTOP) for 30 s, then resumed;
   * the processor answers 503 (Retry-After: 2) for 20 s.
 
 Then the pipeline drains and every 202 is accounted for: stored (in soak-effects),
 dead-lettered (in soak-events-dlq, with its reason), or lost. Duplicate effects are
-events the processor recorded more than once, and aggregator counts that do not sum
-to the events stored. Writes bench/soak-results.json and the soak part of
+aggregator counts beyond the events stored (eventpipe's own DynamoDB processor, with
+idempotency). Deliveries repeated to the HTTP processor are counted too: a delivery
+whose worker dies after the processor answered, before the claim is marked done,
+is delivered again once the claim expires, so an HTTP processor's effect is exactly
+once only if it keys its writes by the event id (ce-id). Writes bench/soak-results.json and the soak part of
 RELIABILITY.md. `make soak` builds what this needs, then runs it.
 """
 
 import argparse
 import collections
+import itertools
 import datetime
 import json
 import os
@@ -27,18 +32,20 @@ import tempfile
 import threading
 import time
 import http.client
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 
-from run import ROOT, Moto, Proc, boto_auth, free_port, http_ok, machine, sign, wait_until
+from run import (ROOT, Moto, Proc, boto_auth, free_port, http_ok, machine, serve_posts,
+                 sign, wait_until)
 
 BENCH = ROOT / "bench"
 SECRET_NAME = "soak-webhook"
 QUEUE, DLQ = "soak-events", "soak-events-dlq"
 EFFECTS, COUNTS = "soak-effects", "soak-counts"
 BUCKETS = 16
+# The two workers, by the pipeline each consumes; each is killed every 10 s in turn.
+WORKERS = {"worker": "soak-ingest", "aggregator": "soak-aggregate"}
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
 
@@ -47,51 +54,31 @@ def say(line):
 
 
 class Processor:
-    """The ingest pipeline's HTTP processor: records each event in soak-effects
-    (ADD deliveries 1, so a repeated effect shows), or answers 503 while `down`."""
+    """The ingest pipeline's HTTP processor: records each event in soak-effects (see
+    `record`), or answers 503 during an outage."""
 
     def __init__(self, endpoint):
         self.down_until = 0.0
         self.calls = collections.Counter()
         self.lock = threading.Lock()
         ddb = boto3.client("dynamodb", endpoint_url=endpoint, **boto_auth())
-        processor = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = processor.handle(ddb, self.headers.get("ce-id", ""), body)
-                self.send_response(status)
-                if status == 503:
-                    self.send_header("Retry-After", "2")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        # A killed worker resets its connections: expected here, not worth a trace.
-        self.server.handle_error = lambda *_: None
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_posts(
+            lambda headers, body: self.handle(ddb, headers.get("ce-id", ""), body))
 
     def handle(self, ddb, event_id, body):
+        """(status, headers) for one delivery."""
+        down = time.monotonic() < self.down_until
         with self.lock:
-            self.calls["503" if time.monotonic() < self.down_until else "call"] += 1
-        if time.monotonic() < self.down_until:
-            return 503
-        seq = json.loads(body)["seq"]
+            self.calls["503" if down else "call"] += 1
+        if down:
+            return 503, [("Retry-After", "2")]
         try:
-            record(ddb, event_id, seq)
+            record(ddb, event_id, json.loads(body)["seq"])
         except Exception as e:  # moto frozen or overloaded: the worker retries
             with self.lock:
                 self.calls[f"error: {type(e).__name__}"] += 1
-            return 500
-        return 200
+            return 500, []
+        return 200, []
 
     def outage(self, seconds):
         self.down_until = time.monotonic() + seconds
@@ -173,8 +160,8 @@ class Rig:
         self.moto = Moto()
         self.processor = Processor(self.moto.endpoint)
         self.config = self.write_config()
-        self.kills = 0
-        self.ingress = self.worker = self.aggregator = None
+        self.kills = collections.Counter()
+        self.ingress, self.workers = None, {}
         self.env = {"AWS_ENDPOINT_URL": self.moto.endpoint, "RUST_LOG": "warn"}
 
     def write_config(self):
@@ -200,10 +187,13 @@ class Rig:
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         )
 
-    def component(self, binary, name, *args):
-        ops = f"127.0.0.1:{free_port()}"
-        cmd = [self.binaries / binary, "--config", self.config, "--metrics-listen", ops,
-               "--secrets-dir", self.tmp / "secrets", *args]
+    def command(self, pipeline, *args):
+        return [self.binaries / "eventpipe-worker", "--config", self.config,
+                "--metrics-listen", f"127.0.0.1:{free_port()}", "--secrets-dir",
+                self.tmp / "secrets", "--pipeline", pipeline, *args]
+
+    def started(self, name, cmd):
+        ops = cmd[cmd.index("--metrics-listen") + 1]
         proc = Proc(name, cmd, env=self.env)
         wait_until(lambda: http_ok(f"http://{ops}/readyz") or not proc.alive(), 60, name)
         if not proc.alive():
@@ -213,23 +203,23 @@ class Rig:
     def start(self):
         self.provision()
         port = free_port()
-        self.ingress = self.component("eventpipe-ingress", "ingress",
-                                      "--listen", f"127.0.0.1:{port}")
+        self.ingress = self.started("ingress", [
+            self.binaries / "eventpipe-ingress", "--config", self.config, "--metrics-listen",
+            f"127.0.0.1:{free_port()}", "--secrets-dir", self.tmp / "secrets",
+            "--listen", f"127.0.0.1:{port}"])
         self.url = f"http://127.0.0.1:{port}/hooks/soak"
-        self.worker = self.component("eventpipe-worker", "worker", "--pipeline", "soak-ingest")
-        self.aggregator = self.component("eventpipe-worker", "aggregator",
-                                         "--pipeline", "soak-aggregate")
+        self.workers = {name: self.started(name, self.command(pipeline))
+                        for name, pipeline in WORKERS.items()}
 
-    def kill_worker(self):
-        os.killpg(self.worker.p.pid, signal.SIGKILL)
-        self.worker.p.wait()
-        self.worker.log.close()
-        self.kills += 1
-        # Started without waiting for readiness: moto may be frozen right now.
-        cmd = [self.binaries / "eventpipe-worker", "--config", self.config,
-               "--metrics-listen", f"127.0.0.1:{free_port()}", "--secrets-dir",
-               self.tmp / "secrets", "--pipeline", "soak-ingest"]
-        self.worker = Proc("worker", cmd, env=self.env)
+    def kill(self, name):
+        """SIGKILL one worker and start it again at once, without waiting for it to
+        be ready (moto may be frozen right now)."""
+        proc = self.workers[name]
+        os.killpg(proc.p.pid, signal.SIGKILL)
+        proc.p.wait()
+        proc.log.close()
+        self.kills[name] += 1
+        self.workers[name] = Proc(name, self.command(WORKERS[name]), env=self.env)
 
     def freeze_moto(self, seconds):
         os.kill(self.moto.proc.p.pid, signal.SIGSTOP)
@@ -237,7 +227,7 @@ class Rig:
         os.kill(self.moto.proc.p.pid, signal.SIGCONT)
 
     def stop(self):
-        for proc in (self.worker, self.aggregator, self.ingress):
+        for proc in [*self.workers.values(), self.ingress]:
             if proc:
                 proc.stop()
         self.processor.stop()
@@ -245,9 +235,10 @@ class Rig:
 
 
 def faults(rig, seconds, stop):
-    """SIGKILL the worker every 5 s; freeze moto at 30 % of the run, the processor
-    at 60 %. Returns when the run is over."""
+    """SIGKILL a worker every 5 s, the two in turn; freeze moto at 30 % of the run,
+    the processor at 60 %. Returns when the run is over."""
     start = time.monotonic()
+    turns = itertools.cycle(WORKERS)
     plan = {"moto": 0.3 * seconds, "processor": 0.6 * seconds}
     while not stop.is_set() and time.monotonic() - start < seconds:
         stop.wait(5)
@@ -260,7 +251,7 @@ def faults(rig, seconds, stop):
             del plan["processor"]
             say("processor answers 503 for 20 s")
             rig.processor.outage(20)
-        rig.kill_worker()
+        rig.kill(next(turns))
 
 
 def drain(rig, accepted, timeout):
@@ -345,7 +336,7 @@ def account(load, rig, started, duration):
         "duplicate_effects": sum(1 for n in effects.values() if n > 1),
         "aggregated": counted,
         "aggregate_difference": counted - len(effects),
-        "worker_kills": rig.kills,
+        "worker_kills": dict(rig.kills),
         "processor_503s": rig.processor.calls["503"],
         "processor_calls": dict(rig.processor.calls),
         "machine": machine(),
@@ -362,9 +353,9 @@ def report(r):
         ("dead-lettered", r["dead_lettered"]),
         ("lost", r["lost"]),
         ("answered 503 yet stored (a retry is the same event)", r["stored_though_refused"]),
-        ("repeated effects (the processor records every delivery)", r["duplicate_effects"]),
-        ("aggregated minus stored (eventpipe's own aggregate)", r["aggregate_difference"]),
-        ("worker SIGKILLs", r["worker_kills"]),
+        ("deliveries repeated to the HTTP processor (it records each)", r["duplicate_effects"]),
+        ("duplicate effects: aggregated minus stored", r["aggregate_difference"]),
+        ("SIGKILLs", ", ".join(f"{k} {v}" for k, v in r["worker_kills"].items())),
         ("processor 503 answers", r["processor_503s"]),
         ("drain after the load (s)", r["drain_s"]),
     ]
@@ -372,7 +363,7 @@ def report(r):
                       for k, v in r["dead_letter_reasons"].items())
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"{BEGIN}\n`make soak` on {r['date']} ({r['machine']}): {r['minutes']} min at "
-            f"{r['rate_per_s']} webhooks/s, the worker killed every 5 s, moto frozen 30 s, "
+            f"{r['rate_per_s']} webhooks/s, a worker SIGKILLed every 5 s, moto frozen 30 s, "
             f"the processor down 20 s.\n\n| | |\n|---|---|\n{table}\n{reasons}\n{END}")
 
 
