@@ -1,6 +1,7 @@
-//! A signature rule as a manifest writes it, then a request against it: header names,
-//! prefixes, hex and base64 signatures, replay-window timestamps, bearer tokens. See
-//! `eventpipe_ingress::fuzzing::signature_headers`.
+//! A signature rule as a manifest writes it, then a request against it: every scheme
+//! (Stripe's and Standard Webhooks' multi-signature headers, whsec_ secrets, signed
+//! string templates, sha512), header names, prefixes, hex and base64 signatures,
+//! replay-window timestamps, tokens. See `eventpipe_ingress::fuzzing::signature_headers`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
