@@ -99,7 +99,8 @@ impl Ingress {
     /// Loads the secrets and the TLS certificate, connects the destinations and
     /// registers the metrics. Must run inside a Tokio runtime. Missing secrets do not
     /// fail start-up: the ingress stays not ready, and their webhooks answer `503`,
-    /// until they appear; a TLS certificate that does not load does.
+    /// until they appear (a previous secret, kept for a rotation, is not waited
+    /// for); a TLS certificate that does not load does.
     pub async fn new(
         config: IngressConfig,
         settings: Settings,
@@ -112,12 +113,12 @@ impl Ingress {
             .map(Tls::load)
             .transpose()?
             .map(Arc::new);
-        let refs: Vec<_> = config
-            .webhooks
+        let signatures: Vec<_> = config.webhooks.iter().map(|w| &w.spec.signature).collect();
+        let current = signatures.iter().map(|s| &s.secret_ref);
+        let previous = signatures
             .iter()
-            .flat_map(|w| w.spec.signature.secret_refs().cloned())
-            .collect();
-        let secrets = Arc::new(Secrets::load(&settings.secrets_dir, &refs));
+            .filter_map(|s| s.previous_secret_ref.as_ref());
+        let secrets = Arc::new(Secrets::load(&settings.secrets_dir, current, previous));
         let ready = Ready::default();
         ready.set(secrets.reload());
         // A store still under way when its request gave up is waited for this long.

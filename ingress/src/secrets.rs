@@ -43,6 +43,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug)]
 pub struct Slot {
     path: PathBuf,
+    /// A previous secret, kept during a rotation: its webhooks serve without it.
+    optional: AtomicBool,
     value: RwLock<Option<Arc<Secret>>>,
     /// Whether the file was read before: a secret missing at start-up is reported too.
     read: AtomicBool,
@@ -71,6 +73,9 @@ impl Slot {
             match (&next, error) {
                 (Some(_), _) if value.is_none() => tracing::info!(%file, "secret loaded"),
                 (Some(_), _) => tracing::info!(%file, "secret rotated"),
+                (None, _) if self.optional.load(Ordering::Relaxed) => {
+                    tracing::warn!(%file, "previous secret not loaded; only the current one verifies")
+                }
                 (None, Some(error)) => {
                     tracing::warn!(%file, %error, "secret unreadable; its webhooks answer 503")
                 }
@@ -80,7 +85,7 @@ impl Slot {
             }
             *value = next.map(Arc::new);
         }
-        value.is_some()
+        value.is_some() || self.optional.load(Ordering::Relaxed)
     }
 }
 
@@ -91,19 +96,29 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// Registers the secrets and reads them once.
-    pub fn load<'a>(dir: &Path, refs: impl IntoIterator<Item = &'a SecretKeyRef>) -> Self {
-        let slots = refs
-            .into_iter()
-            .map(|r| {
-                let slot = Slot {
-                    path: dir.join(&r.name).join(&r.key),
-                    value: RwLock::new(None),
-                    read: AtomicBool::new(false),
-                };
-                ((r.name.clone(), r.key.clone()), Arc::new(slot))
-            })
-            .collect();
+    /// Registers the secrets, and previous secrets that readiness does not wait
+    /// for (a secret that is both is required), and reads them once.
+    pub fn load<'a>(
+        dir: &Path,
+        required: impl IntoIterator<Item = &'a SecretKeyRef>,
+        previous: impl IntoIterator<Item = &'a SecretKeyRef>,
+    ) -> Self {
+        let mut slots: BTreeMap<(String, String), Arc<Slot>> = BTreeMap::new();
+        let tagged = (required.into_iter().map(|r| (r, false)))
+            .chain(previous.into_iter().map(|r| (r, true)));
+        for (r, optional) in tagged {
+            let slot = slots
+                .entry((r.name.clone(), r.key.clone()))
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        path: dir.join(&r.name).join(&r.key),
+                        optional: AtomicBool::new(optional),
+                        value: RwLock::new(None),
+                        read: AtomicBool::new(false),
+                    })
+                });
+            slot.optional.fetch_and(optional, Ordering::Relaxed);
+        }
         let secrets = Self { slots };
         secrets.reload();
         secrets
@@ -114,7 +129,7 @@ impl Secrets {
         self.slots.get(&(r.name.clone(), r.key.clone())).cloned()
     }
 
-    /// Reads every file again; true when all of them hold a value.
+    /// Reads every file again; true when all of them but previous secrets hold a value.
     pub fn reload(&self) -> bool {
         // Every file is re-read, even after a missing one.
         let loaded: Vec<bool> = self.slots.values().map(|s| s.reload()).collect();
@@ -161,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "gh", "secret", "hunter2\n");
         let r = key("gh", "secret");
-        let secrets = Secrets::load(dir.path(), [&r]);
+        let secrets = Secrets::load(dir.path(), [&r], []);
         assert_eq!(
             secrets.slot(&r).unwrap().get().unwrap().expose(),
             b"hunter2"
@@ -174,7 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (key("gh", "secret"), key("api", "token"));
         write(dir.path(), "api", "token", " \n");
-        let secrets = Secrets::load(dir.path(), [&a, &b]);
+        let secrets = Secrets::load(dir.path(), [&a, &b], []);
         assert!(!secrets.reload());
         assert!(secrets.slot(&a).unwrap().get().is_none());
         assert!(secrets.slot(&b).unwrap().get().is_none());
@@ -189,7 +204,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = key("gh", "secret");
         write(dir.path(), "gh", "secret", "old");
-        let secrets = Secrets::load(dir.path(), [&r]);
+        let secrets = Secrets::load(dir.path(), [&r], []);
         let slot = secrets.slot(&r).unwrap();
         write(dir.path(), "gh", "secret", "new");
         assert!(secrets.reload());
@@ -197,6 +212,22 @@ mod tests {
         std::fs::remove_file(slot.path()).unwrap();
         assert!(!secrets.reload());
         assert!(slot.get().is_none());
+    }
+
+    #[test]
+    fn a_missing_previous_secret_does_not_hold_readiness_unless_also_required() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "gh", "new", "one");
+        let (new, old) = (key("gh", "new"), key("gh", "old"));
+        let secrets = Secrets::load(dir.path(), [&new], [&old]);
+        assert!(secrets.reload());
+        assert!(secrets.slot(&old).unwrap().get().is_none());
+        write(dir.path(), "gh", "old", "two");
+        assert!(secrets.reload());
+        assert_eq!(secrets.slot(&old).unwrap().get().unwrap().expose(), b"two");
+        // Another webhook's current secret is some webhook's previous one.
+        let both = Secrets::load(dir.path(), [&new, &key("x", "y")], [&key("x", "y")]);
+        assert!(!both.reload());
     }
 
     #[test]
@@ -209,7 +240,7 @@ mod tests {
     async fn watch_reports_and_stops_when_the_secrets_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let r = key("gh", "secret");
-        let secrets = Arc::new(Secrets::load(dir.path(), [&r]));
+        let secrets = Arc::new(Secrets::load(dir.path(), [&r], []));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(watch(
             Arc::downgrade(&secrets),
