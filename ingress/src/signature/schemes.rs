@@ -1,7 +1,7 @@
 //! Each scheme's headers, signature layout and signed string, in one table: what
 //! verification, signing and the docs of `SignatureScheme` all follow.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use axum::http::HeaderName;
 use eventpipe_crds::{Algorithm, Encoding, Signature, SignatureScheme};
@@ -12,7 +12,7 @@ use super::{InvalidRule, header_name};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Layout {
     /// `<prefix><signature>`; the prefix compares ASCII-case-insensitively.
-    Prefixed(String),
+    Prefixed(Cow<'static, str>),
     /// Stripe: `t=<timestamp>,v1=<signature>[,v1=<signature>…]`; other keys ignored.
     Stripe,
     /// Standard Webhooks: space-separated `v1,<signature>`; other versions ignored.
@@ -77,80 +77,101 @@ pub(super) enum Rule {
 
 pub(super) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
+/// Where a sender puts the timestamp it signs.
+enum Stamp {
+    Unsigned,
+    Header(&'static str),
+    /// In the signature header (Stripe's `t=`).
+    InSignature,
+}
+
+/// A sender's scheme as the sender documents it.
+struct Sender {
+    header: &'static str,
+    layout: Layout,
+    signed: &'static str,
+    encoding: Encoding,
+    timestamp: Stamp,
+    id: Option<&'static str>,
+    key: Key,
+}
+
+const GITHUB: Sender = Sender {
+    header: "x-hub-signature-256",
+    layout: Layout::Prefixed(Cow::Borrowed("sha256=")),
+    signed: "{body}",
+    encoding: Encoding::Hex,
+    timestamp: Stamp::Unsigned,
+    id: None,
+    key: Key::Raw,
+};
+
+const SLACK: Sender = Sender {
+    header: "x-slack-signature",
+    layout: Layout::Prefixed(Cow::Borrowed("v0=")),
+    signed: "v0:{timestamp}:{body}",
+    timestamp: Stamp::Header("x-slack-request-timestamp"),
+    ..GITHUB
+};
+
+const STRIPE: Sender = Sender {
+    header: "stripe-signature",
+    layout: Layout::Stripe,
+    signed: "{timestamp}.{body}",
+    timestamp: Stamp::InSignature,
+    ..GITHUB
+};
+
+const STANDARD_WEBHOOKS: Sender = Sender {
+    header: "webhook-signature",
+    layout: Layout::Versioned,
+    signed: "{id}.{timestamp}.{body}",
+    encoding: Encoding::Base64,
+    timestamp: Stamp::Header("webhook-timestamp"),
+    id: Some("webhook-id"),
+    key: Key::Whsec,
+};
+
+const SHOPIFY: Sender = Sender {
+    header: "x-shopify-hmac-sha256",
+    layout: Layout::Prefixed(Cow::Borrowed("")),
+    encoding: Encoding::Base64,
+    ..GITHUB
+};
+
+const GITLAB_TOKEN: &str = "x-gitlab-token";
+
+impl Sender {
+    fn rule(&self, tolerance: Duration) -> Result<Rule, InvalidRule> {
+        let at = match self.timestamp {
+            Stamp::Unsigned => None,
+            Stamp::Header(h) => Some(TimestampAt::Header(header_name(h)?)),
+            Stamp::InSignature => Some(TimestampAt::Signature),
+        };
+        Ok(Rule::Hmac(HmacRule {
+            algorithm: Algorithm::Sha256,
+            encoding: self.encoding,
+            header: header_name(self.header)?,
+            layout: self.layout.clone(),
+            signed: parse_signed(self.signed)?,
+            window: at.map(|at| Window { at, tolerance }),
+            id: self.id.map(header_name).transpose()?,
+            key: self.key,
+        }))
+    }
+}
+
 impl Rule {
     pub fn new(sig: &Signature) -> Result<Self, InvalidRule> {
-        let tolerance = sig
-            .tolerance
-            .as_ref()
-            .map_or(DEFAULT_TOLERANCE, |t| t.as_std());
-        let fixed = |header: &str, layout, signed: &str, encoding, window, id, key| {
-            Ok(Rule::Hmac(HmacRule {
-                algorithm: Algorithm::Sha256,
-                encoding,
-                header: header_name(header)?,
-                layout,
-                signed: parse_signed(signed)?,
-                window,
-                id,
-                key,
-            }))
-        };
-        let at_header = |name: &str| -> Result<Option<Window>, InvalidRule> {
-            let at = TimestampAt::Header(header_name(name)?);
-            Ok(Some(Window { at, tolerance }))
-        };
-        let prefixed = |p: &str| Layout::Prefixed(p.into());
+        let tolerance = (sig.tolerance.as_ref()).map_or(DEFAULT_TOLERANCE, |t| t.as_std());
         match sig.scheme {
-            SignatureScheme::Github => fixed(
-                "x-hub-signature-256",
-                prefixed("sha256="),
-                "{body}",
-                Encoding::Hex,
-                None,
-                None,
-                Key::Raw,
-            ),
-            SignatureScheme::Slack => fixed(
-                "x-slack-signature",
-                prefixed("v0="),
-                "v0:{timestamp}:{body}",
-                Encoding::Hex,
-                at_header("x-slack-request-timestamp")?,
-                None,
-                Key::Raw,
-            ),
-            SignatureScheme::Stripe => fixed(
-                "stripe-signature",
-                Layout::Stripe,
-                "{timestamp}.{body}",
-                Encoding::Hex,
-                Some(Window {
-                    at: TimestampAt::Signature,
-                    tolerance,
-                }),
-                None,
-                Key::Raw,
-            ),
-            SignatureScheme::StandardWebhooks => fixed(
-                "webhook-signature",
-                Layout::Versioned,
-                "{id}.{timestamp}.{body}",
-                Encoding::Base64,
-                at_header("webhook-timestamp")?,
-                Some(header_name("webhook-id")?),
-                Key::Whsec,
-            ),
-            SignatureScheme::Shopify => fixed(
-                "x-shopify-hmac-sha256",
-                prefixed(""),
-                "{body}",
-                Encoding::Base64,
-                None,
-                None,
-                Key::Raw,
-            ),
+            SignatureScheme::Github => GITHUB.rule(tolerance),
+            SignatureScheme::Slack => SLACK.rule(tolerance),
+            SignatureScheme::Stripe => STRIPE.rule(tolerance),
+            SignatureScheme::StandardWebhooks => STANDARD_WEBHOOKS.rule(tolerance),
+            SignatureScheme::Shopify => SHOPIFY.rule(tolerance),
             SignatureScheme::Gitlab => Ok(Rule::Token {
-                header: header_name("x-gitlab-token")?,
+                header: header_name(GITLAB_TOKEN)?,
                 prefix: String::new(),
             }),
             SignatureScheme::Hmac | SignatureScheme::HmacSha256 => configured(sig),
@@ -191,7 +212,9 @@ fn configured(sig: &Signature) -> Result<Rule, InvalidRule> {
         header,
         // A header value arrives without its leading whitespace, so a prefix's
         // would never match.
-        layout: Layout::Prefixed(sig.prefix.as_deref().unwrap_or("").trim_start().into()),
+        layout: Layout::Prefixed(Cow::Owned(
+            sig.prefix.as_deref().unwrap_or("").trim_start().into(),
+        )),
         signed,
         window,
         id,
