@@ -414,5 +414,12 @@ spec:
         let escape = yaml.replace("key: secret", "key: ../../etc/passwd");
         let err = load(&escape).unwrap_err().to_string();
         assert!(err.contains("secretRef gh/../../etc/passwd"), "{err}");
+        let previous = yaml.replace(
+            "key: secret}",
+            "key: secret}, previousSecretRef: {name: .., key: old}",
+        );
+        assert_ne!(previous, yaml);
+        let err = load(&previous).unwrap_err().to_string();
+        assert!(err.contains("secretRef ../old"), "{err}");
     }
 }
