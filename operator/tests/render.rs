@@ -130,6 +130,23 @@ fn an_ingress_with_tls_serves_https_from_its_secret() {
 }
 
 #[test]
+fn a_rotations_previous_secret_is_mounted_beside_the_current_one() {
+    let mut p = example("github-analytics.yaml", "github-ingest");
+    let ingress = p.pipeline.spec.ingress.as_mut().unwrap();
+    ingress.webhooks[0].signature.previous_secret_ref = Some(
+        serde_json::from_value(json!({"name": "github-webhook-old", "key": "secret"})).unwrap(),
+    );
+    let (deployment, _) = render(&p, &settings()).ingress.unwrap();
+    let volumes = v(&deployment)["spec"]["template"]["spec"]["volumes"].to_string();
+    for name in ["github-webhook", "github-webhook-old"] {
+        assert!(
+            volumes.contains(&format!(r#""secretName":"{name}""#)),
+            "{volumes}"
+        );
+    }
+}
+
+#[test]
 fn workers_scale_on_queue_depth_and_drain_before_they_are_killed() {
     let p = example("github-analytics.yaml", "github-ingest");
     let w = render(&p, &settings());

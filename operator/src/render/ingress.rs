@@ -56,8 +56,12 @@ pub fn ingress_secrets(p: &EventPipeline) -> BTreeMap<String, BTreeSet<String>> 
     let Some(ingress) = &p.spec.ingress else {
         return wanted;
     };
-    for w in &ingress.webhooks {
-        let r = &w.signature.secret_ref;
+    // The current secret and, while a rotation lasts, the previous one.
+    for r in ingress
+        .webhooks
+        .iter()
+        .flat_map(|w| w.signature.secret_refs())
+    {
         wanted
             .entry(r.name.clone())
             .or_default()
