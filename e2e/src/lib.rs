@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod helm;
+pub mod load;
 pub mod tools;
 
 use std::collections::BTreeMap;

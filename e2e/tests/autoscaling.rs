@@ -9,20 +9,18 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use eventpipe_crds::EventPipeline;
 use eventpipe_e2e::helm::{self, SETTLE, available};
+use eventpipe_e2e::load::{PROCESSOR, send_messages, slow_processor};
 use eventpipe_e2e::{eventually, ready_condition};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
 const MAX_REPLICAS: i32 = 3;
 /// The issue's promise: a backlog reaches maxReplicas within a minute.
 const SCALE_UP: Duration = Duration::from_secs(60);
-const PROCESSOR: &str = "slow-processor";
 
 #[tokio::test]
 async fn a_backlog_scales_workers_to_max_and_back_to_min() {
@@ -64,67 +62,6 @@ async fn a_backlog_scales_workers_to_max_and_back_to_min() {
     release.uninstall(&client).await;
 }
 
-/// An HTTP processor that takes half a second per event: a Deployment and Service
-/// running Python in the chart's local AWS image (which has it).
-async fn slow_processor(client: &Client, ns: &str) {
-    let values = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../charts/eventpipe/values.yaml"
-    ))
-    .unwrap();
-    let values: Value = serde_yaml::from_str(&values).unwrap();
-    let image = values["localAws"]["image"].as_str().unwrap();
-    let server = r#"
-import http.server, time
-class Slow(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        time.sleep(0.5)
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("", 8080), Slow).serve_forever()
-"#;
-    let labels = json!({"app": PROCESSOR});
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": PROCESSOR},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{
-                    "name": "processor", "image": image, "imagePullPolicy": "IfNotPresent",
-                    "command": ["python3", "-c", server],
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                    "readinessProbe": {"tcpSocket": {"port": "http"}},
-                }]},
-            },
-        },
-    }))
-    .unwrap();
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": PROCESSOR},
-        "spec": {"selector": labels, "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]},
-    }))
-    .unwrap();
-    let params = PatchParams::apply(eventpipe_e2e::MANAGER);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    deployments
-        .patch(PROCESSOR, &params, &Patch::Apply(&deployment))
-        .await
-        .unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .patch(PROCESSOR, &params, &Patch::Apply(&service))
-        .await
-        .unwrap();
-    eventually("the slow processor available", SETTLE, async || {
-        (available(&deployments.get(PROCESSOR).await.ok()?) >= 1).then_some(())
-    })
-    .await;
-}
-
 /// A pipeline `name` reading the binding `source` into the slow processor, two
 /// deliveries at a time per worker, scaling between 1 and 3 workers without waiting.
 async fn start_pipeline(client: &Client, ns: &str, name: &str, source: Value) {
@@ -158,29 +95,6 @@ async fn start_pipeline(client: &Client, ns: &str, name: &str, source: Value) {
         ready_condition(&pipelines.get(name).await.ok()?).filter(|c| c.status == "True")
     })
     .await;
-}
-
-/// `count` messages at a steady pace (the emulator slows down when rushed).
-async fn send_messages(sqs: &aws_sdk_sqs::Client, url: &str, count: usize) {
-    for batch in 0..count / 10 {
-        let entries = (0..10).map(|i| {
-            let id = format!("m{batch}-{i}");
-            SendMessageBatchRequestEntry::builder()
-                .id(&id)
-                .message_body(json!({"n": batch * 10 + i}).to_string())
-                .build()
-                .unwrap()
-        });
-        let sent = sqs
-            .send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries.collect()))
-            .send()
-            .await
-            .unwrap();
-        assert!(sent.failed().is_empty(), "{:?}", sent.failed());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn put_items(ddb: &aws_sdk_dynamodb::Client, table: &str, count: usize) {
