@@ -26,7 +26,7 @@ pub use destinations::{Destinations, OutcomeTarget};
 pub use duration::{Duration, InvalidDuration};
 pub use event_pipeline::{
     Delivery, EventPattern, EventPipeline, EventPipelineSpec, EventPipelineStatus, Idempotency,
-    Ordering, Scaling, Source, Tracing,
+    Ordering, Source, Tracing,
 };
 pub use ingress::{
     Algorithm, Encoding, GithubOptions, Ingress, IngressTls, PublishTarget, ReplayWindow,
