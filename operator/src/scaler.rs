@@ -63,6 +63,7 @@ impl Scaler {
         cache: &Cache,
         now: std::time::Instant,
     ) {
+        wake_stranded(ctx, pipelines, deployments).await;
         let mine: Vec<_> = (pipelines.iter())
             .filter(|p| scales_to_zero(p, ctx))
             .collect();
@@ -82,6 +83,22 @@ impl Scaler {
     }
 }
 
+/// Workers left at 0 by a pipeline that may no longer go there (`minReplicas` raised,
+/// still on the hpa engine): the HPA does nothing at 0, so they are set to 1 here.
+async fn wake_stranded(
+    ctx: &Context,
+    pipelines: &[Arc<EventPipeline>],
+    deployments: &[Arc<Deployment>],
+) {
+    let on_hpa = |p: &&Arc<EventPipeline>| render::engine(p, &ctx.settings) == ScalingEngine::Hpa;
+    for p in pipelines.iter().filter(on_hpa) {
+        if !scales_to_zero(p, ctx) && replicas_of(deployments, p) == Some(0) {
+            let note = "minReplicas is above 0: workers scaled from 0 to 1".to_string();
+            scale(ctx, p, 1, "Woke", note).await;
+        }
+    }
+}
+
 fn key(p: &EventPipeline) -> Key {
     (p.namespace().unwrap_or_default(), p.name_any())
 }
@@ -93,16 +110,26 @@ fn replicas_of(deployments: &[Arc<Deployment>], p: &EventPipeline) -> Option<i32
     Some(d.spec.replicas.unwrap_or(1))
 }
 
-/// Sets the workers to 0 or 1 and says so on the pipeline; false when refused.
+/// Sets the workers to 0 or 1 as decided and says so on the pipeline; false when
+/// refused.
 async fn carry_out(ctx: &Context, p: &EventPipeline, decision: Decision) -> bool {
-    let (replicas, reason, note) = match decision {
-        Decision::ToZero => (0, "ScaledToZero", idle_note(p)),
-        _ => (
-            1,
-            "Woke",
-            "messages waiting: workers scaled from 0 to 1".to_string(),
-        ),
-    };
+    match decision {
+        Decision::ToZero => scale(ctx, p, 0, "ScaledToZero", idle_note(p)).await,
+        _ => {
+            let note = "messages waiting: workers scaled from 0 to 1".to_string();
+            scale(ctx, p, 1, "Woke", note).await
+        }
+    }
+}
+
+/// Sets the workers' replicas through the `scale` subresource, with an event.
+async fn scale(
+    ctx: &Context,
+    p: &EventPipeline,
+    replicas: i32,
+    reason: &str,
+    note: String,
+) -> bool {
     let ns = p.namespace().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let params = PatchParams {

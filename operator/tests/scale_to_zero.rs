@@ -165,3 +165,14 @@ async fn pipelines_that_keep_a_worker_or_use_keda_are_left_alone() {
         assert!(scaled(&s.api).is_empty());
     }
 }
+
+#[tokio::test]
+async fn workers_left_at_zero_wake_once_min_replicas_is_raised() {
+    let p = pipeline(json!({"minReplicas": 1, "maxReplicas": 5}));
+    let mut s = Setup::new();
+    s.read(&p, Duration::from_secs(5), Some(0), 0).await;
+    assert_eq!(scaled(&s.api), [1], "the HPA does nothing at zero");
+    assert_eq!(events(&s.api), ["Woke"]);
+    s.read(&p, Duration::from_secs(10), Some(0), 1).await;
+    assert_eq!(scaled(&s.api), [1], "once");
+}
