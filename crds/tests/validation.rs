@@ -195,7 +195,10 @@ fn cross_field_rules_of_signatures_publish_targets_and_value_sources() {
         s["ingress"]["webhooks"][0]["signature"] =
             json!({"scheme": "hmac-sha256", "secretRef": {"name": "s", "key": "k"}})
     });
-    assert_rejected(&hmac_without_header, "schemes hmac and hmac-sha256 need header");
+    assert_rejected(
+        &hmac_without_header,
+        "schemes hmac and hmac-sha256 need header",
+    );
     let replay_on_github = pipeline(|s| {
         s["ingress"]["webhooks"][0]["signature"]["timestamp"] = json!({"header": "X-Timestamp"})
     });
