@@ -139,11 +139,13 @@ impl Handler {
             Err(step) => return step,
         };
         let trace = eventpipe_core::telemetry::inject(&tracing::Span::current());
+        let completion = self.completion(event, claimed);
+        let completed = completion.is_some() && self.processor.completes_claims();
         let delivery = Delivery {
             event,
             trace: trace.clone(),
             group: attempt.group,
-            completion: self.completion(event, claimed),
+            completion,
         };
         let outcome = self.deliver(delivery, source).await;
         let result = match outcome {
@@ -154,7 +156,7 @@ impl Handler {
             Outcome::Failed(failure) => Err(failure),
         };
         match (result, &self.idempotency) {
-            (Ok(()), Some(store)) if claimed => {
+            (Ok(()), Some(store)) if claimed && !completed => {
                 if let Err(e) = store.complete(event.id()).await {
                     tracing::warn!(error = %e, "delivered, but not marked completed; a redelivery may repeat it");
                 }

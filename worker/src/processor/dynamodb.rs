@@ -183,6 +183,11 @@ impl Processor for DynamoDbProcessor {
             }
         })
     }
+
+    /// A count writes the claim's completion in its transaction.
+    fn completes_claims(&self) -> bool {
+        self.spec.aggregate.is_some()
+    }
 }
 
 /// DynamoDB asking to slow down (or not answering in time) is throttling; other

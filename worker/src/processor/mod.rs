@@ -82,7 +82,7 @@ pub struct Delivery<'a> {
     /// FIFO message group of the source message, kept when forwarding.
     pub group: Option<&'a str>,
     /// The idempotency claim's completion, for a processor that can make it part of
-    /// its own DynamoDB write; the handler completes the claim anyway afterwards.
+    /// its own DynamoDB write ([`Processor::completes_claims`]).
     pub completion: Option<aws_sdk_dynamodb::types::TransactWriteItem>,
 }
 
@@ -90,6 +90,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait Processor: Send + Sync {
     fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, Outcome>;
+
+    /// Whether a delivery that succeeded with a [`Delivery::completion`] has written
+    /// it, so the claim needs no completing after.
+    fn completes_claims(&self) -> bool {
+        false
+    }
 }
 
 /// The processor the pipeline's `spec.processor` names, each kind built from its
