@@ -4,15 +4,15 @@
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
 
-use eventpipe_crds::{Manifest, Pipeline, ScalingEngine};
+mod common;
+
+use eventpipe_crds::{Pipeline, ScalingEngine};
 use eventpipe_operator::{Autoscaler, Settings, render};
 use serde_json::{Value, json};
 
+/// Pipeline `name` of `examples/<file>`, on KEDA.
 fn example(file: &str, name: &str) -> Pipeline {
-    let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut p = Manifest::load(path).unwrap().pipeline(name).unwrap();
-    p.pipeline.metadata.namespace = Some("shop".into());
-    p.pipeline.metadata.uid = Some("6f1c0c4e-1111-2222-3333-444455556666".into());
+    let mut p = common::examples::example(file, name);
     p.pipeline.spec.scaling.engine = Some(ScalingEngine::Keda);
     p
 }

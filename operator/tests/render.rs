@@ -3,17 +3,12 @@
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::examples::example;
 use eventpipe_crds::{Manifest, Pipeline};
 use eventpipe_operator::{Settings, render};
 use serde_json::{Value, json};
-
-fn example(file: &str, name: &str) -> Pipeline {
-    let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut p = Manifest::load(path).unwrap().pipeline(name).unwrap();
-    p.pipeline.metadata.namespace = Some("shop".into());
-    p.pipeline.metadata.uid = Some("6f1c0c4e-1111-2222-3333-444455556666".into());
-    p
-}
 
 fn settings() -> Settings {
     Settings {

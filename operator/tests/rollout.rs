@@ -6,6 +6,9 @@
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::examples::{DIR, applied};
 use eventpipe_crds::{Manifest, Pipeline};
 use eventpipe_operator::{Settings, Workloads, render};
 use serde_json::{Value, json};
@@ -13,15 +16,11 @@ use serde_json::{Value, json};
 const EXAMPLES: [&str; 3] = ["github-analytics.yaml", "notes.yaml", "orders-saga.yaml"];
 
 fn examples() -> Vec<Pipeline> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let mut all = vec![];
     for file in EXAMPLES {
-        let manifest = Manifest::load(format!("{dir}/{file}")).unwrap();
+        let manifest = Manifest::load(format!("{DIR}/{file}")).unwrap();
         for name in manifest.pipeline_names() {
-            let mut p = manifest.pipeline(&name).unwrap();
-            p.pipeline.metadata.namespace = Some("shop".into());
-            p.pipeline.metadata.uid = Some("6f1c0c4e-1111-2222-3333-444455556666".into());
-            all.push(p);
+            all.push(applied(manifest.pipeline(&name).unwrap()));
         }
     }
     all

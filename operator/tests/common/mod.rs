@@ -5,6 +5,8 @@
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
 
+pub mod examples;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
