@@ -120,13 +120,20 @@ impl Idempotency {
         }
     }
 
+    /// The item of a completed `id`, remembered for the store's time to live.
+    fn completed(&self, id: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("id".into(), AttributeValue::S(id.into())),
+            ("status".into(), AttributeValue::S(COMPLETED.into())),
+            (TTL_ATTRIBUTE.into(), n(now() + self.ttl.as_secs())),
+        ])
+    }
+
     pub async fn complete(&self, id: &str) -> Result<(), String> {
         self.ddb
             .put_item()
             .table_name(&self.table)
-            .item("id", AttributeValue::S(id.into()))
-            .item("status", AttributeValue::S(COMPLETED.into()))
-            .item(TTL_ATTRIBUTE, n(now() + self.ttl.as_secs()))
+            .set_item(Some(self.completed(id)))
             .send()
             .await
             .map(|_| ())
@@ -141,9 +148,7 @@ impl Idempotency {
     pub fn completion(&self, id: &str) -> Option<TransactWriteItem> {
         let put = Put::builder()
             .table_name(&self.table)
-            .item("id", AttributeValue::S(id.into()))
-            .item("status", AttributeValue::S(COMPLETED.into()))
-            .item(TTL_ATTRIBUTE, n(now() + self.ttl.as_secs()))
+            .set_item(Some(self.completed(id)))
             .condition_expression("#s = :p")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":p", AttributeValue::S(IN_PROGRESS.into()))
