@@ -24,6 +24,7 @@ mod reply;
 mod secrets;
 mod server;
 mod signature;
+mod slack;
 mod spans;
 mod sqs;
 mod tls;

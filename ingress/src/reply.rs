@@ -25,6 +25,8 @@ pub enum Reply {
     Pong {
         hook_id: Option<String>,
     },
+    /// Slack's `url_verification`, answered with its challenge and not enqueued.
+    Challenge(String),
     NotFound,
     MethodNotAllowed,
     TooLarge {
@@ -48,7 +50,7 @@ impl Reply {
     pub fn status(&self) -> StatusCode {
         match self {
             Reply::Accepted { .. } => StatusCode::ACCEPTED,
-            Reply::Pong { .. } => StatusCode::OK,
+            Reply::Pong { .. } | Reply::Challenge(_) => StatusCode::OK,
             Reply::NotFound => StatusCode::NOT_FOUND,
             Reply::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reply::TooLarge { .. } | Reply::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,7 +75,7 @@ impl Reply {
     /// The error text of anything but `202`.
     pub fn rejection(&self) -> Option<String> {
         Some(match self {
-            Reply::Accepted { .. } | Reply::Pong { .. } => return None,
+            Reply::Accepted { .. } | Reply::Pong { .. } | Reply::Challenge(_) => return None,
             Reply::NotFound => "no webhook at this path".into(),
             Reply::MethodNotAllowed => "webhooks accept POST only".into(),
             Reply::TooLarge { limit } => format!("body larger than {limit} bytes"),
@@ -102,6 +104,7 @@ impl Reply {
                 _,
             ) => json!({ "eventId": event_id, "correlationId": correlation_id }),
             (Reply::Pong { hook_id }, _) => json!({ "pong": true, "hookId": hook_id }),
+            (Reply::Challenge(challenge), _) => json!({ "challenge": challenge }),
             (Reply::BadJson(e), Some(error)) => {
                 json!({ "error": error, "line": e.line(), "column": e.column() })
             }

@@ -27,7 +27,7 @@ use crate::{
     reply::Reply,
     secrets::Slot,
     signature::AuthError,
-    spans,
+    slack, spans,
 };
 
 /// A webhook with everything it needs at request time.
@@ -92,7 +92,10 @@ impl Route {
             Ok(_) if self.config.github.is_unwanted_ping(headers) => Reply::Pong {
                 hook_id: github::hook_id(headers),
             },
-            Ok(data) => self.accept(headers, data, span, deadline).await,
+            Ok(data) => match slack::challenge(&self.config.spec, &data) {
+                Some(challenge) => Reply::Challenge(challenge),
+                None => self.accept(headers, data, span, deadline).await,
+            },
             Err(e) => Reply::BadJson(e),
         }
     }

@@ -294,3 +294,46 @@ async fn a_github_ping_is_answered_not_queued_unless_asked_for_and_ids_are_kept(
         );
     }
 }
+
+/// Slack's headers for `body`, signed with `secret` now.
+fn slack(secret: &str, body: &[u8]) -> Vec<(String, String)> {
+    let ts = unix_now().to_string();
+    let base = [b"v0:", ts.as_bytes(), b":", body].concat();
+    let signature = format!("v0={}", hex::encode(sha256(secret.as_bytes(), &base)));
+    vec![
+        ("X-Slack-Request-Timestamp".into(), ts),
+        ("X-Slack-Signature".into(), signature),
+    ]
+}
+
+#[tokio::test]
+async fn a_slack_url_verification_is_answered_with_its_challenge_not_queued() {
+    let s = setup().await;
+    let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    for which in ["current", "previous"] {
+        let answer = s
+            .send("slack", &slack(&secret("slack", which), body), body)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.json);
+        assert_eq!(
+            answer.json["challenge"],
+            "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+        );
+    }
+    // Verified like any delivery: a forged one is refused.
+    let forged = s.send("slack", &slack("not-the-secret", body), body).await;
+    assert_eq!(forged.status, 401, "{}", forged.json);
+    // Only Slack's webhooks answer it: elsewhere it is an event like any other.
+    let stripe = br#"{"challenge":"c","type":"url_verification"}"#;
+    let ts = unix_now().to_string();
+    let signed = [ts.as_bytes(), b".", stripe].concat();
+    let header = format!(
+        "t={ts},v1={}",
+        hex::encode(sha256(secret("stripe", "current").as_bytes(), &signed))
+    );
+    let answer = s
+        .send("stripe", &[("Stripe-Signature".into(), header)], stripe)
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.json);
+    assert_eq!(depth(&s.moto.sqs(), &s.queue_url).await, 1);
+}
