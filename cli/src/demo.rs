@@ -40,6 +40,8 @@ pub struct Demo {
     /// Longest wait for the pipeline to settle.
     #[arg(long, default_value = "180s")]
     timeout: eventpipe_crds::Duration,
+    #[command(flatten)]
+    pub logs: dev::Logs,
 }
 
 const REPOSITORIES: [&str; 3] = ["acme/widgets", "acme/gadgets", "acme/docs"];
@@ -106,14 +108,20 @@ impl Demo {
             listen: self.listen,
             ops_listen: self.ops_listen,
             secrets_dir: None,
+            logs: self.logs,
         };
         let running = dev::start(&dev).await?;
         let result = self.drive(&running).await;
+        // Stopped before the report, so no log line of the pipeline comes after it.
         running.stop().await;
-        result
+        let (accepted, outcome, t) = result?;
+        outcome.print(&t);
+        self.verdict(accepted, &outcome)
     }
 
-    async fn drive(&self, running: &dev::Running) -> anyhow::Result<()> {
+    /// Sends the webhooks and waits for the pipeline to settle: how many were
+    /// accepted, and what became of them.
+    async fn drive(&self, running: &dev::Running) -> anyhow::Result<(usize, Outcome, Tables)> {
         let t = tables(&running.manifest)?;
         let (pipeline, webhook, url) = running
             .webhooks
@@ -139,8 +147,7 @@ impl Demo {
             self.events
         );
         let outcome = self.settle(&t, accepted).await?;
-        outcome.print(&t);
-        self.verdict(accepted, &outcome)
+        Ok((accepted, outcome, t))
     }
 
     /// Sends the comments, 16 at a time; how many were answered 202.

@@ -1,6 +1,7 @@
 //! `eventpipe dev`: the manifests a user applies, run in one process against a local
 //! AWS emulator: provisioning, the ingress and the workers of every pipeline.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use eventpipe_core::local_aws::{self, LocalAws};
-use eventpipe_core::{aws, ops, provision};
+use eventpipe_core::{aws, ops, provision, telemetry};
 use eventpipe_crds::Manifest;
 use eventpipe_ingress::{Ingress, IngressConfig};
 use eventpipe_worker::{Options, Worker, metrics::Metrics};
@@ -33,6 +34,33 @@ pub struct Dev {
     /// Secrets as `<dir>/<name>/<key>`; missing ones are generated there.
     #[arg(long)]
     pub secrets_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub logs: Logs,
+}
+
+/// How log lines are written.
+#[derive(Args, Clone, Copy)]
+pub struct Logs {
+    /// `auto`: readable text on a terminal, JSON lines when piped.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn resolve(self) -> telemetry::LogFormat {
+        match self {
+            Self::Auto => telemetry::LogFormat::for_output(std::io::stdout().is_terminal()),
+            Self::Text => telemetry::LogFormat::Text,
+            Self::Json => telemetry::LogFormat::Json,
+        }
+    }
 }
 
 /// The AWS endpoint local mode talks to; a moto it started lives as long as this.

@@ -57,9 +57,13 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let telemetry = emulator
-        .as_ref()
-        .map(|_| eventpipe_core::telemetry::init("eventpipe"));
+    let logs = match &cli.command {
+        Command::Dev(dev) => Some(dev.logs),
+        Command::Demo(demo) => Some(demo.logs),
+        _ => None,
+    };
+    let telemetry =
+        logs.map(|l| eventpipe_core::telemetry::init_with("eventpipe", l.log_format.resolve()));
     let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {

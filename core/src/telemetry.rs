@@ -1,4 +1,5 @@
-//! Logs and traces. Logs are JSON lines (level from `RUST_LOG`, default `info`); spans
+//! Logs and traces. Logs are JSON lines, or readable text for a person at a terminal
+//! ([`LogFormat`]; level from `RUST_LOG`, default `info`); spans
 //! of eventpipe's own code go to OpenTelemetry, exported over OTLP when the standard
 //! `OTEL_EXPORTER_OTLP_*` variables name an endpoint (protocol from
 //! `OTEL_EXPORTER_OTLP_PROTOCOL`, service name from `OTEL_SERVICE_NAME`). Trace
@@ -6,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -40,9 +42,30 @@ fn otlp_configured() -> bool {
     .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()))
 }
 
-/// Installs logging and tracing for a binary; `service` names it unless
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line, for collectors.
+    Json,
+    /// One readable line an event, for a person.
+    Text,
+}
+
+impl LogFormat {
+    /// Text for a terminal, JSON for a pipe or a file.
+    pub fn for_output(is_terminal: bool) -> Self {
+        if is_terminal { Self::Text } else { Self::Json }
+    }
+}
+
+/// Installs logging (JSON lines) and tracing for a binary; `service` names it unless
 /// `OTEL_SERVICE_NAME` does.
 pub fn init(service: &str) -> Telemetry {
+    init_with(service, LogFormat::Json)
+}
+
+/// [`init`], with log lines in `format`.
+pub fn init_with(service: &str, format: LogFormat) -> Telemetry {
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
     let mut builder = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(name).build());
@@ -60,17 +83,27 @@ pub fn init(service: &str) -> Telemetry {
         .with_tracer(tracer)
         .with_filter(filter_fn(|meta| meta.target().starts_with("eventpipe")));
     let (writer, guard) = log_writer::buffered(stdout(), log_writer::FLUSH_EVERY);
-    // json-subscriber keeps span fields as JSON values: tracing-subscriber's JSON format
-    // re-parses a span's fields for every record and every line inside it.
-    let logs = json_subscriber::layer()
-        .with_writer(writer)
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
+    let logs = match format {
+        // json-subscriber keeps span fields as JSON values: tracing-subscriber's JSON
+        // format re-parses a span's fields for every record and every line inside it.
+        LogFormat::Json => json_subscriber::layer()
+            .with_writer(writer)
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal())
+            .compact()
+            .boxed(),
+    };
+    let logs = logs
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let _ = tracing_subscriber::registry()
-        .with(traces)
         .with(logs)
+        .with(traces)
         .try_init();
     Telemetry {
         provider,
@@ -121,4 +154,15 @@ pub fn continue_trace<'a>(
 /// The trace id of `span` (32 hex digits), for log lines and summaries.
 pub fn trace_id(span: &tracing::Span) -> String {
     span.context().span().span_context().trace_id().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_terminal_reads_text_and_a_pipe_reads_json() {
+        assert_eq!(LogFormat::for_output(true), LogFormat::Text);
+        assert_eq!(LogFormat::for_output(false), LogFormat::Json);
+    }
 }
