@@ -30,17 +30,17 @@ pub struct Scaling {
     /// Passed to the HorizontalPodAutoscaler (or KEDA's) as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
-    /// With `minReplicas: 0`: how long the queues must stay idle (no visible, in-flight
-    /// or delayed message) before the workers go to zero. With the hpa engine a stream
-    /// source keeps one worker, as its lag is unknown while none reads it.
+    /// With `minReplicas: 0`: how long the sources must stay idle (no visible, in-flight
+    /// or delayed message; no stream record past a shard's checkpoint) before the
+    /// workers go to zero.
     #[serde(default = "defaults::cooldown")]
     pub cooldown: Duration,
     /// How often queue depth and stream lag are read: the most a wake-up from zero waits
     /// (plus a pod's start) and the age of the depth the HPA reads.
     #[serde(default = "defaults::polling_interval")]
     pub polling_interval: Duration,
-    /// With `minReplicas: 0`: the queue depth above which idle workers wake (0: the
-    /// first message wakes them).
+    /// With `minReplicas: 0`: the backlog above which idle workers wake (0: the first
+    /// message wakes them); a stream counts its shards with records waiting.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub activation_depth: i64,

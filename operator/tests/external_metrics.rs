@@ -297,3 +297,97 @@ async fn each_queue_is_read_once_per_refresh_however_many_pipelines_read_it() {
         "the shortest pollingInterval"
     );
 }
+
+/// A stream pipeline that scales to zero, with its workers gone: its shards are read
+/// from their checkpoints to tell whether records wait.
+#[tokio::test]
+async fn a_stream_with_no_reader_is_idle_once_read_to_its_checkpoint_and_busy_after_a_write() {
+    let moto = Moto::start();
+    let ddb = moto.dynamodb();
+    eventpipe_core::provision::ensure_checkpoint_table(&ddb, CHECKPOINTS)
+        .await
+        .unwrap();
+    let arn = eventpipe_core::provision::ensure_stream_table(&ddb, "orders")
+        .await
+        .unwrap()
+        .unwrap();
+    let write = async |id: &str| {
+        let item = aws_sdk_dynamodb::types::AttributeValue::S(id.into());
+        ddb.put_item()
+            .table_name("orders")
+            .item("id", item)
+            .send()
+            .await
+            .unwrap();
+    };
+    write("o-1").await;
+    let streams = aws_sdk_dynamodbstreams::Client::new(&moto.sdk_config());
+    let stream = streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let shard = stream.stream_description.unwrap().shards()[0]
+        .shard_id
+        .clone()
+        .unwrap();
+    let consumer = checkpoints::consumer("orders", "orders", &arn);
+    let leases = LeaseTable::new(ddb.clone(), CHECKPOINTS, &consumer, "worker-a");
+    leases
+        .create(&shard, None, &Checkpoint::TrimHorizon)
+        .await
+        .unwrap();
+
+    let pipeline = |name: &str, min: i32| -> Arc<EventPipeline> {
+        Arc::new(serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"sources": [{"queueBindingRef": {"name": "orders"}}], "processor": {"http": {"url": "http://x"}},
+                     "scaling": {"minReplicas": min}}
+        }))
+        .unwrap())
+    };
+    let pipelines = [pipeline("orders", 0), pipeline("keeps-one", 1)];
+    let binding: QueueBinding = serde_json::from_value(json!({
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {"dynamodbStream": {"tableName": "orders", "checkpointTable": CHECKPOINTS}},
+        "status": {"streamArn": arn}
+    }))
+    .unwrap();
+    let (ctx, cache, bindings) = (context(&moto), Cache::default(), [Arc::new(binding)]);
+    let backlog = async || {
+        external_metrics::refresh(&ctx, &pipelines, &bindings, &cache).await;
+        let keeps_one = cache.get("shop", "keeps-one").unwrap().backlog;
+        assert_eq!(
+            keeps_one, None,
+            "only read for pipelines that scale to zero"
+        );
+        cache.get("shop", "orders").unwrap().backlog
+    };
+    assert_eq!(backlog().await, Some(1), "a record past the checkpoint");
+
+    // A worker reads the record, checkpoints it and releases the lease as it stops.
+    let records = streams
+        .get_shard_iterator()
+        .stream_arn(&arn)
+        .shard_id(&shard)
+        .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap();
+    let got = streams
+        .get_records()
+        .shard_iterator(records.shard_iterator.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let last = got.records().last().unwrap().dynamodb.clone().unwrap();
+    let free = leases.scan().await.unwrap();
+    let taken = leases.take(&free[0]).await.unwrap();
+    let at = Checkpoint::After(last.sequence_number.unwrap());
+    leases.finish(&taken.key, &at, None).await.unwrap();
+    assert_eq!(backlog().await, Some(0), "read to its checkpoint: idle");
+
+    write("o-2").await;
+    assert_eq!(backlog().await, Some(1), "a new record wakes it");
+}

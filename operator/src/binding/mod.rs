@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::config::SharedCredentialsProvider;
+use aws_config::SdkConfig;
+use aws_sdk_sqs::config::{Region, SharedCredentialsProvider};
 use eventpipe_core::provision::{self, FailureKind, ProvisionError};
 use eventpipe_core::resolve;
 use eventpipe_crds::{
@@ -56,29 +57,30 @@ async fn clients(
     ctx: &Context,
     ns: &str,
 ) -> Result<(aws_sdk_sqs::Client, aws_sdk_dynamodb::Client), Error> {
-    let mut sqs = aws_sdk_sqs::config::Builder::from(&ctx.aws);
-    let mut ddb = aws_sdk_dynamodb::config::Builder::from(&ctx.aws);
+    let config = sdk_config(b, ctx, ns).await?;
+    Ok((
+        aws_sdk_sqs::Client::new(&config),
+        aws_sdk_dynamodb::Client::new(&config),
+    ))
+}
+
+/// The AWS configuration every client of the binding is built from.
+async fn sdk_config(b: &QueueBinding, ctx: &Context, ns: &str) -> Result<SdkConfig, Error> {
+    let mut config = ctx.aws.to_builder();
     if let Some(region) = &b.spec.region {
-        sqs = sqs.region(aws_sdk_sqs::config::Region::new(region.clone()));
-        ddb = ddb.region(aws_sdk_dynamodb::config::Region::new(region.clone()));
+        config.set_region(Some(Region::new(region.clone())));
     }
     if let Some(endpoint) = &b.spec.endpoint {
-        sqs = sqs.endpoint_url(endpoint);
-        ddb = ddb.endpoint_url(endpoint);
+        config.set_endpoint_url(Some(endpoint.clone()));
     }
     if let Some(c) = &b.spec.credentials {
         let creds = ctx
             .credentials
             .get(&ctx.client, ns, &c.secret_ref.name)
             .await?;
-        let provider = SharedCredentialsProvider::new(creds);
-        sqs = sqs.credentials_provider(provider.clone());
-        ddb = ddb.credentials_provider(provider);
+        config.set_credentials_provider(Some(SharedCredentialsProvider::new(creds)));
     }
-    Ok((
-        aws_sdk_sqs::Client::from_conf(sqs.build()),
-        aws_sdk_dynamodb::Client::from_conf(ddb.build()),
-    ))
+    Ok(config.build())
 }
 
 /// Namespace, region, endpoint and credentials Secret of a binding.
@@ -112,6 +114,16 @@ pub async fn dynamodb_client(
     ns: &str,
 ) -> Option<aws_sdk_dynamodb::Client> {
     clients(b, ctx, ns).await.ok().map(|(_, ddb)| ddb)
+}
+
+/// The DynamoDB Streams client for a binding, when its configuration can be built.
+pub async fn streams_client(
+    b: &QueueBinding,
+    ctx: &Context,
+    ns: &str,
+) -> Option<aws_sdk_dynamodbstreams::Client> {
+    let config = sdk_config(b, ctx, ns).await.ok()?;
+    Some(aws_sdk_dynamodbstreams::Client::new(&config))
 }
 
 /// A reason a person can act on, from what kind of AWS failure it was.

@@ -14,8 +14,10 @@ use eventpipe_crds::{DynamoDbStream, EventPipeline, QueueBinding};
 use kube::ResourceExt;
 
 use crate::binding;
+use crate::scaler;
 
 mod queues;
+mod streams;
 
 use crate::context::Context;
 use queues::Queues;
@@ -40,9 +42,9 @@ impl Default for Cache {
 pub struct Values {
     /// Visible plus in flight, over the SQS sources: what the HPA scales on.
     pub queue_depth: Option<i64>,
-    /// Visible, in flight or delayed, over all sources: whether they are idle. None when
-    /// any source's is unknown: a queue not read, or a stream (whose lag is unknown
-    /// while no worker reads it, so a stream source keeps a worker).
+    /// Whether the sources are idle: messages visible, in flight or delayed, plus the
+    /// stream shards with records waiting (read only for pipelines that scale to zero).
+    /// None when any source's is unknown.
     pub backlog: Option<i64>,
     pub stream_lag_seconds: Option<i64>,
     /// When they were read.
@@ -119,9 +121,11 @@ pub async fn refresh(
                 continue;
             };
             if let Some(stream) = &b.spec.dynamodb_stream {
-                let lag = stream_lag_seconds(ctx, p, b, stream, &ns, &mut tables).await;
+                let to_zero = scaler::scales_to_zero(p, ctx);
+                let (lag, backlog) =
+                    stream_values(ctx, p, b, stream, &ns, &mut tables, to_zero).await;
                 values.stream_lag_seconds = values.stream_lag_seconds.max(lag);
-                values.backlog = None;
+                values.backlog = values.backlog.zip(backlog).map(|(a, b)| a + b);
             } else if let Some(q) = queues.counts(ctx, b, &ns).await {
                 let depth = values.queue_depth.unwrap_or(0) + q.visible + q.in_flight;
                 values.queue_depth = Some(depth);
@@ -155,23 +159,44 @@ pub fn polling_interval(pipelines: &[Arc<EventPipeline>]) -> Duration {
 }
 
 /// The lag of a pipeline's stream source in whole seconds, from the leases of that
-/// pipeline and binding in the checkpoint table.
-async fn stream_lag_seconds(
+/// pipeline and binding in the checkpoint table; and, for a pipeline that scales to
+/// zero, the shards with records waiting ([`streams`]).
+async fn stream_values(
     ctx: &Context,
     p: &EventPipeline,
     b: &QueueBinding,
     stream: &DynamoDbStream,
     ns: &str,
     tables: &mut Tables,
-) -> Option<i64> {
-    let leases = tables.leases(ctx, b, ns, &stream.checkpoint_table).await?;
-    let prefix = checkpoints::binding_prefix(&p.name_any(), &b.name_any());
+    to_zero: bool,
+) -> (Option<i64>, Option<i64>) {
+    let Some(leases) = tables.leases(ctx, b, ns, &stream.checkpoint_table).await else {
+        return (None, None);
+    };
+    let (pipeline, binding, now) = (p.name_any(), b.name_any(), SystemTime::now());
+    let prefix = checkpoints::binding_prefix(&pipeline, &binding);
     let mine = leases.iter().filter(|l| {
         l.get(checkpoints::KEY)
             .and_then(|k| k.as_s().ok())
             .is_some_and(|k| k.starts_with(&prefix))
     });
-    stream_lag(mine, SystemTime::now()).map(|lag| lag.as_secs() as i64)
+    let lag = stream_lag(mine, now).map(|lag| lag.as_secs() as i64);
+    let arn = b.status.as_ref().and_then(|s| s.stream_arn.as_deref());
+    let Some(arn) = arn.or(stream.stream_arn.as_deref()).filter(|_| to_zero) else {
+        return (lag, None);
+    };
+    let consumer = checkpoints::consumer(&pipeline, &binding, arn);
+    let of_consumer = |l: &&Item| {
+        l.get(checkpoints::CONSUMER)
+            .and_then(|c| c.as_s().ok())
+            .is_some_and(|c| *c == consumer)
+    };
+    let leases: Vec<&Item> = leases.iter().filter(of_consumer).collect();
+    let backlog = match binding::streams_client(b, ctx, ns).await {
+        Some(client) => streams::waiting(&client, arn, &leases, now).await,
+        None => None,
+    };
+    (lag, backlog)
 }
 
 /// The checkpoint tables read during one refresh. Many pipelines keep their leases in
