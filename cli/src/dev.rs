@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use eventpipe_core::feed::Feed;
 use eventpipe_core::local_aws::{self, LocalAws};
 use eventpipe_core::{aws, ops, provision, telemetry};
 use eventpipe_crds::Manifest;
@@ -141,16 +142,18 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
     let mut registry = Registry::default();
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut metrics = Metrics::register(&mut registry);
     let webhooks = match manifest.pipelines.iter().any(|p| p.spec.ingress.is_some()) {
         true => {
-            let (webhooks, serve) =
+            let (webhooks, feed, serve) =
                 serve_ingress(dev, &manifest, &secrets_dir, &mut registry, stop.clone()).await?;
+            // One process, one feed: the ingress's and the workers' records together.
+            metrics.feed = feed;
             tasks.spawn(serve);
             webhooks
         }
         false => vec![],
     };
-    let metrics = Metrics::register(&mut registry);
     let options = Options {
         secrets_dir: secrets_dir.clone(),
         grace: Duration::from_secs(10),
@@ -159,7 +162,7 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
     };
     let worker = Worker::build(&pipelines, &options, &metrics).await?;
     tasks.spawn(worker.run(stop.clone()));
-    tasks.spawn(serve_ops(dev, registry, stop.clone()).await?);
+    tasks.spawn(serve_ops(dev, registry, metrics.feed.clone(), stop.clone()).await?);
     Ok(Running {
         webhooks,
         secrets_dir,
@@ -179,6 +182,7 @@ async fn serve_ingress(
     stop: CancellationToken,
 ) -> anyhow::Result<(
     Vec<(String, String, String)>,
+    Feed,
     impl Future<Output = ()> + use<>,
 )> {
     let file = dev.files[0].display().to_string();
@@ -198,18 +202,20 @@ async fn serve_ingress(
         })
         .collect();
     let ingress = Ingress::new(config, settings, registry).await?;
+    let feed = ingress.feed();
     let serve = async move {
         if let Err(e) = ingress.serve(listener, stop.cancelled_owned()).await {
             tracing::error!(error = %e, "ingress stopped");
         }
     };
-    Ok((webhooks, serve))
+    Ok((webhooks, feed, serve))
 }
 
-/// `/metrics`, `/healthz` and `/readyz` for everything running, until `stop`.
+/// `/metrics`, `/healthz`, `/readyz` and `/events` for everything running, until `stop`.
 async fn serve_ops(
     dev: &Dev,
     registry: Registry,
+    feed: Feed,
     stop: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + use<>> {
     let ready = ops::Ready::default();
@@ -218,7 +224,14 @@ async fn serve_ops(
         .await
         .with_context(|| format!("listen on {}", dev.ops_listen))?;
     Ok(async move {
-        let _ = ops::serve(listener, Arc::new(registry), ready, stop.cancelled_owned()).await;
+        let _ = ops::serve(
+            listener,
+            Arc::new(registry),
+            ready,
+            feed,
+            stop.cancelled_owned(),
+        )
+        .await;
     })
 }
 

@@ -1,7 +1,7 @@
 //! What the ingress, the worker and the operator share: the CloudEvent envelope and
 //! its SQS and DynamoDB forms, telemetry (JSON logs, OpenTelemetry traces, W3C
-//! propagation), the ops endpoints (`/metrics`, `/healthz`, `/readyz`), AWS client
-//! set-up, what a QueueBinding resolves to and provisions, the layout of the stream
+//! propagation), the ops endpoints (`/metrics`, `/healthz`, `/readyz`) and the feed of
+//! recent events, AWS client set-up, what a QueueBinding resolves to and provisions, the layout of the stream
 //! checkpoint table, and moto's server for local mode.
 //!
 //! Each module is one concern, used by its path (`eventpipe_core::telemetry::init`).
@@ -17,7 +17,9 @@ pub mod checkpoints;
 pub mod provision;
 pub mod resolve;
 
-// Running a component: logs and traces, the ops endpoints.
+// Running a component: logs and traces, the ops endpoints, the feed of recent events.
+pub mod feed;
+pub mod feed_http;
 pub mod log_writer;
 pub mod ops;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! The operations endpoints every component serves: Prometheus metrics at `/metrics`,
-//! liveness at `/healthz`, readiness at `/readyz`.
+//! liveness at `/healthz`, readiness at `/readyz`; the ingress and the worker add their
+//! feed of recent events (`/events`, see [`crate::feed_http`]).
 
 use std::sync::{
     Arc,
@@ -10,6 +11,9 @@ use axum::{
     Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
 };
 use prometheus_client::{encoding::text::encode, registry::Registry};
+
+use crate::feed::Feed;
+use crate::feed_http;
 
 /// Readiness, flipped by the component once its config and connections are in place.
 #[derive(Clone, Default)]
@@ -60,14 +64,16 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     }
 }
 
-/// Serves the ops endpoints on `listener` until `shutdown` completes.
+/// Serves the ops endpoints and `feed` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     ready: Ready,
+    feed: Feed,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry, ready))
+    let app = router(registry, ready).merge(feed_http::router(feed));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -163,6 +163,11 @@ impl Ingress {
         server::router(self.routes.clone())
     }
 
+    /// The feed of accepted events, to serve or read in process (local mode).
+    pub fn feed(&self) -> eventpipe_core::feed::Feed {
+        self.server.metrics.feed()
+    }
+
     /// True once every secret is loaded.
     pub fn ready(&self) -> Ready {
         self.ready.clone()

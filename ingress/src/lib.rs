@@ -59,6 +59,7 @@ pub async fn run(
         ops_listener,
         Arc::new(registry),
         ingress.ready(),
+        ingress.feed(),
         async move {
             let _ = ops_stopped.await;
         },

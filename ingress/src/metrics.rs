@@ -1,10 +1,12 @@
-//! The ingress's Prometheus metrics.
+//! The ingress's Prometheus metrics, and its feed of recent events.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
+
+use eventpipe_core::feed::Feed;
 
 use crate::limits::Limit;
 
@@ -43,6 +45,7 @@ pub struct Metrics {
     batch: Histograms,
     rejected: Family<ReasonLabels, Counter>,
     in_flight: Gauge,
+    feed: Feed,
 }
 
 fn latency_histogram() -> Histogram {
@@ -65,6 +68,7 @@ impl Metrics {
             batch: Family::new_with_constructor(batch_histogram),
             rejected: Family::default(),
             in_flight: Gauge::default(),
+            feed: Feed::default(),
         };
         registry.register(
             "eventpipe_ingress_requests",
@@ -105,6 +109,11 @@ impl Metrics {
             reason: limit.as_str(),
         };
         self.rejected.get_or_create(&labels).inc();
+    }
+
+    /// Accepted events, served next to the metrics.
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
     }
 
     pub fn in_flight(&self) -> Gauge {

@@ -10,8 +10,10 @@ use axum::{
     body::Bytes,
     http::{HeaderMap, header},
 };
+use cloudevents::AttributesReader;
 use eventpipe_core::{
     envelope::{self, NewEvent},
+    feed::{self, Feed, Record},
     telemetry,
 };
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
@@ -41,6 +43,7 @@ pub struct Route {
     publish_timeout: Duration,
     received: Counter,
     publish_duration: Histogram,
+    feed: Feed,
 }
 
 impl Route {
@@ -56,6 +59,7 @@ impl Route {
             default_type: config.default_type(),
             received: metrics.received(&config.pipeline, &config.spec.name),
             publish_duration: metrics.publish_duration(&publisher.destination().name),
+            feed: metrics.feed(),
             config,
             secrets,
             publisher,
@@ -130,6 +134,17 @@ impl Route {
             trace,
         });
         self.config.github.extend(headers, &mut event);
+        let accepted = Record {
+            component: "ingress".into(),
+            pipeline: self.config.pipeline.clone(),
+            source: self.config.spec.name.clone(),
+            id: event_id.clone(),
+            event_type: event.ty().into(),
+            correlation_id: correlation_id.clone(),
+            outcome: "accepted".into(),
+            ..Default::default()
+        };
+        let time = event.time().copied();
         let message = Message {
             event,
             group_id: values
@@ -147,6 +162,11 @@ impl Route {
                 }
                 self.received.inc();
                 tracing::info!(%correlation_id, %event_id, %trace_id, "event accepted");
+                self.feed.record(Record {
+                    latency_ms: feed::latency_ms(time, feed::now_ms()),
+                    trace_id: trace_id.clone(),
+                    ..accepted
+                });
                 Reply::Accepted {
                     event_id,
                     correlation_id,

@@ -82,6 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listener,
         Arc::new(registry),
         ready.clone(),
+        metrics.feed.clone(),
         async move { ops_stop.cancelled().await },
     ));
 

@@ -2,6 +2,8 @@
 //! sets: `eventpipe dev` registers them, and the operator's tests check the chart's
 //! alerts against them.
 
+use cloudevents::{AttributesReader, Event};
+use eventpipe_core::feed::{self, Feed, Record};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::{
     counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
@@ -55,6 +57,8 @@ pub struct Metrics {
     pub concurrency_limit: Family<Pipeline, Gauge>,
     /// The pipeline's circuit breaker: 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<Pipeline, Gauge>,
+    /// Recent events and what became of them, served next to the metrics.
+    pub feed: Feed,
 }
 
 impl Metrics {
@@ -76,6 +80,7 @@ impl Metrics {
             held: Family::default(),
             concurrency_limit: Family::default(),
             circuit_state: Family::default(),
+            feed: Feed::default(),
         };
         registry.register(
             "eventpipe_events_received",
@@ -142,6 +147,23 @@ impl Metrics {
             "Circuit breaker in front of the processor: 0 closed, 1 half-open (one probe), 2 open (nothing received)",
             self.circuit_state.clone(),
         );
+    }
+
+    /// Adds what became of `event` to the feed (metadata only, never its data).
+    pub fn record(&self, source: &Source, event: &Event, outcome: &str, trace_id: &str) {
+        let time = event.time().copied();
+        self.feed.record(Record {
+            component: "worker".into(),
+            pipeline: source.pipeline.clone(),
+            source: source.source.clone(),
+            id: event.id().into(),
+            event_type: event.ty().into(),
+            correlation_id: eventpipe_core::envelope::correlation_id(event).unwrap_or_default(),
+            outcome: outcome.into(),
+            latency_ms: feed::latency_ms(time, feed::now_ms()),
+            trace_id: trace_id.into(),
+            ..Default::default()
+        });
     }
 
     pub fn outcome(&self, source: &Source, outcome: &str) {

@@ -55,6 +55,12 @@ impl SqsSource {
         let event_id = event.id().to_string();
         let trace_id = eventpipe_core::telemetry::trace_id(&span);
         let acks = &run.acks;
+        let outcome = match &decision {
+            Decision::Ack(outcome) => outcome,
+            Decision::Retry(..) => "retried",
+            Decision::DeadLetter(_) => "dead_lettered",
+        };
+        (self.handler.metrics).record(&self.labels, &event, outcome, &trace_id);
         match decision {
             Decision::Ack(outcome) => {
                 tracing::info!(outcome, receive_count, %correlation_id, %event_id, %trace_id, "acknowledged");
