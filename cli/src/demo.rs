@@ -1,6 +1,7 @@
 //! `eventpipe demo`: the GitHub analytics pipeline run locally, a few hundred signed
 //! `issue_comment` webhooks (some of them poison) sent through it, and a summary of
-//! what happened. Exits non-zero when the numbers do not add up.
+//! what happened. Exits non-zero when the numbers do not add up. An example with a
+//! scenario beside it (`x.demo.json`) runs that scenario instead (`scenario_run.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,11 +17,12 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::dev::{self, Dev};
-use crate::send;
+use crate::{scenario, scenario_run, send};
 
 #[derive(Args)]
 pub struct Demo {
-    /// The pipeline manifest (GitHub analytics: webhook → queue → table → stream → counts).
+    /// The pipeline manifest (GitHub analytics: webhook → queue → table → stream → counts,
+    /// or an example with a scenario beside it, `<name>.demo.json`).
     #[arg(
         short = 'f',
         long = "file",
@@ -110,6 +112,10 @@ impl Demo {
             secrets_dir: None,
             logs: self.logs,
         };
+        let scenario = scenario::path_for(&self.file);
+        if scenario.exists() {
+            return scenario_run::run(dev, &scenario, self.timeout.as_std()).await;
+        }
         let running = dev::start(&dev).await?;
         let result = self.drive(&running).await;
         // Stopped before the report, so no log line of the pipeline comes after it.
@@ -341,7 +347,10 @@ fn latency_ms(item: &Value) -> Option<f64> {
     Some((to - from).num_microseconds()? as f64 / 1000.0)
 }
 
-async fn scan(ddb: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) async fn scan(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> anyhow::Result<Vec<Value>> {
     let mut all = vec![];
     let mut start = None;
     for _ in 0..1000 {

@@ -3,6 +3,8 @@
 mod demo;
 mod dev;
 mod dlq;
+mod scenario;
+mod scenario_run;
 mod send;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -35,7 +37,7 @@ enum Command {
     Dev(dev::Dev),
     /// Sign and send events to a webhook, as its real sender does.
     Send(send::Send),
-    /// Run the GitHub analytics example locally, send webhooks through it, and report.
+    /// Run an example locally (GitHub analytics, or one with a scenario), send events through it, and report.
     Demo(demo::Demo),
 }
 

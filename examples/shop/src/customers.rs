@@ -57,6 +57,11 @@ pub async fn register(
     customer: &Customer,
     cause: &Incoming,
 ) -> anyhow::Result<Registered> {
+    // Looked up first, so a repeated sign-up does not even try the transaction (the
+    // transaction's conditions still settle a race between two).
+    if exists(ddb, &tables.customers, &customer.id).await? {
+        return Ok(Registered::Already);
+    }
     let now = chrono::Utc::now().to_rfc3339();
     let mut record = customer.to_json();
     record["registeredAt"] = json!(now);

@@ -1,0 +1,258 @@
+//! `eventpipe demo` for an example with a scenario: the example run locally, the
+//! scenario's events signed and sent to its webhooks, then its table (and published
+//! events) read until every expectation holds or the timeout passes, and a report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use eventpipe_core::provision;
+use eventpipe_crds::Manifest;
+use serde_json::Value;
+
+use crate::demo::scan;
+use crate::dev::{self, Dev};
+use crate::scenario::{self, Scenario};
+use crate::send;
+
+/// What the demo found.
+#[derive(Default)]
+struct Seen {
+    /// The table's items by key.
+    items: BTreeMap<String, Value>,
+    /// The outbox items' ids.
+    outbox: BTreeSet<String>,
+    /// The published events, as received, and how many times each id came.
+    events: Vec<Value>,
+    received: BTreeMap<String, usize>,
+}
+
+pub async fn run(dev: Dev, path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let scenario = Scenario::load(path)?;
+    let manifest = Manifest::load_all(&dev.files)?;
+    scenario.check(&manifest)?;
+    check_services(&manifest, &scenario.services)?;
+    println!("{}\n", scenario.about);
+    let running = dev::start(&dev).await?;
+    let result = drive(&scenario, &running, timeout).await;
+    // Stopped before the report, so no log line of the pipeline comes after it.
+    running.stop().await;
+    let (accepted, seen) = result?;
+    report(&scenario, &seen);
+    verdict(&scenario, accepted, &seen, path)
+}
+
+/// Every container processor's port answers: the example's services run.
+fn check_services(manifest: &Manifest, services: &str) -> anyhow::Result<()> {
+    for (port, pipelines) in scenario::service_ports(manifest) {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            anyhow::bail!(
+                "nothing listens on {addr}, where {} deliver (container processor): start the example's services first: {services}",
+                pipelines.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn drive(
+    scenario: &Scenario,
+    running: &dev::Running,
+    timeout: Duration,
+) -> anyhow::Result<(usize, Seen)> {
+    let accepted = send_all(scenario, running).await?;
+    println!(
+        "sent {} events, accepted {accepted} (202 once stored)",
+        scenario.send.len()
+    );
+    let seen = settle(scenario, timeout).await?;
+    Ok((accepted, seen))
+}
+
+/// Signs and sends the events one after the other; how many were answered 202.
+async fn send_all(scenario: &Scenario, running: &dev::Running) -> anyhow::Result<usize> {
+    let client = reqwest::Client::new();
+    let mut accepted = 0;
+    for e in &scenario.send {
+        let hook = (running
+            .manifest
+            .pipeline(&e.pipeline)?
+            .pipeline
+            .spec
+            .ingress)
+            .and_then(|i| i.webhooks.into_iter().find(|w| w.name == e.webhook))
+            .context("checked with the scenario")?;
+        let url = (running.webhooks.iter())
+            .find(|(p, w, _)| *p == e.pipeline && *w == e.webhook)
+            .map(|(_, _, url)| url.clone())
+            .context("every webhook of the manifest is served")?;
+        let secret = send::read_secret(&hook, &running.secrets_dir)?;
+        let body = serde_json::to_vec(&e.data)?;
+        let mut request = client.post(&url).body(body.clone());
+        for (k, v) in send::headers(&hook, &secret, &body, None)? {
+            request = request.header(k, v);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        accepted += usize::from(response.status().as_u16() == 202);
+    }
+    Ok(accepted)
+}
+
+/// Reads what the pipelines made of the events until the scenario's expectations
+/// hold, or the timeout passes.
+async fn settle(scenario: &Scenario, timeout: Duration) -> anyhow::Result<Seen> {
+    let config = eventpipe_core::aws::default_config().await;
+    let (ddb, sqs) = (
+        aws_sdk_dynamodb::Client::new(&config),
+        aws_sdk_sqs::Client::new(&config),
+    );
+    let queue = match &scenario.published {
+        Some(p) => Some(provision::url_of(&sqs, &p.queue).await?),
+        None => None,
+    };
+    let deadline = Instant::now() + timeout;
+    let mut seen = Seen::default();
+    while Instant::now() < deadline {
+        seen.items = keyed(scan(&ddb, &scenario.table.name).await?, &scenario.table.key);
+        if let (Some(p), Some(url)) = (&scenario.published, &queue) {
+            seen.outbox = keyed(scan(&ddb, &p.outbox).await?, "id")
+                .into_keys()
+                .collect();
+            for event in drain(&sqs, url).await? {
+                let id = event["id"].as_str().unwrap_or_default().to_string();
+                *seen.received.entry(id).or_default() += 1;
+                seen.events.push(event);
+            }
+        }
+        if problems(scenario, &seen).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(seen)
+}
+
+fn problems(scenario: &Scenario, seen: &Seen) -> Vec<String> {
+    let mut out = scenario::mismatches(&scenario.expect, &seen.items, &scenario.table.name);
+    if let Some(p) = &scenario.published {
+        out.extend(scenario::publication_errors(
+            p.items,
+            &seen.outbox,
+            &seen.received,
+        ));
+    }
+    out
+}
+
+fn report(scenario: &Scenario, seen: &Seen) {
+    let t = &scenario.table;
+    let header: Vec<String> = std::iter::once(&t.key).chain(&t.columns).cloned().collect();
+    let rows = seen.items.iter().map(|(key, item)| {
+        let cells = t.columns.iter().map(|c| scenario::shown(item.get(c)));
+        std::iter::once(key.clone()).chain(cells).collect()
+    });
+    println!("\n{}:", t.name);
+    print_table(std::iter::once(header).chain(rows).collect());
+    if let Some(p) = &scenario.published {
+        println!(
+            "\npublished on {}: {} events for {} items of {}",
+            p.queue,
+            seen.events.len(),
+            seen.outbox.len(),
+            p.outbox
+        );
+        let header = ["id", "type", "subject", "trace"]
+            .map(String::from)
+            .to_vec();
+        let rows = seen.events.iter().map(|e| {
+            let trace = e["traceparent"].as_str().and_then(|t| t.split('-').nth(1));
+            vec![
+                scenario::shown(e.get("id")),
+                scenario::shown(e.get("type")),
+                scenario::shown(e.get("subject")),
+                trace.unwrap_or("-").to_string(),
+            ]
+        });
+        print_table(std::iter::once(header).chain(rows).collect());
+    }
+}
+
+/// Rows in columns as wide as their widest cell.
+fn print_table(rows: Vec<Vec<String>>) {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("  {}", cells.join("  ").trim_end());
+    }
+}
+
+fn verdict(scenario: &Scenario, accepted: usize, seen: &Seen, path: &Path) -> anyhow::Result<()> {
+    let mut problems = problems(scenario, seen);
+    if accepted < scenario.send.len() {
+        problems.insert(
+            0,
+            format!(
+                "{} of {} events were not accepted",
+                scenario.send.len() - accepted,
+                scenario.send.len()
+            ),
+        );
+    }
+    if problems.is_empty() {
+        println!("\nOK: everything {} expects holds", path.display());
+        return Ok(());
+    }
+    anyhow::bail!(
+        "not as {} expects:\n  {}",
+        path.display(),
+        problems.join("\n  ")
+    )
+}
+
+/// Items by the string value of `key` (items without one are left out).
+fn keyed(items: Vec<Value>, key: &str) -> BTreeMap<String, Value> {
+    (items.into_iter())
+        .filter_map(|i| Some((i[key].as_str()?.to_string(), i)))
+        .collect()
+}
+
+/// Receives and deletes what the queue holds now, as its subscriber would: the
+/// structured CloudEvents of its messages.
+async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<Vec<Value>> {
+    let mut events = vec![];
+    for _ in 0..100 {
+        let out = (sqs.receive_message())
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .with_context(|| format!("receive from {url}"))?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            events.push(serde_json::from_str(m.body().unwrap_or_default()).unwrap_or(Value::Null));
+            if let Some(handle) = m.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await?;
+            }
+        }
+    }
+    Ok(events)
+}
