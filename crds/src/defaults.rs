@@ -20,6 +20,7 @@ defaults! {
     container_port: i32 = 8080;
     container_path: String = "/".into();
     counter: String = "count".into();
+    batch_window: Duration = Duration::lit("0s");
     concurrency: i32 = 16;
     delivery_timeout: Duration = Duration::lit("30s");
     idempotency_ttl: Duration = Duration::lit("24h");
@@ -35,6 +36,7 @@ defaults! {
     wait_time: Duration = Duration::lit("20s");
     sqs_batch_size: i32 = 10;
     stream_batch_size: i32 = 100;
+    parallelization_factor: i32 = 1;
     checkpoint_table: String = "eventpipe-checkpoints".into();
 
     // DeadLetterPolicy

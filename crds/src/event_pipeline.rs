@@ -29,6 +29,7 @@ kind! {
             json_path = ".status.conditions[?(@.type==\"Active\")].reason"
         ),
     )]
+    #[x_kube(validation = Rule::new("!has(self.destinations) || !has(self.destinations.reply) || !has(self.processor.http) || !has(self.processor.http.batch)").message("destinations.reply publishes the reply to each event, and a batch response carries none: remove processor.http.batch or destinations.reply"))]
     pub struct EventPipelineSpec {
         /// Webhooks that turn HTTP requests into events.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -34,7 +34,7 @@ pub use ingress::{
 };
 pub use manifest::{Manifest, ManifestError, Origin, Pipeline};
 pub use processor::{
-    Aggregate, AggregateKey, ContainerProcessor, DynamoDbProcessor, HeaderFromSecret,
+    Aggregate, AggregateKey, Batch, ContainerProcessor, DynamoDbProcessor, HeaderFromSecret,
     HttpProcessor, Processor, SigV4, SigV4Service, SqsProcessor,
 };
 pub use queue_binding::{

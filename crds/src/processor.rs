@@ -23,7 +23,8 @@ pub struct Processor {
     pub sqs: Option<SqsProcessor>,
 }
 
-/// POST each event as a binary-mode CloudEvent; 2xx is success.
+/// POST each event as a binary-mode CloudEvent, or with `batch` several in one
+/// request; 2xx is success.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.sigv4) && has(self.bearerTokenSecretRef))").message("sigv4 and bearerTokenSecretRef both set the Authorization header; choose one"))]
@@ -46,6 +47,26 @@ pub struct HttpProcessor {
     /// (API Gateway with IAM authorization, Lambda function URLs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigv4: Option<SigV4>,
+    /// Several events per request, in the CloudEvents batched content mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Batch>,
+}
+
+/// Events delivered together: up to `maxSize` per request, waiting at most `window`
+/// for a request to fill. For `http`, a JSON array of structured CloudEvents
+/// (`application/cloudevents-batch+json`); a 2xx response may name the failed events
+/// as `{"batchItemFailures": [{"itemIdentifier": "<event id>"}]}`, and only those are
+/// retried; any other status fails them all. For `dynamodb`, one `BatchWriteItem` of
+/// up to 25 puts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_size: i32,
+    /// How long the first event of a request waits for others; it counts toward
+    /// `delivery.timeout`. `0s`: only what is waiting already goes with it.
+    #[serde(default = "defaults::batch_window")]
+    pub window: Duration,
 }
 
 /// A request header whose value is a key of a Secret: `{name: X-Api-Key, secretRef: {name, key}}`.
@@ -124,8 +145,10 @@ pub struct ContainerProcessor {
 }
 
 /// Write events into a table, idempotently (keyed by event id), or count them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.batch) || !has(self.aggregate)").message("batch applies to puts only: a count is an update (in a transaction with its idempotency claim), which BatchWriteItem cannot make"))]
+#[x_kube(validation = Rule::new("!has(self.batch) || self.batch.maxSize <= 25").message("batch.maxSize: BatchWriteItem takes at most 25 items"))]
 pub struct DynamoDbProcessor {
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{3,255}$"))]
     pub table_name: String,
@@ -135,6 +158,11 @@ pub struct DynamoDbProcessor {
     /// Instead of putting the event, add one to a counter item keyed by parts of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<Aggregate>,
+    /// Puts in `BatchWriteItem`s of up to 25, the unprocessed ones retried. Such a put
+    /// has no condition: a redelivered event's item is written again (same content,
+    /// a `MODIFY` on the table's stream) instead of being left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Batch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -110,14 +110,30 @@ pub struct DynamoDbStream {
     /// Where a shard with no checkpoint starts.
     #[serde(default)]
     pub starting_position: StartingPosition,
-    /// Records per GetRecords.
+    /// Most records per batch a shard delivers (and per GetRecords).
     #[serde(default = "defaults::stream_batch_size")]
     #[schemars(range(min = 1, max = 1000))]
     pub batch_size: i32,
-    /// Records older than this are dead-lettered instead of processed.
+    /// How long a shard gathers records for a batch before delivering fewer than
+    /// `batchSize` (at most 5m); absent, each GetRecords is delivered at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_window: Option<Duration>,
+    /// Batches of a shard delivered at the same time, its records split among them by
+    /// partition key so each key's records stay in order.
+    #[serde(default = "defaults::parallelization_factor")]
+    #[schemars(range(min = 1, max = 10))]
+    pub parallelization_factor: i32,
+    /// Records older than this are dead-lettered instead of processed (checked
+    /// before each delivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_age: Option<Duration>,
-    /// Split a failing batch in two to isolate the bad record.
+    /// Retries of a failed record before it is dead-lettered; the DeadLetterPolicy's
+    /// `maxReceiveCount` (deliveries, first included) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_retry_attempts: Option<i32>,
+    /// Split a batch whose every record failed in halves, down to the bad record, so
+    /// the records around it are delivered without it.
     #[serde(default)]
     pub bisect_on_error: bool,
     /// Lease and checkpoint table, created when missing.
