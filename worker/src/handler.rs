@@ -47,6 +47,28 @@ pub struct OutcomeTarget {
     pub event_type: String,
 }
 
+/// A claimed event ready for its processor, and what its end needs.
+pub(crate) struct Prepared {
+    claimed: bool,
+    /// The processor writes the claim's completion with its effect.
+    completed: bool,
+    /// The delivery span's context, for the processor and what is sent on.
+    trace: Vec<(String, String)>,
+    completion: Option<TransactWriteItem>,
+}
+
+impl Prepared {
+    /// The event's delivery (taking the claim's completion along).
+    pub(crate) fn delivery<'a>(&mut self, event: &'a Event, attempt: &Attempt<'a>) -> Delivery<'a> {
+        Delivery {
+            event,
+            trace: self.trace.clone(),
+            group: attempt.group,
+            completion: self.completion.take(),
+        }
+    }
+}
+
 pub struct Handler {
     pub pipeline: String,
     pub filter: Option<Pattern>,
@@ -134,29 +156,53 @@ impl Handler {
         if self.filtered_out(event) {
             return Step::Done(Decision::Ack("filtered"));
         }
-        let claimed = match self.claim(event, attempt).await {
-            Ok(claimed) => claimed,
+        let mut prepared = match self.prepare(event, attempt).await {
+            Ok(prepared) => prepared,
             Err(step) => return step,
         };
+        let delivery = prepared.delivery(event, attempt);
+        let outcome = self.deliver(delivery, source).await;
+        self.conclude(event, attempt, &prepared, outcome).await
+    }
+
+    /// Claims the event and readies its delivery; the step to take when it must not
+    /// be delivered now.
+    pub(crate) async fn prepare(
+        &self,
+        event: &Event,
+        attempt: &Attempt<'_>,
+    ) -> Result<Prepared, Step> {
+        let claimed = self.claim(event, attempt).await?;
         let trace = eventpipe_core::telemetry::inject(&tracing::Span::current());
         let completion = self.completion(event, claimed);
         let completed = completion.is_some() && self.processor.completes_claims();
-        let delivery = Delivery {
-            event,
-            trace: trace.clone(),
-            group: attempt.group,
+        Ok(Prepared {
+            claimed,
+            completed,
+            trace,
             completion,
-        };
-        let outcome = self.deliver(delivery, source).await;
+        })
+    }
+
+    /// After the processor's outcome: send on, complete or release the claim, and
+    /// judge a failure.
+    pub(crate) async fn conclude(
+        &self,
+        event: &Event,
+        attempt: &Attempt<'_>,
+        prepared: &Prepared,
+        outcome: Outcome,
+    ) -> Step {
         let result = match outcome {
             Outcome::Delivered { reply } => {
-                self.send_on(event, reply.as_deref(), &trace, attempt.group)
+                self.send_on(event, reply.as_deref(), &prepared.trace, attempt.group)
                     .await
             }
             Outcome::Failed(failure) => Err(failure),
         };
+        let claimed = prepared.claimed;
         match (result, &self.idempotency) {
-            (Ok(()), Some(store)) if claimed && !completed => {
+            (Ok(()), Some(store)) if claimed && !prepared.completed => {
                 if let Err(e) = store.complete(event.id()).await {
                     tracing::warn!(error = %e, "delivered, but not marked completed; a redelivery may repeat it");
                 }
@@ -209,7 +255,7 @@ impl Handler {
     }
 
     /// The processor's outcome within the delivery timeout, timed.
-    async fn deliver(&self, delivery: Delivery<'_>, source: &Source) -> Outcome {
+    pub(crate) async fn deliver(&self, delivery: Delivery<'_>, source: &Source) -> Outcome {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, self.processor.deliver(delivery))
             .await

@@ -6,6 +6,7 @@
 //! components, each item saying with whom.
 
 mod backoff;
+mod batch;
 mod clients;
 mod filter;
 // The fuzz targets' entry points: not API, compiled for them (feature `fuzzing`) and

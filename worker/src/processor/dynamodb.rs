@@ -2,7 +2,7 @@
 //! overwrites nothing; or, with `aggregate`, add one to a counter item keyed by parts
 //! of the event, in one transaction with the completion of the event's
 //! `delivery.idempotency` claim, so a count lands exactly once even when its delivery
-//! gave up before the write landed.
+//! gave up before the write landed. Batched puts are in `dynamodb_batch`.
 
 use std::collections::HashMap;
 
@@ -19,8 +19,8 @@ use crate::idempotency::Idempotency;
 use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
 
 pub struct DynamoDbProcessor {
-    ddb: aws_sdk_dynamodb::Client,
-    spec: Spec,
+    pub(super) ddb: aws_sdk_dynamodb::Client,
+    pub(super) spec: Spec,
 }
 
 impl DynamoDbProcessor {
@@ -140,7 +140,9 @@ fn claim_was_completed(e: &TransactWriteItemsError) -> bool {
 
 /// Marks when the item was stored (`_eventpipe.stored_at`, RFC 3339 with
 /// milliseconds), so end-to-end latency can be read off the table.
-fn stamped(mut item: HashMap<String, AttributeValue>) -> HashMap<String, AttributeValue> {
+pub(super) fn stamped(
+    mut item: HashMap<String, AttributeValue>,
+) -> HashMap<String, AttributeValue> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     if let Some(AttributeValue::M(meta)) = item.get_mut(item::META) {
         meta.insert("stored_at".into(), AttributeValue::S(now));
@@ -184,6 +186,20 @@ impl Processor for DynamoDbProcessor {
         })
     }
 
+    /// Puts in `BatchWriteItem`s (`batch`); a count stays one transaction per event.
+    fn deliver_batch<'a>(&'a self, deliveries: Vec<Delivery<'a>>) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            if self.spec.aggregate.is_none() {
+                return self.put_batch(deliveries).await;
+            }
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                outcomes.push(self.deliver(d).await);
+            }
+            outcomes
+        })
+    }
+
     /// A count writes the claim's completion in its transaction.
     fn completes_claims(&self) -> bool {
         self.spec.aggregate.is_some()
@@ -192,7 +208,7 @@ impl Processor for DynamoDbProcessor {
 
 /// DynamoDB asking to slow down (or not answering in time) is throttling; other
 /// errors are transient.
-fn failure<E, R>(e: SdkError<E, R>) -> Failure
+pub(super) fn failure<E, R>(e: SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

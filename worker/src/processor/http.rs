@@ -1,6 +1,6 @@
 //! `http` (and `container`): POST the event as a binary-mode CloudEvent (`ce-*`
 //! headers, `data` as the body, W3C `traceparent`); 2xx is success, and a CloudEvent
-//! in the response is the processor's reply.
+//! in the response is the processor's reply. Batches are in `http_batch`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,9 +22,9 @@ use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor};
 use crate::pressure::retry_after;
 
 pub struct HttpProcessor {
-    client: reqwest::Client,
-    url: String,
-    timeout: Duration,
+    pub(super) client: reqwest::Client,
+    pub(super) url: String,
+    pub(super) timeout: Duration,
     headers: HeaderMap,
     /// `headersFrom` and the bearer token, from mounted Secrets.
     secret_headers: Option<Arc<SecretHeaders>>,
@@ -93,16 +93,45 @@ impl HttpProcessor {
     /// Every header of a delivery: the spec's, the Secrets', the event's and, last,
     /// the signature over all of them.
     async fn request_headers(&self, d: &Delivery<'_>, body: &[u8]) -> anyhow::Result<HeaderMap> {
+        let mut headers = self.common_headers();
+        headers.extend(binary_headers(d.event, &d.trace));
+        self.signed(headers, body).await
+    }
+
+    /// The headers of every request: the spec's and the Secrets'.
+    pub(super) fn common_headers(&self) -> HeaderMap {
         let mut headers = self.headers.clone();
         if let Some(s) = &self.secret_headers {
             headers.extend(s.current());
         }
-        headers.extend(binary_headers(d.event, &d.trace));
+        headers
+    }
+
+    /// `headers` with the signature over them and `body`, when SigV4 is on.
+    pub(super) async fn signed(
+        &self,
+        mut headers: HeaderMap,
+        body: &[u8],
+    ) -> anyhow::Result<HeaderMap> {
         if let Some(signer) = &self.signer {
             headers.extend(signer.sign(&self.url, &headers, body).await?);
         }
         Ok(headers)
     }
+}
+
+/// A trace context (`traceparent`, `tracestate`) as request headers.
+pub(super) fn trace_headers(trace: &[(String, String)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (key, value) in trace {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(key.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    headers
 }
 
 /// The binary-mode headers of an event, with the delivery's trace context.
@@ -168,12 +197,16 @@ impl Processor for HttpProcessor {
             }
         })
     }
+
+    fn deliver_batch<'a>(&'a self, deliveries: Vec<Delivery<'a>>) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(self.post_batch(deliveries))
+    }
 }
 
 impl HttpProcessor {
     /// A request that got no answer: a timeout or a refused connection is the
     /// processor being unable to take it now; anything else is transient.
-    fn send_failure(&self, e: &reqwest::Error) -> Failure {
+    pub(super) fn send_failure(&self, e: &reqwest::Error) -> Failure {
         if e.is_timeout() {
             Failure::throttled(None, format!("timed out after {:?}", self.timeout))
         } else if e.is_connect() {
@@ -186,7 +219,7 @@ impl HttpProcessor {
 
 /// 429 and 503 are throttling, with the wait their `Retry-After` asks for; any
 /// other status is for the dead-letter policy to judge.
-fn status_kind(status: u16, headers: &HeaderMap, now: SystemTime) -> FailureKind {
+pub(super) fn status_kind(status: u16, headers: &HeaderMap, now: SystemTime) -> FailureKind {
     match status {
         429 | 503 => FailureKind::Throttled(
             headers

@@ -1,8 +1,12 @@
 //! Processors: where events are delivered. One module per kind behind [`Processor`];
 //! `container` is the user's sidecar, reached over HTTP on localhost.
 
+mod batch_response;
+mod batching;
 mod dynamodb;
+mod dynamodb_batch;
 mod http;
+mod http_batch;
 mod secret_headers;
 mod sigv4;
 mod sqs;
@@ -16,6 +20,7 @@ use eventpipe_crds::Pipeline;
 
 use crate::clients::Clients;
 
+use self::batching::Batching;
 pub use self::dynamodb::DynamoDbProcessor;
 pub use self::http::HttpProcessor;
 pub use self::sqs::SqsProcessor;
@@ -91,6 +96,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Processor: Send + Sync {
     fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, Outcome>;
 
+    /// Delivers several events, an outcome for each in their order. Only called
+    /// with at most [`Processor::batch_size`] deliveries, on a processor that has one.
+    fn deliver_batch<'a>(&'a self, deliveries: Vec<Delivery<'a>>) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                outcomes.push(self.deliver(d).await);
+            }
+            outcomes
+        })
+    }
+
+    /// The most events one [`Processor::deliver_batch`] takes; `None`: one at a time.
+    fn batch_size(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether a delivery that succeeded with a [`Delivery::completion`] has written
     /// it, so the claim needs no completing after.
     fn completes_claims(&self) -> bool {
@@ -107,17 +129,18 @@ pub async fn build(
     clients: &mut Clients<'_>,
 ) -> anyhow::Result<Box<dyn Processor>> {
     let spec = &pipeline.pipeline.spec.processor;
+    let timeout = pipeline.pipeline.spec.delivery.timeout.as_std();
     if let Some(http) = &spec.http {
         let secrets = clients.secrets_dir();
-        return Ok(Box::new(HttpProcessor::from_spec(http, secrets, aws)?));
+        let p = HttpProcessor::from_spec(http, secrets, aws)?;
+        return batched(p, http.batch.as_ref(), "processor.http", timeout);
     }
     if let Some(container) = &spec.container {
         return Ok(Box::new(HttpProcessor::from_container(container)?));
     }
     if let Some(table) = &spec.dynamodb {
-        return Ok(Box::new(
-            DynamoDbProcessor::build(table, ddb.clone()).await?,
-        ));
+        let p = DynamoDbProcessor::build(table, ddb.clone()).await?;
+        return batched(p, table.batch.as_ref(), "processor.dynamodb", timeout);
     }
     if let Some(queue) = &spec.sqs {
         return Ok(Box::new(
@@ -125,6 +148,31 @@ pub async fn build(
         ));
     }
     bail!("spec.processor names no processor");
+}
+
+/// The processor, behind a collector of concurrent deliveries into batches when the
+/// spec asks for them. Its window must leave time for the delivery itself.
+fn batched<P: Processor + 'static>(
+    processor: P,
+    batch: Option<&eventpipe_crds::Batch>,
+    field: &str,
+    timeout: Duration,
+) -> anyhow::Result<Box<dyn Processor>> {
+    let Some(batch) = batch else {
+        return Ok(Box::new(processor));
+    };
+    if batch.window.as_std() >= timeout {
+        bail!(
+            "{field}.batch.window ({}) must be shorter than delivery.timeout ({timeout:?}), which it counts toward",
+            batch.window.as_str()
+        );
+    }
+    let max = batch.max_size.max(1) as usize;
+    Ok(Box::new(Batching::new(
+        processor,
+        max,
+        batch.window.as_std(),
+    )))
 }
 
 /// The event with its trace context replaced by the delivery's, so what it causes

@@ -4,6 +4,7 @@
 // Setup that fails fails the test, as in the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+pub mod batch_sink;
 pub mod streams;
 
 use std::collections::HashMap;

@@ -1,28 +1,33 @@
-//! Delivering one `GetRecords` batch, in shard order: each record through the
-//! pipeline's handler with the DeadLetterPolicy's retries and backoff; a record that
-//! is out of attempts, or older than `maxRecordAge`, goes to the dead-letter queue
-//! with its shard, sequence number and error, and the shard moves on.
-//!
-//! Records are delivered one at a time, so a failing record is known exactly. With
-//! `bisectOnError` the dead-lettered range is therefore that record alone (what
-//! Lambda's splitting converges to); without it, it is the failed range from that
-//! record to the end of the batch, as Lambda's event-source mapping does.
+//! Delivering one batch of a shard. Its records are split by partition key among
+//! `parallelizationFactor` lanes, delivered at the same time; each lane's records go
+//! to the processor together ([`Handler::handle_batch`]), round after round as
+//! [`round::next`] decides: retries from the first failure with the
+//! DeadLetterPolicy's backoff, halves with `bisectOnError`, and a record out of
+//! attempts, or older than `maxRecordAge`, given up alone to the dead-letter queue
+//! with its shard, sequence number and error. How far the batch got is the prefix
+//! of its records that all finished.
 
-use std::ops::Range;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodbstreams::types::Record;
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope;
 use eventpipe_core::sqs_message::{self, DeadLetterReasons};
+use futures::future::join_all;
 use tracing::Instrument;
 
+use super::lanes::{finished_prefix, split};
 use super::reader::Reader;
 use super::records::{self, Origin};
+use super::round::{self, Next};
 use crate::backoff;
+use crate::batch::Item;
 use crate::handler::{Attempt, Decision};
-use crate::holding::{Held, Holding};
+use crate::holding::{Hold, Step};
 use crate::publish::Publisher;
+use crate::sources::lock;
 
 /// Pause before trying the dead-letter queue again.
 const DLQ_RETRY: Duration = Duration::from_secs(2);
@@ -35,14 +40,6 @@ pub struct Progress {
     pub interrupted: bool,
 }
 
-/// The records to dead-letter when the one at `failed` gives up.
-pub fn failed_range(failed: usize, len: usize, bisect: bool) -> Range<usize> {
-    match bisect {
-        true => failed..failed + 1,
-        false => failed..len,
-    }
-}
-
 /// Whether a record made at `created` is older than `max_age` at `now`.
 pub fn too_old(created: Option<SystemTime>, max_age: Option<Duration>, now: SystemTime) -> bool {
     match (created, max_age) {
@@ -51,51 +48,65 @@ pub fn too_old(created: Option<SystemTime>, max_age: Option<Duration>, now: Syst
     }
 }
 
-/// The end of one record's delivery.
-enum Finished {
-    Done,
-    /// Out of attempts (after this many deliveries), with the last error.
-    Failed(String, u32),
-    Interrupted,
+/// A batch's records read once, and what its lanes share.
+struct Batch<'a> {
+    records: &'a [Record],
+    events: Vec<Event>,
+    keys: Vec<String>,
+    finished: Mutex<Vec<bool>>,
+}
+
+impl Batch<'_> {
+    fn finish(&self, positions: &[usize]) {
+        let mut finished = lock(&self.finished);
+        for &p in positions {
+            finished[p] = true;
+        }
+    }
+}
+
+/// A lane's count of failures and last error per record.
+#[derive(Default)]
+struct Tries {
+    failures: HashMap<usize, u32>,
+    last_error: HashMap<usize, String>,
+    /// Holds in a row, for their backoff.
+    holds: u32,
+}
+
+impl Tries {
+    /// Counts a round's failures (not a bisecting round's).
+    fn count(&mut self, range: &[usize], results: &[round::Result]) {
+        for (p, r) in range.iter().zip(results) {
+            if r.failed() {
+                *self.failures.entry(*p).or_default() += 1;
+            }
+        }
+    }
 }
 
 impl Reader {
-    /// Delivers `records` in order until done or told to stop.
+    /// Delivers `records` until all are finished or the reader is told to stop.
     pub async fn deliver(&self, records: &[Record]) -> Progress {
-        let bisect = self.source.spec.bisect_on_error;
-        let mut i = 0;
-        while i < records.len() {
-            if self.control.lost.is_cancelled() {
-                return Progress {
-                    done: i,
-                    interrupted: true,
-                };
-            }
-            match self.deliver_one(&records[i]).await {
-                Finished::Done => i += 1,
-                Finished::Interrupted => {
-                    return Progress {
-                        done: i,
-                        interrupted: true,
-                    };
-                }
-                Finished::Failed(error, attempts) => {
-                    let range = failed_range(i, records.len(), bisect);
-                    let wanted = range.len();
-                    let sent = self.dead_letter(&records[range], &error, attempts).await;
-                    i += sent;
-                    if sent < wanted {
-                        return Progress {
-                            done: i,
-                            interrupted: true,
-                        };
-                    }
-                }
-            }
-        }
+        let origin = self.origin();
+        let batch = Batch {
+            records,
+            events: records
+                .iter()
+                .map(|r| records::to_event(r, &origin))
+                .collect(),
+            keys: records.iter().map(records::subject).collect(),
+            finished: Mutex::new(vec![false; records.len()]),
+        };
+        let metrics = &self.source.handler.metrics;
+        (metrics.received.get_or_create(&self.source.labels)).inc_by(records.len() as u64);
+        let factor = self.source.spec.parallelization_factor.max(1) as usize;
+        let lanes = split(&batch.keys, factor);
+        let ended = join_all(lanes.into_iter().map(|l| self.lane(&batch, l))).await;
+        let done = finished_prefix(&lock(&batch.finished));
         Progress {
-            done: i,
-            interrupted: false,
+            done,
+            interrupted: ended.contains(&false) || done < records.len(),
         }
     }
 
@@ -107,91 +118,207 @@ impl Reader {
         }
     }
 
-    /// Delivers one record until it is done, out of attempts, or the reader stops.
-    async fn deliver_one(&self, record: &Record) -> Finished {
-        let event = records::to_event(record, &self.origin());
-        let group = records::subject(record);
-        let handler = &self.source.handler;
-        handler
-            .metrics
-            .received
-            .get_or_create(&self.source.labels)
-            .inc();
-        let mut last_error = String::new();
-        for attempt in 1..=u32::MAX {
-            if too_old(records::created(record), self.max_age(), SystemTime::now()) {
-                return Finished::Failed(self.too_old_error(&last_error), attempt - 1);
+    /// One lane's records, round after round until all are finished; false when the
+    /// reader must stop first.
+    async fn lane(&self, batch: &Batch<'_>, positions: Vec<usize>) -> bool {
+        let bisect = self.source.spec.bisect_on_error;
+        let mut work = VecDeque::from([positions]);
+        let mut tries = Tries::default();
+        while let Some(range) = work.pop_front() {
+            if self.control.lost.is_cancelled() {
+                return false;
             }
-            let span = self.span(record, &event);
-            let attempt_of = Attempt {
-                receive_count: attempt,
-                group: Some(&group),
-                policy: self.source.policy.as_ref(),
+            let Some(range) = self.give_up_too_old(batch, range, &tries).await else {
+                return false;
             };
-            let decision = tokio::select! {
-                d = self.attempt(&event, &attempt_of).instrument(span.clone()) => d,
-                _ = self.control.abort.cancelled() => None,
-                _ = self.control.lost.cancelled() => None,
+            if range.is_empty() {
+                continue;
+            }
+            // A processor taking one event at a time gets a round per record, so an
+            // interrupted batch is still checkpointed past each record done.
+            let take = match self.source.handler.processor.batch_size() {
+                Some(_) => range.len(),
+                None => 1,
             };
-            let Some(decision) = decision else {
-                return Finished::Interrupted;
+            let (head, rest) = range.split_at(take);
+            let Some(results) = self.round(batch, head, &mut tries).await else {
+                return false;
             };
-            match decision {
-                Decision::Ack(outcome) => {
-                    tracing::debug!(parent: &span, outcome, "done");
-                    handler.metrics.outcome(&self.source.labels, outcome);
-                    return Finished::Done;
-                }
-                Decision::DeadLetter(error) => return Finished::Failed(error, attempt),
-                Decision::Retry(delay, error) => {
-                    if !self.retry_after(delay, &error, attempt, &span).await {
-                        return Finished::Interrupted;
+            let next = round::next(&results, head.len(), bisect);
+            if !matches!(next, Next::Split { .. }) {
+                tries.count(head, &results);
+            }
+            let then = |from: usize| [&head[from.min(head.len())..], rest].concat();
+            match next {
+                Next::Done => batch.finish(head),
+                Next::Split { at } => {
+                    tracing::info!(
+                        shard = self.shard(),
+                        records = head.len(),
+                        "every record of the batch failed; bisecting it"
+                    );
+                    if !rest.is_empty() {
+                        work.push_front(rest.to_vec());
                     }
-                    last_error = error;
+                    work.push_front(head[at..].to_vec());
+                    work.push_front(head[..at].to_vec());
+                    continue;
+                }
+                Next::Again { finished, wait } => {
+                    batch.finish(&head[..finished]);
+                    let failures = tries.failures.get(&head[finished]).copied().unwrap_or(1);
+                    let wait = wait.unwrap_or_else(|| {
+                        backoff::delay(&Default::default(), failures, fastrand::f64())
+                    });
+                    if !self.control.pause(wait).await {
+                        return false;
+                    }
+                    work.push_front(then(finished));
+                    continue;
+                }
+                Next::GiveUp { finished, error } => {
+                    batch.finish(&head[..finished]);
+                    let p = head[finished];
+                    let attempts = tries.failures.get(&p).copied().unwrap_or(0);
+                    if !self.dead_letter(batch, p, &error, attempts).await {
+                        return false;
+                    }
+                    batch.finish(&[p]);
+                    work.push_front(then(finished + 1));
+                    continue;
                 }
             }
+            if !rest.is_empty() {
+                work.push_front(rest.to_vec());
+            }
         }
-        Finished::Interrupted
+        true
     }
 
-    /// One delivery, holding a permit of the pipeline's concurrency. A throttled
-    /// record is held here, the shard waiting at it, and never judged; `None` when
-    /// the reader is told to finish first.
-    async fn attempt(&self, event: &Event, attempt: &Attempt<'_>) -> Option<Decision> {
-        let _permit = self.permits.reserve(1, &self.control.abort).await?;
-        let source = &self.source;
-        let holding = Holding {
-            gate: &self.permits,
-            labels: &source.labels,
-            stop: &self.control.finish,
-            limit: None,
-            on_hold: &|| {},
-        };
-        match source
-            .handler
-            .handle_holding(event, attempt, &holding)
-            .await
-        {
-            Held::Decided(decision) => Some(decision),
-            Held::HandBack(..) | Held::Stopped => None,
-        }
-    }
-
-    /// Waits before the next attempt; false when the reader must stop first.
-    async fn retry_after(
+    /// Gives up the records of `range` past `maxRecordAge`; the others, or `None`
+    /// when the reader must stop first.
+    async fn give_up_too_old(
         &self,
-        delay: Option<Duration>,
-        error: &str,
-        attempt: u32,
-        span: &tracing::Span,
-    ) -> bool {
-        // Without a policy, retry as a policy's default backoff would.
-        let delay =
-            delay.unwrap_or_else(|| backoff::delay(&Default::default(), attempt, fastrand::f64()));
-        tracing::warn!(parent: span, error = %error, retry_in = ?delay, "delivery failed; will retry");
+        batch: &Batch<'_>,
+        range: Vec<usize>,
+        tries: &Tries,
+    ) -> Option<Vec<usize>> {
+        let max_age = self.source.spec.max_record_age.as_ref().map(|d| d.as_std());
+        let now = SystemTime::now();
+        let mut young = Vec::with_capacity(range.len());
+        for p in range {
+            if !too_old(records::created(&batch.records[p]), max_age, now) {
+                young.push(p);
+                continue;
+            }
+            let last = tries.last_error.get(&p).map(String::as_str).unwrap_or("");
+            let attempts = tries.failures.get(&p).copied().unwrap_or(0);
+            if !self
+                .dead_letter(batch, p, &self.too_old_error(last), attempts)
+                .await
+            {
+                return None;
+            }
+            batch.finish(&[p]);
+        }
+        Some(young)
+    }
+
+    /// One delivery of `range` through the handler, holding a permit of the
+    /// pipeline's concurrency and admitted by its circuit; `None` when the reader is
+    /// told to stop first.
+    async fn round(
+        &self,
+        batch: &Batch<'_>,
+        range: &[usize],
+        tries: &mut Tries,
+    ) -> Option<Vec<round::Result>> {
+        let _permit = self.permits.reserve(1, &self.control.abort).await?;
+        let items: Vec<Item<'_>> = (range.iter())
+            .map(|&p| Item {
+                event: &batch.events[p],
+                attempt: Attempt {
+                    receive_count: tries.failures.get(&p).copied().unwrap_or(0) + 1,
+                    group: Some(&batch.keys[p]),
+                    policy: self.source.policy.as_ref(),
+                },
+                span: self.span(&batch.records[p], &batch.events[p]),
+            })
+            .collect();
         let handler = &self.source.handler;
-        handler.metrics.outcome(&self.source.labels, "retried");
-        self.control.pause(delay).await
+        let steps = tokio::select! {
+            steps = async {
+                let admission = self.permits.admit().await;
+                let steps = handler.handle_batch(&items, &self.source.labels).await;
+                self.report(admission, &steps);
+                steps
+            } => steps,
+            _ = self.control.abort.cancelled() => return None,
+            _ = self.control.lost.cancelled() => return None,
+        };
+        let results = (items.iter().zip(range).zip(steps))
+            .map(|((item, &p), step)| self.result(step, p, item, tries))
+            .collect();
+        Some(results)
+    }
+
+    /// Tells the circuit how the processor answered the round.
+    fn report(&self, admission: crate::gate::Admission<'_>, steps: &[Step]) {
+        let throttled = steps.iter().find_map(|s| match s {
+            Step::Hold(Hold::Throttled(asked), _) => Some(*asked),
+            _ => None,
+        });
+        let asked = |s: &Step| {
+            !matches!(
+                s,
+                Step::Done(Decision::Ack("filtered" | "duplicate"))
+                    | Step::Hold(Hold::Claimed(_), _)
+            )
+        };
+        match throttled {
+            Some(asked) => {
+                let labels = &self.source.labels;
+                self.source
+                    .handler
+                    .metrics
+                    .throttled
+                    .get_or_create(labels)
+                    .inc();
+                admission.throttled(asked);
+            }
+            None if steps.iter().any(asked) => admission.answered(),
+            None => drop(admission), // the processor was not asked
+        }
+    }
+
+    /// A record's step as the lane reads it, counted and logged.
+    fn result(&self, step: Step, p: usize, item: &Item<'_>, tries: &mut Tries) -> round::Result {
+        let metrics = &self.source.handler.metrics;
+        let labels = &self.source.labels;
+        let span = &item.span;
+        if !matches!(step, Step::Hold(..)) {
+            tries.holds = 0;
+        }
+        match step {
+            Step::Done(Decision::Ack(outcome)) => {
+                tracing::debug!(parent: span, outcome, "done");
+                metrics.outcome(labels, outcome);
+                round::Result::Done
+            }
+            Step::Done(Decision::Retry(delay, error)) => {
+                tracing::warn!(parent: span, error = %error, retry_in = ?delay, "delivery failed; will retry");
+                metrics.outcome(labels, "retried");
+                tries.last_error.insert(p, error.clone());
+                round::Result::Retry(delay, error)
+            }
+            Step::Done(Decision::DeadLetter(error)) => round::Result::GiveUp(error),
+            Step::Hold(hold, why) => {
+                tries.holds += 1;
+                let wait = hold.wait(tries.holds, fastrand::f64());
+                tracing::debug!(parent: span, error = %why, retry_in = ?wait, "holding the record");
+                round::Result::Held(wait, why)
+            }
+        }
     }
 
     /// Why a record past `maxRecordAge` is given up, with the last delivery error.
@@ -205,10 +332,6 @@ impl Reader {
             true => error,
             false => format!("{error}; last error: {last_error}"),
         }
-    }
-
-    fn max_age(&self) -> Option<Duration> {
-        self.source.spec.max_record_age.as_ref().map(|d| d.as_std())
     }
 
     /// A consumer span continuing the trace of whoever wrote the item.
@@ -235,29 +358,14 @@ impl Reader {
         span
     }
 
-    /// Sends `records` (a failed range) to the dead-letter queue, the first with
-    /// `error`; returns how many were sent before the reader had to stop.
-    async fn dead_letter(&self, records: &[Record], error: &str, attempts: u32) -> usize {
-        let first = records::sequence_number(&records[0]).to_string();
-        for (k, record) in records.iter().enumerate() {
-            let (why, count) = match k {
-                0 => (error.to_string(), attempts),
-                _ => (
-                    format!("in the failed range from sequence number {first}: {error}"),
-                    0,
-                ),
-            };
-            let event = records::to_event(record, &self.origin());
-            let span = self.span(record, &event);
-            if !self
-                .send_dead_letter(record, &event, &why, count)
-                .instrument(span)
-                .await
-            {
-                return k;
-            }
-        }
-        records.len()
+    /// The record at `p` to the dead-letter queue after `attempts` deliveries; false
+    /// when the reader had to stop first.
+    async fn dead_letter(&self, batch: &Batch<'_>, p: usize, error: &str, attempts: u32) -> bool {
+        let (record, event) = (&batch.records[p], &batch.events[p]);
+        let span = self.span(record, event);
+        (self.send_dead_letter(record, event, error, attempts))
+            .instrument(span)
+            .await
     }
 
     /// One record to the DLQ, retried until sent or the reader stops; true when done
@@ -334,14 +442,6 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bisecting_isolates_the_failing_record_and_otherwise_the_rest_of_the_batch_fails() {
-        assert_eq!(failed_range(3, 10, true), 3..4);
-        assert_eq!(failed_range(3, 10, false), 3..10);
-        assert_eq!(failed_range(9, 10, false), 9..10);
-        assert_eq!(failed_range(0, 1, true), 0..1);
-    }
 
     #[test]
     fn records_older_than_the_max_age_are_too_old() {

@@ -1,6 +1,7 @@
 //! What a stream source is built from: the stream resolved (its table, which the
 //! operator or `eventpipe dev` creates for a binding that says so, must exist), the
-//! checkpoint table created when missing, and the dead-letter queue of its policy found.
+//! checkpoint table created when missing, the dead-letter queue of its policy found,
+//! and `maxRetryAttempts` applied to the policy records are judged by.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +47,7 @@ impl StreamConfig {
         options: &StreamOptions,
         clients: &mut Clients<'_>,
     ) -> anyhow::Result<Self> {
+        check_window(stream)?;
         let (binding, labels) = (source.binding, source.labels);
         let StreamClients { ddb, streams } = stream_clients(&clients.config(binding).await?);
         let resolve::Stream { arn, table } = resolve::stream(&ddb, stream).await?;
@@ -70,7 +72,7 @@ impl StreamConfig {
             stream_arn: arn,
             table,
             spec: stream.clone(),
-            policy: policy.map(|p| p.spec.clone()),
+            policy: attempts(policy.map(|p| &p.spec), stream.max_retry_attempts),
             dlq,
             handler: source.handler,
             leases,
@@ -93,6 +95,38 @@ impl StreamConfig {
             ages: Mutex::default(),
         }
     }
+}
+
+/// The longest `batchWindow`, Lambda's.
+const MAX_WINDOW: Duration = Duration::from_secs(300);
+
+fn check_window(stream: &DynamoDbStream) -> anyhow::Result<()> {
+    match &stream.batch_window {
+        Some(w) if w.as_std() > MAX_WINDOW => anyhow::bail!(
+            "dynamodbStream.batchWindow ({}) must be at most 5m",
+            w.as_str()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The policy records are judged by: with `maxRetryAttempts`, a record is given up
+/// after that many retries (deliveries: one more) whatever the policy's
+/// `maxReceiveCount`; without a policy it is then discarded, as there is no
+/// dead-letter queue.
+fn attempts(
+    policy: Option<&DeadLetterPolicySpec>,
+    retries: Option<i32>,
+) -> Option<DeadLetterPolicySpec> {
+    let Some(retries) = retries else {
+        return policy.cloned();
+    };
+    let mut policy = match policy {
+        Some(p) => p.clone(),
+        None => serde_json::from_value(serde_json::json!({})).expect("the defaults deserialize"),
+    };
+    policy.max_receive_count = retries.saturating_add(1);
+    Some(policy)
 }
 
 /// Calls to the stream and checkpoint table never hang a shard for long.
@@ -133,4 +167,34 @@ async fn check_stream(streams: &aws_sdk_dynamodbstreams::Client, arn: &str) -> a
             )
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max: i32) -> DeadLetterPolicySpec {
+        serde_json::from_value(serde_json::json!({"maxReceiveCount": max})).unwrap()
+    }
+
+    #[test]
+    fn max_retry_attempts_overrides_the_policys_receive_count() {
+        assert_eq!(attempts(Some(&policy(3)), None), Some(policy(3)));
+        assert_eq!(attempts(Some(&policy(3)), Some(0)), Some(policy(1)));
+        assert_eq!(attempts(Some(&policy(3)), Some(9)), Some(policy(10)));
+        assert_eq!(attempts(None, None), None, "retried until it works");
+        let alone = attempts(None, Some(2)).unwrap();
+        assert_eq!(alone.max_receive_count, 3);
+        assert!(alone.dead_letter_queue.is_none());
+    }
+
+    #[test]
+    fn a_batch_window_longer_than_five_minutes_is_refused() {
+        let stream = |w: &str| -> DynamoDbStream {
+            serde_json::from_value(serde_json::json!({"tableName": "t", "batchWindow": w})).unwrap()
+        };
+        assert!(check_window(&stream("5m")).is_ok());
+        let err = check_window(&stream("301s")).unwrap_err().to_string();
+        assert_eq!(err, "dynamodbStream.batchWindow (301s) must be at most 5m");
+    }
 }

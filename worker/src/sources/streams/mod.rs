@@ -7,9 +7,11 @@
 
 mod batch;
 mod config;
+mod lanes;
 pub mod lease;
 mod reader;
 pub(crate) mod records;
+mod round;
 mod shards;
 
 use std::collections::HashMap;

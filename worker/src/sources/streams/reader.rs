@@ -1,5 +1,6 @@
 //! Reading one leased shard: a shard iterator from the checkpoint, `GetRecords` in
-//! batches paced as AWS recommends, each batch delivered in order and checkpointed,
+//! batches paced as AWS recommends (gathered for `batchWindow` when set), each batch
+//! delivered and checkpointed up to its last record finished in order,
 //! expired iterators and transient errors recovered from the checkpoint, and at the
 //! end the lease given up: finished at the shard's end, else released or handed to
 //! the replica that asked for it.
@@ -159,7 +160,7 @@ impl Reader {
             };
             while !self.control.stopping() {
                 let called = Instant::now();
-                let (records, next) = match self.page(iterator).await {
+                let (records, next) = match self.gather(iterator).await {
                     Ok(page) => page,
                     Err(e) => match self.recover(e, at, &mut errors).await {
                         Recovery::Retry => break,
@@ -265,13 +266,46 @@ impl Reader {
         out.shard_iterator.ok_or(ReadError::Gone)
     }
 
-    async fn page(&self, iterator: String) -> Result<(Vec<Record>, Option<String>), ReadError> {
+    /// One batch: `GetRecords` until `batchSize` records, the shard's end, or
+    /// `batchWindow` after the first call (paced as when idle or busy).
+    async fn gather(
+        &self,
+        mut iterator: String,
+    ) -> Result<(Vec<Record>, Option<String>), ReadError> {
+        let want = self.source.spec.batch_size.clamp(1, 1000) as usize;
+        let window = self.source.spec.batch_window.as_ref().map(|w| w.as_std());
+        let started = Instant::now();
+        let mut records = vec![];
+        loop {
+            let called = Instant::now();
+            let (got, next) = self.page(iterator, want - records.len()).await?;
+            let pace = pace(got.len(), called.elapsed());
+            records.extend(got);
+            let Some(next) = next else {
+                return Ok((records, None));
+            };
+            let Some(window) = window else {
+                return Ok((records, Some(next)));
+            };
+            let left = window.saturating_sub(started.elapsed());
+            if records.len() >= want || left <= pace || !self.control.pause(pace).await {
+                return Ok((records, Some(next)));
+            }
+            iterator = next;
+        }
+    }
+
+    async fn page(
+        &self,
+        iterator: String,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<String>), ReadError> {
         let out = self
             .source
             .streams
             .get_records()
             .shard_iterator(iterator)
-            .limit(self.source.spec.batch_size.clamp(1, 1000))
+            .limit(limit.clamp(1, 1000) as i32)
             .send()
             .await
             .map_err(read_error)?;

@@ -1,0 +1,110 @@
+//! `http` with `batch`: several events in one POST, in the CloudEvents batched
+//! content mode (a JSON array of structured events, each with its own delivery's
+//! trace context), under a span that links every event's trace. The response says
+//! which failed ([`failed_items`]); a non-2xx status fails them all.
+
+use cloudevents::{AttributesReader, Event};
+use opentelemetry::trace::TraceContextExt;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use std::time::SystemTime;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::batch_response::failed_items;
+use super::http::{HttpProcessor, status_kind};
+use super::{Delivery, Failure, Outcome, with_trace};
+
+pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+
+impl HttpProcessor {
+    /// One POST of `deliveries`, an outcome for each in order.
+    pub(super) async fn post_batch(&self, deliveries: Vec<Delivery<'_>>) -> Vec<Outcome> {
+        let span = self.batch_span(&deliveries);
+        let ids: Vec<&str> = deliveries.iter().map(|d| d.event.id()).collect();
+        let events: Vec<Event> = (deliveries.iter())
+            .map(|d| with_trace(d.event, &d.trace))
+            .collect();
+        let body = match serde_json::to_vec(&events) {
+            Ok(b) => b,
+            Err(e) => return every(ids.len(), Failure::invalid(format!("batch body: {e}"))),
+        };
+        match self.post(body, &span).instrument(span.clone()).await {
+            Ok((headers, bytes)) => per_item(&headers, &bytes, &ids),
+            Err(failure) => every(ids.len(), failure),
+        }
+    }
+
+    /// The request and its 2xx response (headers, body); a failure for anything else.
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        span: &tracing::Span,
+    ) -> Result<(HeaderMap, Vec<u8>), Failure> {
+        let mut headers = self.common_headers();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(BATCH_CONTENT_TYPE));
+        headers.extend(super::http::trace_headers(
+            &eventpipe_core::telemetry::inject(span),
+        ));
+        let headers = (self.signed(headers, &body).await)
+            .map_err(|e| Failure::transient(format!("{e:#}")))?;
+        let request = (self.client.post(&self.url))
+            .timeout(self.timeout)
+            .headers(headers)
+            .body(body);
+        let response = request.send().await.map_err(|e| self.send_failure(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default().to_vec();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            return Err(Failure {
+                kind: status_kind(status.as_u16(), &headers, SystemTime::now()),
+                message: format!("HTTP {status}: {text}"),
+            });
+        }
+        Ok((headers, bytes))
+    }
+
+    /// The span of one batch request, linked to the trace of every event in it.
+    fn batch_span(&self, deliveries: &[Delivery<'_>]) -> tracing::Span {
+        let span = tracing::info_span!(
+            parent: None,
+            "send batch",
+            otel.name = "send batch",
+            otel.kind = "client",
+            url.full = %self.url,
+            messaging.batch.message_count = deliveries.len(),
+        );
+        for d in deliveries {
+            let pairs = d.trace.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            let cx = eventpipe_core::telemetry::context_of(pairs);
+            span.add_link(cx.span().span_context().clone());
+        }
+        span
+    }
+}
+
+/// The outcome of each event of a batch that got a 2xx response.
+fn per_item(headers: &HeaderMap, body: &[u8], ids: &[&str]) -> Vec<Outcome> {
+    let json = (headers.get(CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    match failed_items(body, json, ids) {
+        Ok(failed) => (failed.into_iter())
+            .map(|failed| match failed {
+                true => Outcome::Failed(Failure::transient(
+                    "named in the batch response's batchItemFailures",
+                )),
+                false => Outcome::Delivered { reply: None },
+            })
+            .collect(),
+        Err(why) => every(
+            ids.len(),
+            Failure::transient(format!("batch response: {why}")),
+        ),
+    }
+}
+
+fn every(n: usize, failure: Failure) -> Vec<Outcome> {
+    (0..n).map(|_| Outcome::Failed(failure.clone())).collect()
+}
