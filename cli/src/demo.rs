@@ -111,6 +111,7 @@ impl Demo {
             ops_listen: self.ops_listen,
             secrets_dir: None,
             logs: self.logs,
+            console: Default::default(),
         };
         let scenario = scenario::path_for(&self.file);
         if scenario.exists() {

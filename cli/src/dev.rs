@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use eventpipe_console::{self as console, dead_letters};
 use eventpipe_core::feed::Feed;
 use eventpipe_core::local_aws::{self, LocalAws};
 use eventpipe_core::{aws, ops, provision, telemetry};
@@ -37,6 +38,19 @@ pub struct Dev {
     pub secrets_dir: Option<PathBuf>,
     #[command(flatten)]
     pub logs: Logs,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
+/// Where the web console listens, and what it links to.
+#[derive(Args, Clone, Default)]
+pub struct ConsoleArgs {
+    /// Where the web console listens (its URL, with the token a redrive needs, is printed).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub console_listen: Option<SocketAddr>,
+    /// Jaeger's UI, for trace ids to link to (e.g. http://localhost:16686).
+    #[arg(long)]
+    pub jaeger_url: Option<String>,
 }
 
 /// How log lines are written.
@@ -117,6 +131,10 @@ pub struct Running {
     pub webhooks: Vec<(String, String, String)>,
     pub secrets_dir: PathBuf,
     pub manifest: Manifest,
+    /// Where `/metrics` and `/events` are served.
+    pub ops: SocketAddr,
+    /// The console's address and the token a redrive needs, when it runs.
+    pub console: Option<(SocketAddr, String)>,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -162,11 +180,30 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
     };
     let worker = Worker::build(&pipelines, &options, &metrics).await?;
     tasks.spawn(worker.run(stop.clone()));
-    tasks.spawn(serve_ops(dev, registry, metrics.feed.clone(), stop.clone()).await?);
+    let (ops, serve) = serve_ops(dev, registry, metrics.feed.clone(), stop.clone()).await?;
+    tasks.spawn(serve);
+    let console = match dev.console.console_listen {
+        Some(addr) => {
+            let (at, serve) = serve_console(
+                dev,
+                addr,
+                &manifest,
+                &secrets_dir,
+                metrics.feed,
+                stop.clone(),
+            )
+            .await?;
+            tasks.spawn(serve);
+            Some(at)
+        }
+        None => None,
+    };
     Ok(Running {
         webhooks,
         secrets_dir,
         manifest,
+        ops,
+        console,
         stop,
         tasks,
     })
@@ -217,13 +254,14 @@ async fn serve_ops(
     registry: Registry,
     feed: Feed,
     stop: CancellationToken,
-) -> anyhow::Result<impl Future<Output = ()> + use<>> {
+) -> anyhow::Result<(SocketAddr, impl Future<Output = ()> + use<>)> {
     let ready = ops::Ready::default();
     ready.set(true);
     let listener = tokio::net::TcpListener::bind(dev.ops_listen)
         .await
         .with_context(|| format!("listen on {}", dev.ops_listen))?;
-    Ok(async move {
+    let at = listener.local_addr()?;
+    let serve = async move {
         let _ = ops::serve(
             listener,
             Arc::new(registry),
@@ -232,8 +270,64 @@ async fn serve_ops(
             stop.cancelled_owned(),
         )
         .await;
-    })
+    };
+    Ok((at, serve))
 }
+
+/// The web console on `addr`, fed by `feed`, until `stop`: where it listens and the
+/// token a redrive needs, and the server.
+async fn serve_console(
+    dev: &Dev,
+    addr: SocketAddr,
+    manifest: &Manifest,
+    secrets_dir: &Path,
+    feed: Feed,
+    stop: CancellationToken,
+) -> anyhow::Result<((SocketAddr, String), impl Future<Output = ()> + use<>)> {
+    let mut pipelines = vec![];
+    let mut queues = std::collections::BTreeMap::new();
+    for p in manifest.resolved()? {
+        // Pipelines without an SQS source and a DeadLetterPolicy have no queues to show.
+        if let Ok(q) = dead_letters::queues(&p, None, secrets_dir).await {
+            queues.insert(p.name().to_string(), q);
+        }
+        pipelines.push(console::Pipeline {
+            name: p.name().to_string(),
+            status: "Running".into(),
+            conditions: vec![],
+            replicas: 1,
+        });
+    }
+    let token = console::auth::new_token();
+    let settings = console::Settings {
+        token: Some(token.clone()),
+        jaeger_url: dev.console.jaeger_url.clone(),
+    };
+    let console = console::Console::new(pipelines, queues, settings);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))?;
+    let at = listener.local_addr()?;
+    let serve = async move {
+        let follow = futures::future::join(
+            console::follow::feed(console.clone(), feed),
+            console::follow::depths(console.clone(), CONSOLE_DEPTHS_EVERY),
+        );
+        tokio::select! {
+            served = console::serve(listener, console, stop.clone().cancelled_owned()) => {
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "console stopped");
+                }
+            }
+            _ = follow => {}
+            _ = stop.cancelled() => {}
+        }
+    };
+    Ok(((at, token), serve))
+}
+
+/// How often the console reads the depths of the queues.
+const CONSOLE_DEPTHS_EVERY: Duration = Duration::from_secs(2);
 
 /// Creates what the QueueBindings ask for: queues, DLQs and redrive policies,
 /// stream-enabled tables and their DLQs. Local bindings have no uid, so nothing here
@@ -325,7 +419,10 @@ pub async fn run(dev: Dev, emulator: &Emulator) -> anyhow::Result<()> {
             running.secrets_dir.display()
         );
     }
-    println!("metrics http://{}/metrics; Ctrl-C stops", dev.ops_listen);
+    if let Some((at, token)) = &running.console {
+        println!("console http://{at}/#token={token}");
+    }
+    println!("metrics http://{}/metrics; Ctrl-C stops", running.ops);
     ops::shutdown_signal().await;
     println!("stopping: finishing in-flight deliveries");
     running.stop().await;

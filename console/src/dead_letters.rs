@@ -1,6 +1,7 @@
 //! A pipeline's dead-letter queues: list and show what they hold, and redrive
 //! messages (all, or those matching a pattern) back to their source queue at a
-//! limited rate, each deleted from the DLQ only after it was re-sent.
+//! limited rate, each deleted from the DLQ only after it was re-sent. `eventpipe dlq`
+//! and the console both go through here.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +13,7 @@ use aws_sdk_sqs::types::{
 };
 use cloudevents::AttributesReader;
 use eventpipe_core::sqs_message::{self, DeadLetterReasons, Outgoing};
-use eventpipe_core::{aws, envelope, resolve};
+use eventpipe_core::{aws, envelope, provision, resolve};
 use eventpipe_crds::Pipeline;
 use eventpipe_worker::Pattern;
 
@@ -28,7 +29,7 @@ pub struct DeadLetterQueue {
 }
 
 /// A dead-lettered message, as a person wants to see it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct DeadLetter {
     pub message_id: String,
     pub event_id: Option<String>,
@@ -37,8 +38,10 @@ pub struct DeadLetter {
     pub receive_count: Option<String>,
     pub body: String,
     pub attributes: HashMap<String, String>,
+    #[serde(skip)]
     receipt: String,
     /// As received, to be sent on as it is.
+    #[serde(skip)]
     message: Message,
 }
 
@@ -109,6 +112,13 @@ pub async fn queues(
 }
 
 impl DeadLetterQueue {
+    /// Messages in the dead-letter queue and in its source queue (visible and in flight).
+    pub async fn depths(&self) -> anyhow::Result<(i64, i64)> {
+        let dead = provision::queue_depth(&self.sqs, &self.url).await?;
+        let source = provision::queue_depth(&self.sqs, &self.source_url).await?;
+        Ok((dead, source))
+    }
+
     /// Up to `max` dead letters, left in the queue.
     pub async fn list(&self, max: usize) -> anyhow::Result<Vec<DeadLetter>> {
         let letters = self.hold(max).await?;

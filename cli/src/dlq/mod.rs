@@ -1,15 +1,13 @@
 //! `eventpipe dlq list|show|redrive`: what a pipeline's dead-letter queues hold, and
 //! sending it back once the cause is fixed.
 
-mod queues;
-
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use eventpipe_crds::Manifest;
 use eventpipe_worker::Pattern;
 
-use self::queues::{DeadLetter, DeadLetterQueue};
+use eventpipe_console::dead_letters::{self as queues, DeadLetter, DeadLetterQueue};
 
 #[derive(Args)]
 pub struct Dlq {

@@ -1,0 +1,56 @@
+//! Where the console's figures come from: the feeds it follows, and the depths of the
+//! pipelines' queues, read every few seconds and after each redrive.
+
+use std::time::Duration;
+
+use eventpipe_core::feed::Feed;
+
+use crate::state::{Console, Depths};
+
+/// Records taken from a feed at a time.
+const BATCH: usize = 1000;
+
+/// Copies what `feed` records into the console, as it records it; runs until dropped.
+pub async fn feed(console: Console, feed: Feed) {
+    let mut watch = feed.watch();
+    let mut after = 0;
+    loop {
+        let records = feed.since(after, BATCH);
+        match records.last() {
+            Some(last) => {
+                after = last.seq;
+                console.add(records);
+            }
+            None if watch.changed().await.is_err() => return,
+            None => {}
+        }
+    }
+}
+
+/// Reads the depths of every pipeline's queues each `every`; runs until dropped.
+pub async fn depths(console: Console, every: Duration) {
+    loop {
+        for pipeline in console.inner.queues.keys() {
+            refresh(&console, pipeline).await;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Reads the depths of `pipeline`'s queues now (those that answer).
+pub async fn refresh(console: &Console, pipeline: &str) {
+    let Some(queues) = console.inner.queues.get(pipeline) else {
+        return;
+    };
+    let mut total = Depths::default();
+    for q in queues {
+        match q.depths().await {
+            Ok((dead, source)) => {
+                total.dead_letters += dead;
+                total.queue += source;
+            }
+            Err(e) => tracing::debug!(error = %e, queue = q.url, "depth not read"),
+        }
+    }
+    console.set_depths(pipeline, total);
+}

@@ -1,0 +1,156 @@
+//! The console's shared state: the pipelines it shows, what their feeds said, the
+//! depths of their queues, and a counter that moves whenever any of it changes, for
+//! the pages that follow it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use eventpipe_core::feed::{self, Record};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::dead_letters::DeadLetterQueue;
+use crate::history::{History, Stats};
+
+/// A pipeline as its home describes it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pipeline {
+    pub name: String,
+    /// e.g. `Ready`, or `Running` in local mode.
+    pub status: String,
+    pub conditions: Vec<Condition>,
+    pub replicas: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub message: String,
+}
+
+/// Messages waiting in a pipeline's source queues and dead-letter queues.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Depths {
+    pub queue: i64,
+    pub dead_letters: i64,
+}
+
+/// How the console may be used.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// The token a redrive needs; none makes the console read-only.
+    pub token: Option<String>,
+    /// Where trace ids link to (Jaeger's UI).
+    pub jaeger_url: Option<String>,
+}
+
+/// What a page is sent, whole, whenever something changed.
+#[derive(Serialize)]
+pub struct Snapshot {
+    pub pipelines: Vec<PipelineView>,
+    /// Whether a redrive can be authorised here at all.
+    pub redrive: bool,
+    pub jaeger_url: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct PipelineView {
+    #[serde(flatten)]
+    pub pipeline: Pipeline,
+    pub stats: Stats,
+    pub depths: Option<Depths>,
+    /// Whether it has dead-letter queues the console can list and redrive.
+    pub dead_letters: bool,
+}
+
+/// Shared by cloning.
+#[derive(Clone)]
+pub struct Console {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub pipelines: Vec<Pipeline>,
+    pub settings: Settings,
+    /// Per pipeline, its SQS sources' dead-letter queues.
+    pub queues: BTreeMap<String, Vec<DeadLetterQueue>>,
+    history: Mutex<History>,
+    depths: Mutex<BTreeMap<String, Depths>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Console {
+    pub fn new(
+        pipelines: Vec<Pipeline>,
+        queues: BTreeMap<String, Vec<DeadLetterQueue>>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pipelines,
+                settings,
+                queues,
+                history: Mutex::default(),
+                depths: Mutex::default(),
+                changed: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Remembers records from a feed.
+    pub fn add(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut history = lock(&self.inner.history);
+        for r in records {
+            history.add(r);
+        }
+        drop(history);
+        self.touch();
+    }
+
+    pub fn set_depths(&self, pipeline: &str, depths: Depths) {
+        lock(&self.inner.depths).insert(pipeline.to_string(), depths);
+        self.touch();
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let now = feed::now_ms();
+        let history = lock(&self.inner.history);
+        let depths = lock(&self.inner.depths);
+        let pipelines = (self.inner.pipelines.iter())
+            .map(|p| PipelineView {
+                pipeline: p.clone(),
+                stats: history.stats(&p.name, now),
+                depths: depths.get(&p.name).copied(),
+                dead_letters: self.inner.queues.contains_key(&p.name),
+            })
+            .collect();
+        Snapshot {
+            pipelines,
+            redrive: self.inner.settings.token.is_some(),
+            jaeger_url: self.inner.settings.jaeger_url.clone(),
+        }
+    }
+
+    pub fn search(&self, correlation_id: &str) -> Vec<Record> {
+        lock(&self.inner.history).search(correlation_id)
+    }
+
+    /// Moves whenever something shown changed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    fn touch(&self) {
+        self.inner.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// The state is plain data: it stays usable after a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
