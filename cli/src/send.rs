@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
-use eventpipe_crds::{Manifest, Webhook};
+use eventpipe_crds::{Manifest, SecretKeyRef, Webhook};
 use eventpipe_ingress::Verifier;
 
 #[derive(Args)]
@@ -35,6 +35,10 @@ pub struct Send {
     /// The event type, for webhooks that read it from a header (e.g. issue_comment).
     #[arg(long)]
     event_type: Option<String>,
+    /// Sign with the webhook's previousSecretRef, as a sender not yet given the new
+    /// secret does during a rotation.
+    #[arg(long)]
+    previous: bool,
 }
 
 /// Every header a sender sets: JSON content type, the signature or token, the event
@@ -75,7 +79,20 @@ pub fn headers(
 
 /// The webhook's current secret: what a sender signs with.
 pub fn read_secret(hook: &Webhook, dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let r = &hook.signature.secret_ref;
+    read_secret_ref(&hook.signature.secret_ref, dir)
+}
+
+/// The webhook's previous secret, during a rotation.
+fn read_previous_secret(hook: &Webhook, dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let r = hook
+        .signature
+        .previous_secret_ref
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("webhook {:?} has no previousSecretRef", hook.name))?;
+    read_secret_ref(r, dir)
+}
+
+fn read_secret_ref(r: &SecretKeyRef, dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let file = dir.join(&r.name).join(&r.key);
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("secret {}/{} ({})", r.name, r.key, file.display()))?;
@@ -111,7 +128,10 @@ impl Send {
             (None, None) => b"{}".to_vec(),
         };
         serde_json::from_slice::<serde_json::Value>(&body).context("the body is not JSON")?;
-        let secret = read_secret(hook, &self.secrets_dir)?;
+        let secret = match self.previous {
+            true => read_previous_secret(hook, &self.secrets_dir)?,
+            false => read_secret(hook, &self.secrets_dir)?,
+        };
         let url = self
             .to
             .clone()

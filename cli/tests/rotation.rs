@@ -1,0 +1,142 @@
+//! `eventpipe dev` takes a webhook's previous secret as a cluster does: during a
+//! rotation, requests signed with the current or the previous secret are accepted,
+//! others refused; `eventpipe send --previous` signs as a sender not yet rotated.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::eventpipe;
+use eventpipe_testkit::{Moto, free_port};
+
+const MANIFEST: &str = r#"apiVersion: eventpipe.dev/v1alpha1
+kind: QueueBinding
+metadata: {name: events}
+spec: {sqs: {queueName: rotation-events, create: true}}
+---
+apiVersion: eventpipe.dev/v1alpha1
+kind: EventPipeline
+metadata: {name: hooks}
+spec:
+  ingress:
+    webhooks:
+      - name: rotating
+        path: /rotating
+        signature:
+          scheme: hmac
+          secretRef: {name: hooks, key: current}
+          previousSecretRef: {name: hooks, key: previous}
+          header: X-Signature
+          timestamp: {header: X-Timestamp, tolerance: 5m}
+      - {name: plain, path: /plain, signature: {scheme: github, secretRef: {name: hooks, key: current}}}
+    publishTo: {queueBindingRef: {name: events}}
+  sources: [{queueBindingRef: {name: events}}]
+  processor: {dynamodb: {tableName: rotation-events, create: true}}
+"#;
+
+/// Kills the `eventpipe dev` it holds at the end of the test.
+struct DevProcess(Child);
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn secrets(dir: &Path, current: &str, previous: Option<&str>) {
+    std::fs::create_dir_all(dir.join("hooks")).expect("secrets dir");
+    std::fs::write(dir.join("hooks/current"), current).expect("secret written");
+    if let Some(p) = previous {
+        std::fs::write(dir.join("hooks/previous"), p).expect("secret written");
+    }
+}
+
+/// `eventpipe send` to the dev's webhook `hook`, with the secrets in `dir`.
+fn send(
+    manifest: &Path,
+    url: &str,
+    dir: &Path,
+    hook: &str,
+    more: &[&str],
+) -> (bool, String, String) {
+    let to = format!("{url}/{hook}");
+    let (m, d) = (
+        manifest.to_str().expect("utf-8"),
+        dir.to_str().expect("utf-8"),
+    );
+    let args = [
+        &["send", "--config", m, "--to", &to, "--secrets-dir", d],
+        more,
+        &["hooks", hook],
+    ]
+    .concat();
+    eventpipe(&args, &[])
+}
+
+#[test]
+fn dev_accepts_the_previous_secret_during_a_rotation() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("hooks.yaml");
+    std::fs::write(&manifest, MANIFEST).expect("manifest written");
+    let rotated = dir.path().join("secrets");
+    secrets(&rotated, "new-secret", Some("old-secret"));
+    let listen = free_port();
+    let _dev = DevProcess(
+        Command::new(env!("CARGO_BIN_EXE_eventpipe"))
+            .args(["dev", "-f", manifest.to_str().expect("utf-8")])
+            .args(["--secrets-dir", rotated.to_str().expect("utf-8")])
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .args(["--ops-listen", &format!("127.0.0.1:{}", free_port())])
+            .envs(moto.env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("eventpipe dev starts"),
+    );
+    let url = format!("http://127.0.0.1:{listen}");
+    let mut up = false;
+    for _ in 0..120 {
+        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(up, "eventpipe dev did not listen on {url}");
+
+    let (ok, out, err) = send(&manifest, &url, &rotated, "rotating", &[]);
+    assert!(
+        ok && out.starts_with("202 "),
+        "current secret: {out}\n{err}"
+    );
+    let (ok, out, err) = send(&manifest, &url, &rotated, "rotating", &["--previous"]);
+    assert!(
+        ok && out.starts_with("202 "),
+        "previous secret: {out}\n{err}"
+    );
+
+    // A sender with neither secret is refused.
+    let other = dir.path().join("other");
+    secrets(&other, "third-secret", Some("fourth-secret"));
+    for more in [&[][..], &["--previous"][..]] {
+        let (ok, out, _) = send(&manifest, &url, &other, "rotating", more);
+        assert!(!ok && out.starts_with("401 "), "{more:?}: {out}");
+    }
+
+    // What cannot be signed says why.
+    let (ok, _, err) = send(&manifest, &url, &rotated, "plain", &["--previous"]);
+    assert!(!ok);
+    assert!(
+        err.contains("webhook \"plain\" has no previousSecretRef"),
+        "{err}"
+    );
+    let unrotated = dir.path().join("unrotated");
+    secrets(&unrotated, "new-secret", None);
+    let (ok, _, err) = send(&manifest, &url, &unrotated, "rotating", &["--previous"]);
+    assert!(!ok);
+    assert!(err.contains("secret hooks/previous"), "{err}");
+}
