@@ -11,6 +11,8 @@ use crate::{Duration, ObjectRef, SecretKeyRef, ValueSource, defaults};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.webhooks.all(w, self.webhooks.filter(x, x.name == w.name).size() == 1)").message("webhook names must be unique"))]
 #[x_kube(validation = Rule::new("self.webhooks.all(w, self.webhooks.filter(x, x.path == w.path).size() == 1)").message("webhook paths must be unique"))]
+#[x_kube(validation = Rule::new("!has(self.subscriptions) || self.subscriptions.all(s, self.webhooks.exists(w, w.name == s.webhook))").message("a subscription's webhook must be one of the ingress's webhooks"))]
+#[x_kube(validation = Rule::new("!has(self.subscriptions) || self.subscriptions.all(s, !self.webhooks.exists(w, w.path == s.path) && self.subscriptions.filter(x, x.path == s.path).size() == 1)").message("subscription paths must be unique and differ from the webhooks' paths"))]
 pub struct Ingress {
     #[schemars(length(min = 1, max = 32))]
     pub webhooks: Vec<Webhook>,
@@ -23,6 +25,10 @@ pub struct Ingress {
     /// and `tls.key`); a rotated Secret reaches new connections without a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<IngressTls>,
+    /// Where clients subscribe to the events a `push` processor delivers here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub subscriptions: Vec<crate::Subscription>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -13,6 +13,7 @@ mod event_pipeline;
 mod ingress;
 mod manifest;
 mod processor;
+mod push;
 mod queue_binding;
 mod scaling;
 pub mod schema;
@@ -42,6 +43,8 @@ pub use queue_binding::{
     QueueBindingStatus, SqsQueue, StartingPosition,
 };
 pub use scaling::{Scaling, ScalingEngine};
+
+pub use push::{PushProcessor, Subscription};
 
 pub const GROUP: &str = "eventpipe.dev";
 pub const VERSION: &str = "v1alpha1";

@@ -11,8 +11,10 @@ use crate::{Duration, ObjectRef, SecretKeyRef, defaults};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.http) ? 1 : 0) + (has(self.container) ? 1 : 0) + (has(self.dynamodb) ? 1 : 0) + (has(self.sqs) ? 1 : 0) == 1").message("processor must name exactly one of http, container, dynamodb or sqs"))]
+#[x_kube(validation = Rule::new("(has(self.http) ? 1 : 0) + (has(self.container) ? 1 : 0) + (has(self.dynamodb) ? 1 : 0) + (has(self.sqs) ? 1 : 0) + (has(self.push) ? 1 : 0) == 1").message("processor must name exactly one of http, container, dynamodb, sqs or push"))]
 pub struct Processor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::PushProcessor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpProcessor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,6 +22,7 @@ use crate::{
     limits::Limits,
     metrics::Metrics,
     publish::{Noop, Publisher},
+    push::{self, HubLimits, Pushes, metrics::PushMetrics, subscribe::Subscriptions},
     secrets::{self, Secrets},
     server::{self, Routes},
     sqs::{BatchSettings, SqsPublisher},
@@ -58,6 +59,8 @@ pub struct Settings {
     /// SDK configuration for every destination, instead of the environment's and
     /// the bindings' own (local mode points it at an emulator).
     pub aws: Option<SdkConfig>,
+    /// Subscribers and the pushes kept for them.
+    pub push: HubLimits,
 }
 
 impl Default for Settings {
@@ -73,6 +76,7 @@ impl Default for Settings {
             drain_delay: Duration::ZERO,
             batch: BatchSettings::default(),
             aws: None,
+            push: HubLimits::default(),
         }
     }
 }
@@ -89,6 +93,7 @@ pub enum StartError {
 /// A configured ingress, ready to serve.
 pub struct Ingress {
     routes: Arc<Routes>,
+    pushes: Pushes,
     ready: Ready,
     watchers: Vec<JoinHandle<()>>,
     server: Server,
@@ -123,6 +128,15 @@ impl Ingress {
         ready.set(secrets.reload());
         // A store still under way when its request gave up is waited for this long.
         let drain = Drain::new(settings.drain_delay, settings.publish_timeout);
+        let pushes = Pushes::new(
+            settings.push.clone(),
+            PushMetrics::register(registry),
+            (config.subscriptions.iter())
+                .map(|s| s.pipeline.clone())
+                .collect(),
+        );
+        let subscriptions =
+            Subscriptions::new(config.subscriptions.clone(), &secrets, pushes.clone());
         let routes = routes(config, &settings, &metrics, &secrets, &drain.publishing).await?;
         let mut watchers = vec![tokio::spawn(secrets::watch(
             Arc::downgrade(&secrets),
@@ -135,6 +149,7 @@ impl Ingress {
         watchers.extend(tls.as_ref().map(|t| t.watch(settings.secrets_poll)));
         let routes = Arc::new(Routes::new(
             routes,
+            subscriptions,
             metrics.clone(),
             secrets,
             &settings.limits,
@@ -151,6 +166,7 @@ impl Ingress {
         };
         Ok(Self {
             routes,
+            pushes,
             ready,
             watchers,
             server,
@@ -161,6 +177,12 @@ impl Ingress {
     /// The webhook routes, e.g. to merge into another server (local mode).
     pub fn router(&self) -> Router {
         server::router(self.routes.clone())
+    }
+
+    /// The internal endpoint a `push` processor sends events to (`POST
+    /// /push/{pipeline}`), for the ops server.
+    pub fn push_router(&self) -> Router {
+        push::router(self.pushes.clone())
     }
 
     /// The feed of accepted events, to serve or read in process (local mode).
@@ -184,6 +206,7 @@ impl Ingress {
     ) -> std::io::Result<()> {
         let Self {
             routes,
+            pushes,
             ready,
             watchers,
             server,
@@ -196,6 +219,9 @@ impl Ingress {
             watchers.iter().for_each(JoinHandle::abort);
             ready.set(false);
             delayed.delay().await;
+            // Subscribers would hold their connections open: end them, to reconnect
+            // to another replica.
+            pushes.closing.cancel();
         };
         server.serve(listener, stop_accepting).await?;
         // The last handles on the publishers: their batchers send what they hold.

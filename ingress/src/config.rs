@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use eventpipe_crds::{Manifest, ManifestError, QueueBindingSpec, SqsQueue, Webhook};
+use eventpipe_crds::{
+    Manifest, ManifestError, QueueBindingSpec, SecretKeyRef, SignatureScheme, SqsQueue,
+    Subscription, Webhook,
+};
 
 use crate::extract::{Field, Fields, InvalidField};
 use crate::github::Github;
@@ -14,6 +17,18 @@ use crate::signature::{InvalidRule, Verifier};
 #[derive(Clone, Debug)]
 pub struct IngressConfig {
     pub webhooks: Vec<WebhookConfig>,
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+/// Where clients subscribe to a pipeline's pushes, and what admits them.
+#[derive(Clone, Debug)]
+pub struct SubscriptionConfig {
+    pub pipeline: String,
+    pub spec: Subscription,
+    /// The webhook's token admits any subscriber (scheme bearer).
+    pub bearer: bool,
+    /// The webhook's secrets: its token, or the key of subscribe tokens.
+    pub secrets: Vec<SecretKeyRef>,
 }
 
 /// One webhook, ready to serve.
@@ -26,6 +41,8 @@ pub struct WebhookConfig {
     pub github: Github,
     pub max_body_bytes: usize,
     pub target: Target,
+    /// Its `202` carries a subscribe token: a subscription names this webhook.
+    pub subscribable: bool,
 }
 
 impl WebhookConfig {
@@ -72,7 +89,7 @@ pub enum ConfigError {
         file: String,
         pipelines: Vec<String>,
     },
-    #[error("webhook path {path:?} is used twice: by {first} and by {second}")]
+    #[error("path {path:?} is used twice: by {first} and by {second}")]
     DuplicatePath {
         path: String,
         first: String,
@@ -80,6 +97,14 @@ pub enum ConfigError {
     },
     #[error("{webhook}: path {path:?} must start with /")]
     BadPath { webhook: String, path: String },
+    #[error(
+        "pipeline {pipeline:?} subscription {subscription:?}: webhook {webhook:?} is not one of the pipeline's webhooks"
+    )]
+    UnknownWebhook {
+        pipeline: String,
+        subscription: String,
+        webhook: String,
+    },
     #[error("{webhook}: signature: {source}")]
     Signature {
         webhook: String,
@@ -146,16 +171,25 @@ impl IngressConfig {
             });
         }
         let mut webhooks = Vec::new();
+        let mut subscriptions = Vec::new();
         for name in with_ingress {
             let pipeline = manifest.pipeline(&name)?;
             let ingress = pipeline.pipeline.spec.ingress.as_ref().expect("filtered");
             let target = target(&name, &pipeline, &ingress.publish_to)?;
             for spec in &ingress.webhooks {
-                webhooks.push(compile(&name, spec, target.clone())?);
+                let mut webhook = compile(&name, spec, target.clone())?;
+                webhook.subscribable = ingress.subscriptions.iter().any(|s| s.webhook == spec.name);
+                webhooks.push(webhook);
+            }
+            for spec in &ingress.subscriptions {
+                subscriptions.push(subscription(&name, spec, &ingress.webhooks)?);
             }
         }
-        unique_paths(&webhooks)?;
-        Ok(Self { webhooks })
+        unique_paths(&webhooks, &subscriptions)?;
+        Ok(Self {
+            webhooks,
+            subscriptions,
+        })
     }
 }
 
@@ -237,16 +271,54 @@ fn compile(pipeline: &str, spec: &Webhook, target: Target) -> Result<WebhookConf
         github: Github::new(spec),
         max_body_bytes: usize::try_from(spec.max_body_bytes.max(1)).unwrap_or(usize::MAX),
         target,
+        subscribable: false,
     })
 }
 
-fn unique_paths(webhooks: &[WebhookConfig]) -> Result<(), ConfigError> {
+fn subscription(
+    pipeline: &str,
+    spec: &Subscription,
+    webhooks: &[Webhook],
+) -> Result<SubscriptionConfig, ConfigError> {
+    if !spec.path.starts_with('/') {
+        return Err(ConfigError::BadPath {
+            webhook: subscription_label(pipeline, &spec.name),
+            path: spec.path.clone(),
+        });
+    }
+    let Some(webhook) = webhooks.iter().find(|w| w.name == spec.webhook) else {
+        return Err(ConfigError::UnknownWebhook {
+            pipeline: pipeline.into(),
+            subscription: spec.name.clone(),
+            webhook: spec.webhook.clone(),
+        });
+    };
+    Ok(SubscriptionConfig {
+        pipeline: pipeline.into(),
+        spec: spec.clone(),
+        bearer: webhook.signature.scheme == SignatureScheme::Bearer,
+        secrets: webhook.signature.secret_refs().cloned().collect(),
+    })
+}
+
+fn subscription_label(pipeline: &str, subscription: &str) -> String {
+    format!("pipeline {pipeline:?} subscription {subscription:?}")
+}
+
+/// Webhook and subscription paths, each served once.
+fn unique_paths(
+    webhooks: &[WebhookConfig],
+    subscriptions: &[SubscriptionConfig],
+) -> Result<(), ConfigError> {
     let mut seen = BTreeMap::new();
-    for w in webhooks {
-        let label = webhook_label(&w.pipeline, &w.spec.name);
-        if let Some(first) = seen.insert(w.spec.path.clone(), label.clone()) {
+    let webhook_paths =
+        (webhooks.iter()).map(|w| (&w.spec.path, webhook_label(&w.pipeline, &w.spec.name)));
+    let subscription_paths = (subscriptions.iter())
+        .map(|s| (&s.spec.path, subscription_label(&s.pipeline, &s.spec.name)));
+    for (path, label) in webhook_paths.chain(subscription_paths) {
+        if let Some(first) = seen.insert(path.clone(), label.clone()) {
             return Err(ConfigError::DuplicatePath {
-                path: w.spec.path.clone(),
+                path: path.clone(),
                 first,
                 second: label,
             });
@@ -360,7 +432,7 @@ spec:
         let err = load(&yaml).unwrap_err().to_string();
         assert_eq!(
             err,
-            r#"webhook path "/hooks" is used twice: by pipeline "a" webhook "github" and by pipeline "b" webhook "github""#
+            r#"path "/hooks" is used twice: by pipeline "a" webhook "github" and by pipeline "b" webhook "github""#
         );
     }
 

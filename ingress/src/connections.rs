@@ -112,7 +112,10 @@ impl Server {
     {
         let (io, unanswered) = Watched::new(io);
         let service = TowerToHyperService::new(self.router.clone());
-        let conn = http.serve_connection(TokioIo::new(io), service);
+        // Upgrades for WebSocket subscribers.
+        let conn = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
         tokio::pin!(conn);
         let served = tokio::select! {
             served = conn.as_mut() => served,

@@ -20,6 +20,7 @@ mod limits;
 pub mod fuzzing;
 mod metrics;
 mod publish;
+mod push;
 mod reply;
 mod secrets;
 mod server;
@@ -32,13 +33,14 @@ mod webhook;
 
 use std::{future::Future, sync::Arc};
 
-use eventpipe_core::ops;
+use eventpipe_core::{feed_http, ops};
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::oneshot};
 
 pub use app::{Ingress, PublishMode, Settings, StartError};
 pub use config::{ConfigError, IngressConfig, Target, WebhookConfig};
 pub use limits::Limits;
+pub use push::HubLimits;
 pub use signature::Verifier;
 pub use sqs::BatchSettings;
 pub use tls::{TlsError, TlsFiles};
@@ -55,15 +57,17 @@ pub async fn run(
     let mut registry = Registry::default();
     let ingress = Ingress::new(config, settings, &mut registry).await?;
     let (stop_ops, ops_stopped) = oneshot::channel::<()>();
-    let ops = tokio::spawn(ops::serve(
-        ops_listener,
-        Arc::new(registry),
-        ingress.ready(),
-        ingress.feed(),
-        async move {
-            let _ = ops_stopped.await;
-        },
-    ));
+    // The ops port also takes the push processor's events: internal, like /metrics.
+    let router = (ops::router(Arc::new(registry), ingress.ready()))
+        .merge(feed_http::router(ingress.feed()))
+        .merge(ingress.push_router());
+    let ops = tokio::spawn(async move {
+        axum::serve(ops_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = ops_stopped.await;
+            })
+            .await
+    });
     // The ops server outlives the drain, so /readyz answers 503 meanwhile.
     let served = ingress.serve(listener, shutdown).await;
     let _ = stop_ops.send(());

@@ -6,7 +6,9 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use eventpipe_core::{ops, telemetry};
 use eventpipe_crds::Duration;
-use eventpipe_ingress::{BatchSettings, IngressConfig, Limits, PublishMode, Settings, TlsFiles};
+use eventpipe_ingress::{
+    BatchSettings, HubLimits, IngressConfig, Limits, PublishMode, Settings, TlsFiles,
+};
 
 /// Each request allocates many small, short-lived buffers (body, JSON, headers, log
 /// line): mimalloc serves them for less CPU than the system allocator.
@@ -54,6 +56,9 @@ struct Cli {
     /// How long an event waits for others to share its SendMessageBatch call.
     #[arg(long, default_value = "5ms", hide = true)]
     flush_delay: Duration,
+    /// Clients subscribed to pushes at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_subscribers: u32,
     /// `noop` accepts and drops every event: for benchmarking the ingress alone.
     #[arg(long, value_enum, default_value = "aws", hide = true)]
     publish: Publish,
@@ -167,6 +172,10 @@ async fn serve(cli: Cli, config: IngressConfig) -> anyhow::Result<()> {
             ..BatchSettings::default()
         },
         aws: None,
+        push: HubLimits {
+            max_subscribers: cli.max_subscribers as usize,
+            ..HubLimits::default()
+        },
     };
     let result = eventpipe_ingress::run(
         config,

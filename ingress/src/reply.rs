@@ -20,6 +20,9 @@ pub enum Reply {
     Accepted {
         event_id: String,
         correlation_id: String,
+        /// Admits the sender to its own request's pushes, when a subscription names
+        /// this webhook.
+        subscribe_token: Option<String>,
     },
     /// GitHub's `ping`, answered and not enqueued.
     Pong {
@@ -100,6 +103,17 @@ impl Reply {
                 Reply::Accepted {
                     event_id,
                     correlation_id,
+                    subscribe_token: Some(token),
+                },
+                _,
+            ) => {
+                json!({ "eventId": event_id, "correlationId": correlation_id, "subscribeToken": token })
+            }
+            (
+                Reply::Accepted {
+                    event_id,
+                    correlation_id,
+                    subscribe_token: None,
                 },
                 _,
             ) => json!({ "eventId": event_id, "correlationId": correlation_id }),

@@ -19,6 +19,7 @@ use tracing::{Instrument, Span};
 use crate::{
     limits::{Gate, Limit, Limits},
     metrics::{Metrics, UNMATCHED},
+    push::subscribe::Subscriptions,
     reply::Reply,
     secrets::Secrets,
     spans,
@@ -28,6 +29,7 @@ use crate::{
 /// The webhooks by path, and what every request reports to.
 pub struct Routes {
     by_path: HashMap<String, Arc<Route>>,
+    subscriptions: Subscriptions,
     metrics: Metrics,
     gate: Gate,
     request_timeout: Duration,
@@ -38,6 +40,7 @@ pub struct Routes {
 impl Routes {
     pub fn new(
         routes: impl IntoIterator<Item = Route>,
+        subscriptions: Subscriptions,
         metrics: Metrics,
         secrets: Arc<Secrets>,
         limits: &Limits,
@@ -48,6 +51,7 @@ impl Routes {
             .collect();
         Self {
             by_path,
+            subscriptions,
             gate: Gate::new(limits.max_concurrent_requests, metrics.in_flight()),
             request_timeout: limits.request_timeout,
             metrics,
@@ -62,6 +66,13 @@ pub fn router(routes: Arc<Routes>) -> Router {
 }
 
 async fn dispatch(State(routes): State<Arc<Routes>>, request: Request) -> Response {
+    // Subscribers stay connected: they take no place a webhook request needs.
+    if let Some(endpoint) = routes.subscriptions.endpoint(request.uri().path()) {
+        let response = routes.subscriptions.serve(&endpoint, request).await;
+        let path = endpoint.path();
+        routes.metrics.request(path, response.status().as_u16());
+        return response;
+    }
     let (parts, body) = request.into_parts();
     let Some(route) = routes.by_path.get(parts.uri.path()) else {
         routes.metrics.request(UNMATCHED, 404);

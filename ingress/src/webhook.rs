@@ -26,6 +26,7 @@ use crate::{
     github,
     metrics::Metrics,
     publish::{Message, PublishError, Publisher},
+    push::token,
     reply::Reply,
     secrets::Slot,
     signature::AuthError,
@@ -168,6 +169,7 @@ impl Route {
                     ..accepted
                 });
                 Reply::Accepted {
+                    subscribe_token: self.subscribe_token(&correlation_id),
                     event_id,
                     correlation_id,
                 }
@@ -184,6 +186,22 @@ impl Route {
                 }
             }
         }
+    }
+
+    /// A token admitting the sender to the pushes of `correlation_id`, when a
+    /// subscription names this webhook.
+    fn subscribe_token(&self, correlation_id: &str) -> Option<String> {
+        if !self.config.subscribable {
+            return None;
+        }
+        let secret = self.secrets.first()?.get()?;
+        let pipeline = &self.config.pipeline;
+        Some(token::issue(
+            secret.expose(),
+            pipeline,
+            correlation_id,
+            unix_now(),
+        ))
     }
 
     /// Stores the message within the publish timeout and by the request's
@@ -212,7 +230,7 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -121,7 +121,7 @@ fn duplicate_paths_are_refused() {
     .concat();
     fails_with(
         with_config(&yaml),
-        r#"webhook path "/hooks/github" is used twice: by pipeline "one" webhook "github" and by pipeline "two" webhook "github""#,
+        r#"path "/hooks/github" is used twice: by pipeline "one" webhook "github" and by pipeline "two" webhook "github""#,
     );
 }
 
