@@ -9,7 +9,7 @@ PEERS := bench/peers
 export EVENTPIPE_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: all build test lint fmt crds demo dev e2e bench soak bench-operator images image-archives fuzz-build venv tools browser chromium clean
+.PHONY: all build test lint fmt crds demo demo-shop dev e2e bench soak bench-operator images image-archives fuzz-build venv tools browser chromium clean
 
 all: build
 
@@ -63,6 +63,11 @@ test: venv tools lint browser
 demo: venv
 	cargo build -p eventpipe-cli
 	./target/debug/eventpipe demo -f examples/github-analytics.yaml
+
+## The orders saga and the outbox, with the example shop's services beside them.
+demo-shop: venv
+	cargo build -p eventpipe-cli -p eventpipe-example-shop
+	scripts/demo-shop.sh examples/orders-saga.yaml examples/outbox.yaml
 
 ## The same set-up, left running (Ctrl-C stops): try `eventpipe send` against it.
 dev: venv
