@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodbstreams::types::Record;
 use cloudevents::{AttributesReader, Event};
-use eventpipe_core::envelope;
+use eventpipe_core::{envelope, telemetry};
 use eventpipe_core::sqs_message::{self, DeadLetterReasons};
 use futures::future::join_all;
 use tracing::Instrument;
@@ -303,11 +303,13 @@ impl Reader {
             Step::Done(Decision::Ack(outcome)) => {
                 tracing::debug!(parent: span, outcome, "done");
                 metrics.outcome(labels, outcome);
+                metrics.record(labels, item.event, outcome, &telemetry::trace_id(span));
                 round::Result::Done
             }
             Step::Done(Decision::Retry(delay, error)) => {
                 tracing::warn!(parent: span, error = %error, retry_in = ?delay, "delivery failed; will retry");
                 metrics.outcome(labels, "retried");
+                metrics.record(labels, item.event, "retried", &telemetry::trace_id(span));
                 tries.last_error.insert(p, error.clone());
                 round::Result::Retry(delay, error)
             }
