@@ -146,6 +146,49 @@ async fn a_failed_batch_fails_every_event_and_a_throttled_one_spends_no_receive(
     );
 }
 
+#[tokio::test]
+async fn duplicates_are_delivered_once_and_each_event_has_its_outcome_event() {
+    let sink = BatchSink::start(|_, _| (200, vec![])).await;
+    let moto = Moto::start();
+    let spec = format!(
+        "{}\n  delivery: {{concurrency: 30, idempotency: {{tableName: seen}}}}\n  destinations:\n    onSuccess: {{queueBindingRef: {{name: outcomes}}, type: saved}}",
+        batched(&sink, 10).replace("\n  delivery: {concurrency: 30}", "")
+    );
+    let outcomes = "---\napiVersion: eventpipe.dev/v1alpha1\nkind: QueueBinding\nmetadata: {name: outcomes}\nspec:\n  sqs: {queueName: outcomes, create: true}\n";
+    let cfg = config(2, &spec).replacen(
+        "---\napiVersion: eventpipe.dev/v1alpha1\nkind: EventPipeline",
+        &format!("{outcomes}---\napiVersion: eventpipe.dev/v1alpha1\nkind: EventPipeline"),
+        1,
+    );
+    let urls = provision(&moto, &cfg).await;
+    let sqs = moto.sqs();
+    send_numbered(&sqs, &urls["in"], 10).await;
+    send_numbered(&sqs, &urls["in"], 5).await;
+    let _worker = WorkerProcess::start(&moto, &cfg, &[]).await;
+    eventually(30 * SECONDS, "every message acknowledged", async || {
+        depth(&sqs, &urls["in"]).await == (0, 0) && depth(&sqs, &urls["outcomes"]).await.0 == 10
+    })
+    .await;
+    assert!(sink.sent().values().all(|n| *n == 1), "{:?}", sink.sent());
+    assert_eq!(sink.sent().len(), 10);
+    let mut subjects: Vec<String> = drain(&sqs, &urls["outcomes"])
+        .await
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(m.body().unwrap()).unwrap())
+        .inspect(|o| {
+            assert_eq!(
+                o["correlationid"],
+                format!("corr-{}", o["subject"].as_str().unwrap())
+            )
+        })
+        .map(|o| o["subject"].as_str().unwrap().to_string())
+        .collect();
+    subjects.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    want.sort();
+    assert_eq!(subjects, want, "one outcome per event");
+}
+
 fn distinct_ids(ids: &[String]) -> usize {
     ids.iter().collect::<std::collections::HashSet<_>>().len()
 }

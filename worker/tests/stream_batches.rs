@@ -1,7 +1,7 @@
 //! DynamoDB stream records in batches, against moto: a shard's records delivered to a
 //! batch-taking HTTP processor in concurrent lanes (`parallelizationFactor`) in order
 //! per partition key, a batch that fails whole bisected down to its bad record, and
-//! the records a response names retried alone while the others go on.
+//! a record a response names given up alone (`maxRetryAttempts`) while the others go on.
 
 mod common;
 
@@ -101,7 +101,7 @@ async fn a_batch_failing_whole_is_bisected_down_to_the_bad_record() {
 }
 
 #[tokio::test]
-async fn records_a_response_names_are_retried_alone_and_those_after_them_still_delivered() {
+async fn records_a_response_names_are_given_up_alone_and_those_after_them_still_delivered() {
     let sink = BatchSink::start(|r, _| {
         let poison = r.events.iter().filter(|e| key(e) == "poison");
         (
@@ -115,7 +115,8 @@ async fn records_a_response_names_are_retried_alone_and_those_after_them_still_d
     let moto = Moto::start();
     let dlq = setup(&moto).await;
     poisoned(&moto, 8, 2).await;
-    let cfg = config(&batched(&sink), "    batchSize: 8\n    batchWindow: 1s", "");
+    let stream = "    batchSize: 8\n    batchWindow: 1s\n    maxRetryAttempts: 0";
+    let cfg = config(&batched(&sink), stream, "");
     let _worker = WorkerProcess::start(&moto, &cfg, FAST_LEASES).await;
     eventually(30 * SECONDS, "the poison dead-lettered", async || {
         depth(&moto.sqs(), &dlq).await.0 == 1
@@ -123,6 +124,16 @@ async fn records_a_response_names_are_retried_alone_and_those_after_them_still_d
     .await;
     let letters = drain(&moto.sqs(), &dlq).await;
     assert_eq!(dead_letter_subjects(&letters), ["poison"]);
+    assert_eq!(
+        attribute(&letters[0], "eventpipe-receive-count"),
+        "1",
+        "maxRetryAttempts 0: no retry, whatever the policy's maxReceiveCount"
+    );
+    assert!(
+        sink.sent().values().all(|n| *n == 1),
+        "given up at once, and the records after it not sent again: {:?}",
+        sink.sent()
+    );
     let mut delivered: Vec<String> = (sink.delivered.lock().unwrap().iter())
         .map(|e| key(e).to_string())
         .collect();

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodbstreams::types::Record;
 use cloudevents::{AttributesReader, Event};
-use eventpipe_core::{envelope, telemetry};
 use eventpipe_core::sqs_message::{self, DeadLetterReasons};
+use eventpipe_core::{envelope, telemetry};
 use futures::future::join_all;
 use tracing::Instrument;
 
@@ -65,7 +65,8 @@ impl Batch<'_> {
     }
 }
 
-/// A lane's count of failures and last error per record.
+/// A lane's count of failures and last error per record (a bisecting round's
+/// failures are not counted).
 #[derive(Default)]
 struct Tries {
     failures: HashMap<usize, u32>,
@@ -75,7 +76,7 @@ struct Tries {
 }
 
 impl Tries {
-    /// Counts a round's failures (not a bisecting round's).
+    /// Counts the failures among `results` of the records at `range`.
     fn count(&mut self, range: &[usize], results: &[round::Result]) {
         for (p, r) in range.iter().zip(results) {
             if r.failed() {
@@ -121,7 +122,6 @@ impl Reader {
     /// One lane's records, round after round until all are finished; false when the
     /// reader must stop first.
     async fn lane(&self, batch: &Batch<'_>, positions: Vec<usize>) -> bool {
-        let bisect = self.source.spec.bisect_on_error;
         let mut work = VecDeque::from([positions]);
         let mut tries = Tries::default();
         while let Some(range) = work.pop_front() {
@@ -144,55 +144,72 @@ impl Reader {
             let Some(results) = self.round(batch, head, &mut tries).await else {
                 return false;
             };
-            let next = round::next(&results, head.len(), bisect);
-            if !matches!(next, Next::Split { .. }) {
-                tries.count(head, &results);
+            let Some(again) = self.settle(batch, head, &results, &mut tries).await else {
+                return false;
+            };
+            if !rest.is_empty() {
+                work.push_front(rest.to_vec());
             }
-            let then = |from: usize| [&head[from.min(head.len())..], rest].concat();
-            match next {
-                Next::Done => batch.finish(head),
+            for range in again.into_iter().rev() {
+                work.push_front(range);
+            }
+        }
+        true
+    }
+
+    /// Acts on a round's results: finishes the records done, dead-letters one given
+    /// up (reading on in the same results past it), waits before a retry; the ranges
+    /// still to deliver, in order, or `None` when the reader must stop first.
+    async fn settle(
+        &self,
+        batch: &Batch<'_>,
+        head: &[usize],
+        results: &[round::Result],
+        tries: &mut Tries,
+    ) -> Option<Vec<Vec<usize>>> {
+        let bisect = self.source.spec.bisect_on_error;
+        let mut from = 0;
+        while from < head.len() {
+            let (left, got) = (&head[from..], &results[from.min(results.len())..]);
+            match round::next(got, left.len(), bisect) {
+                Next::Done => {
+                    batch.finish(left);
+                    break;
+                }
                 Next::Split { at } => {
                     tracing::info!(
                         shard = self.shard(),
-                        records = head.len(),
+                        records = left.len(),
                         "every record of the batch failed; bisecting it"
                     );
-                    if !rest.is_empty() {
-                        work.push_front(rest.to_vec());
-                    }
-                    work.push_front(head[at..].to_vec());
-                    work.push_front(head[..at].to_vec());
-                    continue;
+                    return Some(vec![left[..at].to_vec(), left[at..].to_vec()]);
                 }
                 Next::Again { finished, wait } => {
-                    batch.finish(&head[..finished]);
-                    let failures = tries.failures.get(&head[finished]).copied().unwrap_or(1);
+                    tries.count(left, got);
+                    batch.finish(&left[..finished]);
+                    let failures = tries.failures.get(&left[finished]).copied().unwrap_or(1);
                     let wait = wait.unwrap_or_else(|| {
                         backoff::delay(&Default::default(), failures, fastrand::f64())
                     });
                     if !self.control.pause(wait).await {
-                        return false;
+                        return None;
                     }
-                    work.push_front(then(finished));
-                    continue;
+                    return Some(vec![left[finished..].to_vec()]);
                 }
                 Next::GiveUp { finished, error } => {
-                    batch.finish(&head[..finished]);
-                    let p = head[finished];
+                    tries.count(&left[..=finished], &got[..=finished]);
+                    batch.finish(&left[..finished]);
+                    let p = left[finished];
                     let attempts = tries.failures.get(&p).copied().unwrap_or(0);
                     if !self.dead_letter(batch, p, &error, attempts).await {
-                        return false;
+                        return None;
                     }
                     batch.finish(&[p]);
-                    work.push_front(then(finished + 1));
-                    continue;
+                    from += finished + 1;
                 }
             }
-            if !rest.is_empty() {
-                work.push_front(rest.to_vec());
-            }
         }
-        true
+        Some(vec![])
     }
 
     /// Gives up the records of `range` past `maxRecordAge`; the others, or `None`
