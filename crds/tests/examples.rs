@@ -16,12 +16,17 @@ fn examples() -> Vec<PathBuf> {
 }
 
 #[test]
-fn the_three_use_cases_have_examples() {
+fn the_use_cases_have_examples() {
     let names: Vec<String> = examples()
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for want in ["github-analytics.yaml", "notes.yaml", "orders-saga.yaml"] {
+    for want in [
+        "github-analytics.yaml",
+        "notes.yaml",
+        "orders-saga.yaml",
+        "outbox.yaml",
+    ] {
         assert!(names.iter().any(|n| n == want), "missing examples/{want}");
     }
 }

@@ -13,7 +13,12 @@ use eventpipe_crds::{Manifest, Pipeline};
 use eventpipe_operator::{Settings, Workloads, render};
 use serde_json::{Value, json};
 
-const EXAMPLES: [&str; 3] = ["github-analytics.yaml", "notes.yaml", "orders-saga.yaml"];
+const EXAMPLES: [&str; 4] = [
+    "github-analytics.yaml",
+    "notes.yaml",
+    "orders-saga.yaml",
+    "outbox.yaml",
+];
 
 fn examples() -> Vec<Pipeline> {
     let mut all = vec![];
