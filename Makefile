@@ -86,7 +86,7 @@ bench: venv $(TOOLS)/wrk $(PEERS)/node_modules/.installed
 	cargo build --release -p eventpipe-worker -p eventpipe-ingress
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-## Faults under load (~15 min): webhooks -> ingress -> SQS -> worker -> table -> stream
+## Faults under load (~20 min): webhooks -> ingress -> SQS -> worker -> table -> stream
 ## -> aggregator while the worker is SIGKILLed every 5 s, moto frozen 30 s and the
 ## processor down 20 s; every 202 accounted for in RELIABILITY.md. SOAK_ARGS="--minutes 2".
 soak: venv

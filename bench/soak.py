@@ -367,7 +367,9 @@ def report(r):
     reasons = "".join(f"\n- dead-lettered because: {k} ({v})"
                       for k, v in r["dead_letter_reasons"].items())
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return (f"{BEGIN}\n`make soak` on {r['date']} ({r['machine']}): {r['minutes']} min at "
+    m = r["machine"]
+    on = f"{m['cores']} cores ({m['cpu']}), moto {m['moto']}"
+    return (f"{BEGIN}\n`make soak` on {r['date']}, {on}: {r['minutes']} min at "
             f"{r['rate_per_s']} webhooks/s, a worker SIGKILLed every 5 s, moto frozen 30 s, "
             f"the processor down 20 s.\n\n| | |\n|---|---|\n{table}\n{reasons}\n{END}")
 
@@ -386,7 +388,8 @@ def write_report(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--rate", type=float, default=30, help="webhooks per second")
+    # What the aggregator keeps up with on moto, reading its one shard a record at a time.
+    parser.add_argument("--rate", type=float, default=5, help="webhooks per second")
     parser.add_argument("--binaries", type=Path, default=ROOT / "target" / "release")
     parser.add_argument("--drain-minutes", type=float, default=5)
     parser.add_argument("--no-write", action="store_true", help="print, leave files alone")
