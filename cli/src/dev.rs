@@ -398,6 +398,20 @@ fn generate_missing_secrets(manifest: &Manifest, dir: &Path) -> anyhow::Result<(
                     file.display()
                 );
             }
+            // Never generated: a previous secret is the one senders had before.
+            if let Some(r) = &hook.signature.previous_secret_ref {
+                let file = dir.join(&r.name).join(&r.key);
+                let state = match file.exists() {
+                    true => "accepted too, from",
+                    false => "none yet (only the current one verifies) at",
+                };
+                println!(
+                    "secret  {}/{} (previous): {state} {}",
+                    r.name,
+                    r.key,
+                    file.display()
+                );
+            }
         }
     }
     Ok(())

@@ -92,7 +92,7 @@ fn dev_accepts_the_previous_secret_during_a_rotation() {
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .args(["--ops-listen", &format!("127.0.0.1:{}", free_port())])
             .envs(moto.env())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("dev.out")).expect("output file"))
             .stderr(Stdio::null())
             .spawn()
             .expect("eventpipe dev starts"),
@@ -107,6 +107,11 @@ fn dev_accepts_the_previous_secret_during_a_rotation() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(up, "eventpipe dev did not listen on {url}");
+    let printed = std::fs::read_to_string(dir.path().join("dev.out")).expect("dev's output");
+    assert!(
+        printed.contains("secret  hooks/previous (previous): accepted too, from"),
+        "{printed}"
+    );
 
     let (ok, out, err) = send(&manifest, &url, &rotated, "rotating", &[]);
     assert!(
