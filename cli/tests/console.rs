@@ -201,14 +201,29 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
     let (status, state) = get(&format!("{}/api/state", dev.console)).await;
     assert_eq!(status, 200);
     assert_eq!(state["redrive"], true);
-    let (_, path) = get(&format!("{}/api/search?correlation_id=501", dev.console)).await;
-    let steps: Vec<_> = path
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["component"].clone())
-        .collect();
-    assert_eq!(steps[..2], [json!("ingress"), json!("worker")], "{path}");
+    // The correlation id's path: webhook, worker, then the stream's aggregator.
+    let path = eventually("the aggregator to count the event", || async {
+        let (_, path) = get(&format!("{}/api/search?correlation_id=501", dev.console)).await;
+        let steps: Vec<String> = (path.as_array()?.iter())
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r["pipeline"].as_str().unwrap(),
+                    r["component"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (steps.len() >= 3).then_some(steps)
+    })
+    .await;
+    assert_eq!(
+        path,
+        [
+            "github-ingest/ingress",
+            "github-ingest/worker",
+            "github-aggregate/worker"
+        ]
+    );
     let (status, _) = get(&format!("{}/api/pipelines/nope/dead-letters", dev.console)).await;
     assert_eq!(status, 404);
 

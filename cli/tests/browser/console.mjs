@@ -26,7 +26,7 @@ const profile = mkdtempSync(join(tmpdir(), 'eventpipe-chromium-'));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: env('CHROMIUM'),
   headless: true,
-  viewport: { width: 1280, height: 900 },
+  viewport: { width: 1280, height: 760 },
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
@@ -61,6 +61,13 @@ try {
   await steps.nth(1).waitFor({ timeout: WAIT });
   const path = await steps.allTextContents();
   if (!/ingress/.test(path[0]) || !/worker/.test(path[1])) throw new Error(`path: ${path.join(' | ')}`);
+  // The stream's aggregator comes last, once it has counted the event.
+  await page.waitForFunction(() => {
+    const count = document.querySelector('[data-pipeline="github-aggregate"] [data-field="finished"] .v');
+    return Number(count.textContent) >= 3;
+  }, null, { timeout: WAIT });
+  await page.click('#search button');
+  await page.locator('#path-steps li[data-pipeline="github-aggregate"]').waitFor({ timeout: WAIT });
 
   // A dead letter: listed, selected, redriven; the DLQ depth drops to zero.
   await page.waitForFunction(() => document.querySelector('[data-pipeline="github-ingest"] [data-field="dlq"] .v').textContent === '1', null, { timeout: WAIT });

@@ -109,8 +109,8 @@ function renderPipeline(p) {
   c.querySelector('polyline.in').setAttribute('points', points(s.in_series, max));
   c.querySelector('polyline.out').setAttribute('points', points(s.out_series, max));
   c.querySelector('tbody.recent').replaceChildren(...s.recent.map((r) => el('tr', {},
-    el('td', {}, time(r.at_ms)), el('td', { title: r.id }, r.id), el('td', {}, r.type), correlationCell(r.correlation_id),
-    el('td', {}, `${r.component}/${r.source}`), el('td', { class: `outcome-${r.outcome}` }, r.outcome), el('td', {}, ms(r.latency_ms)), traceCell(r.trace_id))));
+    el('td', { title: time(r.at_ms) }, time(r.at_ms).slice(0, 8)), el('td', { title: r.id }, r.id), el('td', { title: r.type }, r.type), correlationCell(r.correlation_id),
+    el('td', { title: `${r.component}/${r.source}` }, r.component), el('td', { class: `outcome-${r.outcome}` }, r.outcome), el('td', {}, ms(r.latency_ms)), traceCell(r.trace_id))));
 }
 
 function render(state) {
