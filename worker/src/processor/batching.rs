@@ -221,6 +221,35 @@ mod tests {
         assert_eq!(*batches.lock().unwrap(), [vec!["a", "b!", "c"], vec!["d"]]);
     }
 
+    /// Answers no outcome at all.
+    struct Mute;
+
+    impl Processor for Mute {
+        fn deliver<'a>(&'a self, _: Delivery<'a>) -> BoxFuture<'a, Outcome> {
+            unreachable!("only batches")
+        }
+
+        fn deliver_batch<'a>(&'a self, _: Vec<Delivery<'a>>) -> BoxFuture<'a, Vec<Outcome>> {
+            Box::pin(async { vec![] })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_without_an_outcome_for_an_event_fails_its_delivery() {
+        let p = Batching::new(Mute, 10, Duration::ZERO);
+        let e = event("a");
+        let d = Delivery {
+            event: &e,
+            trace: vec![],
+            group: None,
+            completion: None,
+        };
+        let Outcome::Failed(f) = p.deliver(d).await else {
+            panic!("delivered without an outcome");
+        };
+        assert_eq!(f.message, "the batch ended without this event's outcome");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_delivery_that_gave_up_waiting_is_left_out_of_its_batch() {
         let batches = Arc::new(Mutex::new(vec![]));

@@ -126,6 +126,59 @@ mod tests {
         assert_eq!(got, [("a", vec![0, 2]), ("b", vec![1, 4]), ("c", vec![3])]);
     }
 
+    #[tokio::test]
+    async fn a_refused_batch_fails_every_event_and_an_accepted_one_writes_each_id_once() {
+        use crate::processor::FailureKind;
+        use eventpipe_core::envelope::{NewEvent, build};
+        let moto = eventpipe_testkit::Moto::start();
+        let ddb = moto.dynamodb();
+        let spec = |table: &str| -> eventpipe_crds::DynamoDbProcessor {
+            serde_json::from_value(serde_json::json!({"tableName": table})).unwrap()
+        };
+        let events: Vec<_> = ["a", "b", "a"]
+            .iter()
+            .map(|id| {
+                build(NewEvent {
+                    id: id.to_string(),
+                    source: "/s".into(),
+                    event_type: "t".into(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let deliveries = || {
+            (events.iter())
+                .map(|event| Delivery {
+                    event,
+                    trace: vec![],
+                    group: None,
+                    completion: None,
+                })
+                .collect()
+        };
+        let missing = DynamoDbProcessor::build(&spec("missing"), ddb.clone()).await;
+        let outcomes = missing.unwrap().put_batch(deliveries()).await;
+        assert_eq!(outcomes.len(), 3);
+        for o in &outcomes {
+            let Outcome::Failed(f) = o else {
+                panic!("written to a missing table")
+            };
+            assert_eq!(f.kind, FailureKind::Transient, "{}", f.message);
+        }
+        eventpipe_core::provision::ensure_processor_table(&ddb, "stored", false)
+            .await
+            .unwrap();
+        let stored = DynamoDbProcessor::build(&spec("stored"), ddb.clone()).await;
+        let outcomes = stored.unwrap().put_batch(deliveries()).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Delivered { .. }))
+        );
+        let items = ddb.scan().table_name("stored").send().await.unwrap();
+        assert_eq!(items.count(), 2);
+    }
+
     #[test]
     fn unprocessed_items_are_retried_after_a_doubling_pause() {
         let ms: Vec<u128> = (1..=8).map(|n| unprocessed_pause(n).as_millis()).collect();

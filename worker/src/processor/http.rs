@@ -52,7 +52,11 @@ impl HttpProcessor {
         Self::new(&url, spec.timeout.as_std(), &BTreeMap::new())
     }
 
-    fn new(url: &str, timeout: Duration, extra: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+    pub(super) fn new(
+        url: &str,
+        timeout: Duration,
+        extra: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         for (k, v) in extra {
             headers.insert(

@@ -108,3 +108,100 @@ fn per_item(headers: &HeaderMap, body: &[u8], ids: &[&str]) -> Vec<Outcome> {
 fn every(n: usize, failure: Failure) -> Vec<Outcome> {
     (0..n).map(|_| Outcome::Failed(failure.clone())).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::FailureKind;
+    use eventpipe_core::envelope::{NewEvent, build};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn events(ids: &[&str]) -> Vec<Event> {
+        (ids.iter())
+            .map(|id| {
+                build(NewEvent {
+                    id: id.to_string(),
+                    source: "/s".into(),
+                    event_type: "t".into(),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    fn deliveries(events: &[Event]) -> Vec<Delivery<'_>> {
+        (events.iter())
+            .map(|event| Delivery {
+                event,
+                trace: vec![],
+                group: None,
+                completion: None,
+            })
+            .collect()
+    }
+
+    /// A processor on loopback answering every request with `status`, `content_type`
+    /// and `body`.
+    async fn answering(status: u16, content_type: &'static str, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(move || async move {
+            let status = axum::http::StatusCode::from_u16(status).unwrap();
+            (status, [("content-type", content_type)], body)
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    async fn post(url: &str, ids: &[&str]) -> Vec<Outcome> {
+        let p = HttpProcessor::new(url, Duration::from_secs(2), &BTreeMap::new()).unwrap();
+        let events = events(ids);
+        p.post_batch(deliveries(&events)).await
+    }
+
+    fn kinds(outcomes: &[Outcome]) -> Vec<Option<FailureKind>> {
+        (outcomes.iter())
+            .map(|o| match o {
+                Outcome::Delivered { .. } => None,
+                Outcome::Failed(f) => Some(f.kind),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_named_event_fails_alone_and_the_others_are_delivered() {
+        let body = r#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#;
+        let url = answering(200, "application/json", body).await;
+        let got = kinds(&post(&url, &["a", "b", "c"]).await);
+        assert_eq!(got, [None, Some(FailureKind::Transient), None]);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_answer_or_a_failing_status_fails_every_event() {
+        let url = answering(200, "application/json", "{oops").await;
+        let got = kinds(&post(&url, &["a", "b"]).await);
+        assert_eq!(got, [Some(FailureKind::Transient); 2]);
+        let url = answering(500, "text/plain", "down").await;
+        let got = kinds(&post(&url, &["a", "b"]).await);
+        assert_eq!(got, [Some(FailureKind::Status(500)); 2]);
+        let url = answering(429, "text/plain", "slow down").await;
+        let got = kinds(&post(&url, &["a", "b"]).await);
+        assert_eq!(got, [Some(FailureKind::Throttled(None)); 2]);
+        let url = answering(200, "text/plain", "ok").await;
+        assert_eq!(
+            kinds(&post(&url, &["a"]).await),
+            [None],
+            "plain text names nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_throttles_every_event() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", closed.local_addr().unwrap());
+        drop(closed);
+        let got = kinds(&post(&url, &["a", "b"]).await);
+        assert_eq!(got, [Some(FailureKind::Throttled(None)); 2]);
+    }
+}
