@@ -35,6 +35,11 @@ pub struct Demo {
     /// How many of them are poison (no repository, so they cannot be counted).
     #[arg(long, default_value_t = 5)]
     poison: usize,
+    /// Webhooks per second: a steady rate the local emulator sustains, as senders
+    /// spread over time would, so the latency reported is the pipeline's, not a
+    /// burst's backlog.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -145,8 +150,8 @@ impl Demo {
             .cloned()
             .context("the webhook the ingress serves is in the manifest")?;
         println!(
-            "\nsending {} signed issue_comment webhooks ({} poison) to {pipeline}/{webhook} at {url}",
-            self.events, self.poison
+            "\nsending {} signed issue_comment webhooks ({} poison), {}/s, to {pipeline}/{webhook} at {url}",
+            self.events, self.poison, self.rate
         );
         let accepted = self.send_all(&hook, &running.secrets_dir, &url).await?;
         println!(
@@ -169,7 +174,9 @@ impl Demo {
         let gate = Arc::new(Semaphore::new(16));
         let mut sends = tokio::task::JoinSet::new();
         let poison_every = self.events / self.poison.max(1);
+        let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate.max(0.1)));
         for i in 0..self.events {
+            pace.tick().await;
             let poison = self.poison > 0
                 && i % poison_every == poison_every - 1
                 && i / poison_every < self.poison;
