@@ -161,22 +161,23 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut metrics = Metrics::register(&mut registry);
-    let webhooks = match manifest.pipelines.iter().any(|p| p.spec.ingress.is_some()) {
+    let (webhooks, push_to) = match manifest.pipelines.iter().any(|p| p.spec.ingress.is_some()) {
         true => {
-            let (webhooks, feed, serve) =
+            let (webhooks, feed, serve, push_to) =
                 serve_ingress(dev, &manifest, &secrets_dir, &mut registry, stop.clone()).await?;
             // One process, one feed: the ingress's and the workers' records together.
             metrics.feed = feed;
             tasks.spawn(serve);
-            webhooks
+            (webhooks, Some(push_to))
         }
-        false => vec![],
+        false => (vec![], None),
     };
     let options = Options {
         secrets_dir: secrets_dir.clone(),
         grace: Duration::from_secs(10),
         aws: aws::default_config().await,
         streams: Default::default(),
+        push_to,
     };
     let worker = Worker::build(&pipelines, &options, &metrics).await?;
     tasks.spawn(worker.run(stop.clone()));
@@ -219,8 +220,8 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
     })
 }
 
-/// The manifest's webhooks on one listener, until `stop`: where each one is, and
-/// the server.
+/// The manifest's webhooks on one listener, until `stop`: where each one is, the
+/// server, and where the workers' push processors deliver (a loopback port).
 async fn serve_ingress(
     dev: &Dev,
     manifest: &Manifest,
@@ -231,6 +232,7 @@ async fn serve_ingress(
     Vec<(String, String, String)>,
     Feed,
     impl Future<Output = ()> + use<>,
+    SocketAddr,
 )> {
     let file = dev.files[0].display().to_string();
     let config = IngressConfig::from_manifest(manifest, &file)?;
@@ -250,12 +252,17 @@ async fn serve_ingress(
         .collect();
     let ingress = Ingress::new(config, settings, registry).await?;
     let feed = ingress.feed();
+    let pushes = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let push_to = pushes.local_addr()?;
+    let push = ingress.serve_pushes(pushes, stop.clone().cancelled_owned());
     let serve = async move {
-        if let Err(e) = ingress.serve(listener, stop.cancelled_owned()).await {
+        let serving = ingress.serve(listener, stop.cancelled_owned());
+        let (served, pushed) = tokio::join!(serving, push);
+        if let Some(e) = served.err().or(pushed.err()) {
             tracing::error!(error = %e, "ingress stopped");
         }
     };
-    Ok((webhooks, feed, serve))
+    Ok((webhooks, feed, serve, push_to))
 }
 
 /// `/metrics`, `/healthz`, `/readyz` and `/events` for everything running, until `stop`.

@@ -185,6 +185,24 @@ impl Ingress {
         push::router(self.pushes.clone())
     }
 
+    /// Serves the push endpoint alone on `listener` until `shutdown`: where no ops
+    /// server of the ingress's own runs (local mode).
+    pub fn serve_pushes<F>(
+        &self,
+        listener: TcpListener,
+        shutdown: F,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + use<F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let router = self.push_router();
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+
     /// The feed of accepted events, to serve or read in process (local mode).
     pub fn feed(&self) -> eventpipe_core::feed::Feed {
         self.server.metrics.feed()

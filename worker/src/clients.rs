@@ -1,6 +1,7 @@
 //! SQS clients per QueueBinding, built once, and publishers to a binding's queue.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -11,6 +12,8 @@ use crate::publish::Publisher;
 
 pub struct Clients<'a> {
     secrets_dir: &'a Path,
+    /// Where `push` processors deliver, instead of their ingress's replicas.
+    push_to: Option<SocketAddr>,
     sqs: BTreeMap<String, aws_sdk_sqs::Client>,
 }
 
@@ -18,8 +21,19 @@ impl<'a> Clients<'a> {
     pub fn new(secrets_dir: &'a Path) -> Self {
         Self {
             secrets_dir,
+            push_to: None,
             sqs: BTreeMap::new(),
         }
+    }
+
+    /// Sends every push to the ingress at `addr` (local mode: the one in process).
+    pub fn with_push_to(mut self, addr: Option<SocketAddr>) -> Self {
+        self.push_to = addr;
+        self
+    }
+
+    pub fn push_to(&self) -> Option<SocketAddr> {
+        self.push_to
     }
 
     /// Where mounted Secrets live (`<dir>/<name>/<key>`).

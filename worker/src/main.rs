@@ -94,6 +94,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             worker_id: args.worker_id.unwrap_or_else(streams::default_worker_id),
             lease_duration: args.lease_duration.as_std(),
         },
+        push_to: None,
     };
     let worker = Worker::build(&pipelines, &options, &metrics).await?;
     tracing::info!(queues = ?worker.queues(), streams = ?worker.streams(), "consuming");

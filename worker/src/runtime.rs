@@ -1,6 +1,7 @@
 //! Assembling a worker from resolved pipelines (a handler per pipeline, one source
 //! per binding it consumes) and running every source until shutdown.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct Options {
     pub aws: SdkConfig,
     /// Identity and lease timing for sharing DynamoDB streams with other replicas.
     pub streams: StreamOptions,
+    /// Where `push` processors deliver instead of their ingress's replicas (local
+    /// mode: the ingress's ops address in process).
+    pub push_to: Option<SocketAddr>,
 }
 
 /// Everything one worker process consumes: each source with the delivery permits of
@@ -45,7 +49,7 @@ impl Worker {
         metrics: &Metrics,
     ) -> anyhow::Result<Self> {
         let mut sources = vec![];
-        let mut clients = Clients::new(&options.secrets_dir);
+        let mut clients = Clients::new(&options.secrets_dir).with_push_to(options.push_to);
         for p in pipelines {
             sources.extend(pipeline_sources(p, options, metrics, &mut clients).await?);
         }

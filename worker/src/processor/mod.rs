@@ -7,6 +7,7 @@ mod dynamodb;
 mod dynamodb_batch;
 mod http;
 mod http_batch;
+mod push;
 mod secret_headers;
 mod sigv4;
 mod sqs;
@@ -23,6 +24,7 @@ use crate::clients::Clients;
 use self::batching::Batching;
 pub use self::dynamodb::DynamoDbProcessor;
 pub use self::http::HttpProcessor;
+pub use self::push::PushProcessor;
 pub use self::sqs::SqsProcessor;
 
 /// What became of one delivery.
@@ -141,6 +143,13 @@ pub async fn build(
     if let Some(table) = &spec.dynamodb {
         let p = DynamoDbProcessor::build(table, ddb.clone()).await?;
         return batched(p, table.batch.as_ref(), "processor.dynamodb", timeout);
+    }
+    if let Some(push) = &spec.push {
+        return Ok(Box::new(PushProcessor::new(
+            push,
+            clients.push_to(),
+            timeout,
+        )?));
     }
     if let Some(queue) = &spec.sqs {
         return Ok(Box::new(
