@@ -141,3 +141,35 @@ async fn records_a_response_names_are_given_up_alone_and_those_after_them_still_
     delivered.dedup();
     assert_eq!(delivered, ["k00", "k01", "k03", "k04", "k05", "k06", "k07"]);
 }
+
+#[tokio::test]
+async fn a_throttled_batch_is_held_and_spends_no_attempt() {
+    let sink = BatchSink::start(|_, n| match n < 3 {
+        true => (429, vec![]),
+        false => (200, vec![]),
+    })
+    .await;
+    let moto = Moto::start();
+    let dlq = setup(&moto).await;
+    poisoned(&moto, 5, 99).await;
+    // Not one retry: a throttle judged as a failure would dead-letter at once.
+    let stream = "    batchSize: 5\n    batchWindow: 1s\n    maxRetryAttempts: 0";
+    let cfg = config(&batched(&sink), stream, "");
+    let worker = WorkerProcess::start(&moto, &cfg, FAST_LEASES).await;
+    eventually(
+        30 * SECONDS,
+        "five delivered after the throttling",
+        async || sink.delivered.lock().unwrap().len() == 5,
+    )
+    .await;
+    assert!(
+        sink.requests().len() >= 4,
+        "three throttled, then delivered"
+    );
+    assert_eq!(depth(&moto.sqs(), &dlq).await.0, 0, "nothing dead-lettered");
+    let metrics = worker.metrics().await;
+    assert!(
+        metrics.contains(r#"eventpipe_throttled_total{pipeline="t",source="in"} 3"#),
+        "{metrics}"
+    );
+}

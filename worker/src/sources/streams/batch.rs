@@ -71,7 +71,8 @@ impl Batch<'_> {
 struct Tries {
     failures: HashMap<usize, u32>,
     last_error: HashMap<usize, String>,
-    /// Holds in a row, for their backoff.
+    /// Rounds in a row that ended holding, for the holds' backoff; the records of
+    /// such a round are not aged out by `maxRecordAge` (they were not judged).
     holds: u32,
 }
 
@@ -128,8 +129,12 @@ impl Reader {
             if self.control.lost.is_cancelled() {
                 return false;
             }
-            let Some(range) = self.give_up_too_old(batch, range, &tries).await else {
-                return false;
+            let range = match tries.holds {
+                0 => match self.give_up_too_old(batch, range, &tries).await {
+                    Some(range) => range,
+                    None => return false,
+                },
+                _ => range,
             };
             if range.is_empty() {
                 continue;
@@ -168,6 +173,7 @@ impl Reader {
         tries: &mut Tries,
     ) -> Option<Vec<Vec<usize>>> {
         let bisect = self.source.spec.bisect_on_error;
+        let holds = std::mem::take(&mut tries.holds);
         let mut from = 0;
         while from < head.len() {
             let (left, got) = (&head[from..], &results[from.min(results.len())..]);
@@ -191,7 +197,12 @@ impl Reader {
                     let wait = wait.unwrap_or_else(|| {
                         backoff::delay(&Default::default(), failures, fastrand::f64())
                     });
-                    if !self.control.pause(wait).await {
+                    let held = got.iter().filter(|r| matches!(r, round::Result::Held(..)));
+                    tries.holds = match got.get(finished) {
+                        Some(round::Result::Held(..)) => holds + 1,
+                        _ => 0,
+                    };
+                    if !self.wait(wait, held.count()).await {
                         return None;
                     }
                     return Some(vec![left[finished..].to_vec()]);
@@ -210,6 +221,18 @@ impl Reader {
             }
         }
         Some(vec![])
+    }
+
+    /// Waits before a lane's next round, with the records it holds for a throttling
+    /// processor counted in `eventpipe_deliveries_held`; false when stopping.
+    async fn wait(&self, wait: Duration, held: usize) -> bool {
+        let gauge = (self.source.handler.metrics.held)
+            .get_or_create(&self.source.labels)
+            .clone();
+        gauge.inc_by(held as i64);
+        let went_on = self.control.pause(wait).await;
+        gauge.dec_by(held as i64);
+        went_on
     }
 
     /// Gives up the records of `range` past `maxRecordAge`; the others, or `None`
@@ -313,9 +336,6 @@ impl Reader {
         let metrics = &self.source.handler.metrics;
         let labels = &self.source.labels;
         let span = &item.span;
-        if !matches!(step, Step::Hold(..)) {
-            tries.holds = 0;
-        }
         match step {
             Step::Done(Decision::Ack(outcome)) => {
                 tracing::debug!(parent: span, outcome, "done");
@@ -332,8 +352,7 @@ impl Reader {
             }
             Step::Done(Decision::DeadLetter(error)) => round::Result::GiveUp(error),
             Step::Hold(hold, why) => {
-                tries.holds += 1;
-                let wait = hold.wait(tries.holds, fastrand::f64());
+                let wait = hold.wait(tries.holds + 1, fastrand::f64());
                 tracing::debug!(parent: span, error = %why, retry_in = ?wait, "holding the record");
                 round::Result::Held(wait, why)
             }
