@@ -222,6 +222,9 @@ async fn apply_all(
         Some((deployment, service)) => {
             let d = apply::<Deployment>(ctx, ns, deployment).await?;
             apply::<Service>(ctx, ns, service).await?;
+            if let Some(push) = &w.push {
+                apply::<Service>(ctx, ns, push).await?;
+            }
             Some(d)
         }
         // The ingress was removed from the spec: remove what it left, once per spec

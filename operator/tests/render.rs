@@ -504,3 +504,35 @@ fn processor_secrets_are_mounted_in_the_workers_and_their_values_rendered_nowher
         "{env}"
     );
 }
+
+#[test]
+fn an_ingress_with_subscriptions_has_a_headless_service_naming_every_replica() {
+    let mut p = example("github-analytics.yaml", "github-ingest");
+    assert!(render(&p, &settings()).push.is_none());
+    let ingress = p.pipeline.spec.ingress.as_mut().unwrap();
+    ingress.subscriptions.push(eventpipe_crds::Subscription {
+        name: "events".into(),
+        path: "/events".into(),
+        webhook: ingress.webhooks[0].name.clone(),
+    });
+    let w = render(&p, &settings());
+    let s = v(&w.push.unwrap());
+    // The name the worker's push processor resolves, to every pod's address.
+    assert_eq!(s["metadata"]["name"], "github-ingest-ingress-push");
+    assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "EventPipeline");
+    assert_eq!(s["spec"]["clusterIP"], "None");
+    let (deployment, _) = w.ingress.unwrap();
+    let d = v(&deployment);
+    assert_eq!(s["spec"]["selector"], d["spec"]["selector"]["matchLabels"]);
+    assert_eq!(
+        s["spec"]["ports"],
+        json!([{"name": "push", "port": 9090, "targetPort": "metrics"}])
+    );
+    let ports = &d["spec"]["template"]["spec"]["containers"][0]["ports"];
+    let ops = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "metrics");
+    assert_eq!(ops.unwrap()["containerPort"], 9090);
+}

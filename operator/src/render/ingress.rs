@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventpipe_crds::{EventPipeline, IngressTls, Pipeline};
+use eventpipe_crds::{EventPipeline, IngressTls, Pipeline, PushProcessor};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
 use serde_json::json;
 
 use super::{
@@ -156,4 +157,23 @@ pub(super) fn service(p: &EventPipeline) -> Service {
             ],
         },
     }))
+}
+
+/// With subscriptions, the headless Service whose DNS name resolves to every
+/// ingress replica: `push` processors deliver to each (on the ops port), where a
+/// Service with a cluster IP would pick one.
+pub(super) fn push_service(p: &EventPipeline) -> Option<Service> {
+    let ingress = p.spec.ingress.as_ref()?;
+    if ingress.subscriptions.is_empty() {
+        return None;
+    }
+    let name = PushProcessor::service_name(&p.name_any());
+    Some(from(json!({
+        "metadata": meta(p, &name, "ingress"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector(p, "ingress"),
+            "ports": [{"name": "push", "port": PushProcessor::PORT, "targetPort": "metrics"}],
+        },
+    })))
 }

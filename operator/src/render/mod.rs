@@ -63,6 +63,8 @@ pub enum Autoscaler {
 pub struct Workloads {
     pub config: ConfigMap,
     pub ingress: Option<(Deployment, Service)>,
+    /// The headless Service of the ingress replicas, when clients subscribe there.
+    pub push: Option<Service>,
     pub worker: Deployment,
     pub autoscaler: Autoscaler,
     /// The ingress's (when there is one) and the workers'.
@@ -116,6 +118,7 @@ pub fn render(pipeline: &Pipeline, settings: &Settings) -> Workloads {
             let deployment = ingress::deployment(pipeline, settings, i.replicas, &hash);
             (deployment, ingress::service(p))
         }),
+        push: ingress::push_service(p),
         worker: worker::deployment(pipeline, settings, &hash),
         autoscaler: match engine(p, settings) {
             ScalingEngine::Hpa => Autoscaler::Hpa(worker::autoscaler(pipeline)),
