@@ -157,6 +157,11 @@ pub fn publication_errors(
     out
 }
 
+/// The events the ingress did not accept, when any.
+pub fn not_accepted(sent: usize, accepted: usize) -> Option<String> {
+    (accepted < sent).then(|| format!("{} of {sent} events were not accepted", sent - accepted))
+}
+
 /// An attribute as shown: lists joined by arrows, strings bare, absent as `-`.
 pub fn shown(value: Option<&Value>) -> String {
     match value {
@@ -301,6 +306,15 @@ spec:
                 "outbox item a: published 2 times",
                 "event x: published, but no outbox item has its id",
             ]
+        );
+    }
+
+    #[test]
+    fn events_not_accepted_are_counted() {
+        assert_eq!(not_accepted(4, 4), None);
+        assert_eq!(
+            not_accepted(4, 1).as_deref(),
+            Some("3 of 4 events were not accepted")
         );
     }
 

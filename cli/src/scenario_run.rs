@@ -200,16 +200,8 @@ fn print_table(rows: Vec<Vec<String>>) {
 
 fn verdict(scenario: &Scenario, accepted: usize, seen: &Seen, path: &Path) -> anyhow::Result<()> {
     let mut problems = problems(scenario, seen);
-    if accepted < scenario.send.len() {
-        problems.insert(
-            0,
-            format!(
-                "{} of {} events were not accepted",
-                scenario.send.len() - accepted,
-                scenario.send.len()
-            ),
-        );
-    }
+    let sent = scenario.send.len();
+    problems.splice(0..0, scenario::not_accepted(sent, accepted));
     if problems.is_empty() {
         println!("\nOK: everything {} expects holds", path.display());
         return Ok(());
