@@ -32,7 +32,7 @@ pub async fn run(dev: Dev, path: &Path, timeout: Duration) -> anyhow::Result<()>
     let scenario = Scenario::load(path)?;
     let manifest = Manifest::load_all(&dev.files)?;
     scenario.check(&manifest)?;
-    check_services(&manifest, &scenario.services)?;
+    check_services(&manifest, &scenario.services).await?;
     println!("{}\n", scenario.about);
     let running = dev::start(&dev).await?;
     let result = drive(&scenario, &running, timeout).await;
@@ -44,10 +44,14 @@ pub async fn run(dev: Dev, path: &Path, timeout: Duration) -> anyhow::Result<()>
 }
 
 /// Every container processor's port answers: the example's services run.
-fn check_services(manifest: &Manifest, services: &str) -> anyhow::Result<()> {
+async fn check_services(manifest: &Manifest, services: &str) -> anyhow::Result<()> {
     for (port, pipelines) in scenario::service_ports(manifest) {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(1), connect).await,
+            Ok(Ok(_))
+        ) {
             anyhow::bail!(
                 "nothing listens on {addr}, where {} deliver (container processor): start the example's services first: {services}",
                 pipelines.join(", ")
