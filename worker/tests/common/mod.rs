@@ -198,6 +198,17 @@ impl WorkerProcess {
 
     /// As [`WorkerProcess::start`], in `dir`, which is also the secrets directory.
     pub async fn start_in(dir: PathBuf, moto: &Moto, config: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, moto, config, extra, &[]).await
+    }
+
+    /// As [`WorkerProcess::start_in`], with these environment variables besides.
+    pub async fn start_with_env(
+        dir: PathBuf,
+        moto: &Moto,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let file = dir.join("pipeline.yaml");
         std::fs::write(&file, config).unwrap();
         let port = free_port();
@@ -211,6 +222,7 @@ impl WorkerProcess {
             .args(extra)
             .envs(moto.env())
             .env("RUST_LOG", "info,eventpipe_worker=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
