@@ -124,7 +124,7 @@ pub struct DynamoDbStream {
     #[schemars(range(min = 1, max = 10))]
     pub parallelization_factor: i32,
     /// Records older than this are dead-lettered instead of processed (checked
-    /// before each delivery).
+    /// before each delivery, not while held for a throttling processor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_age: Option<Duration>,
     /// Retries of a failed record before it is dead-lettered; the DeadLetterPolicy's
