@@ -151,6 +151,7 @@ pub struct ContainerProcessor {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.batch) || !has(self.aggregate)").message("batch applies to puts only: a count is an update (in a transaction with its idempotency claim), which BatchWriteItem cannot make"))]
 #[x_kube(validation = Rule::new("!has(self.batch) || self.batch.maxSize <= 25").message("batch.maxSize: BatchWriteItem takes at most 25 items"))]
+#[x_kube(validation = Rule::new("!has(self.required) || !has(self.batch)").message("required checks each event before its own put: remove batch or required"))]
 pub struct DynamoDbProcessor {
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{3,255}$"))]
     pub table_name: String,
@@ -165,6 +166,13 @@ pub struct DynamoDbProcessor {
     /// a `MODIFY` on the table's stream) instead of being left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<Batch>,
+    /// JSON pointers into the CloudEvent (`/data/text`) that must hold a value (not
+    /// null, an empty string or an empty list). An event without is invalid: nothing
+    /// is written, it is dead-lettered (at once with `nonRetryable.undecodable`) and
+    /// its `onFailure` outcome is published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub required: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

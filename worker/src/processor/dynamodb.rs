@@ -27,6 +27,11 @@ impl DynamoDbProcessor {
     /// The processor of `spec`, creating its table first when `create` says so (with
     /// a stream, unless it holds counters).
     pub async fn build(spec: &Spec, ddb: aws_sdk_dynamodb::Client) -> anyhow::Result<Self> {
+        if !spec.required.is_empty() && spec.batch.is_some() {
+            anyhow::bail!(
+                "processor.dynamodb: required checks each event before its own put: remove batch or required"
+            );
+        }
         if spec.create {
             let stream = spec.aggregate.is_none();
             provision::ensure_processor_table(&ddb, &spec.table_name, stream).await?;
@@ -176,9 +181,29 @@ pub fn key_parts(aggregate: &Aggregate, event: &Value) -> Result<Vec<(String, St
         .collect()
 }
 
+/// The first of `required`'s pointers with no value in the event, as the failure.
+fn missing(required: &[String], event: &Value) -> Option<Failure> {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    };
+    let absent = required
+        .iter()
+        .find(|p| event.pointer(p).is_none_or(empty))?;
+    Some(Failure::invalid(format!("no value at {absent}")))
+}
+
 impl Processor for DynamoDbProcessor {
     fn deliver<'a>(&'a self, d: Delivery<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
+            let required = &self.spec.required;
+            if !required.is_empty()
+                && let Some(f) = missing(required, &envelope::as_json(d.event))
+            {
+                return Outcome::Failed(f);
+            }
             match &self.spec.aggregate {
                 Some(aggregate) => self.count(&d, aggregate).await,
                 None => self.put(&d).await,
@@ -236,6 +261,25 @@ fn is_throttling(code: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_event_without_a_required_value_is_invalid() {
+        let required = ["/data/text".to_string(), "/subject".to_string()];
+        let ok = json!({"subject": "n1", "data": {"text": "buy milk"}});
+        assert_eq!(missing(&required, &ok), None);
+        for (event, at) in [
+            (
+                json!({"subject": "n1", "data": {"text": "  "}}),
+                "/data/text",
+            ),
+            (json!({"subject": "n1", "data": {}}), "/data/text"),
+            (json!({"data": {"text": "x"}}), "/subject"),
+        ] {
+            let f = missing(&required, &event).unwrap();
+            assert_eq!(f.kind, crate::processor::FailureKind::Invalid);
+            assert_eq!(f.message, format!("no value at {at}"));
+        }
+    }
 
     #[test]
     fn throttling_codes_are_told_from_other_errors() {
