@@ -302,3 +302,44 @@ async fn the_push_endpoint_refuses_pipelines_without_subscriptions_and_bodies_wi
     );
     assert_eq!(s.push("notes", &json!({"data": 1})).await.status, 400);
 }
+
+#[tokio::test]
+async fn on_sigterm_subscribers_streams_end_and_the_ingress_exits() {
+    let mut s = setup(vec!["--drain-delay", "0"]).await;
+    let mut sse = Sse::new(s.subscribe(&format!("access_token={TOKEN}"), &[]).await);
+    let url = s.events_url(&format!("access_token={TOKEN}"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.replace("http://", "ws://"))
+        .await
+        .unwrap();
+    let pid = s.ingress.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Both streams end, so the clients reconnect to another replica.
+    let ended = async { while sse.response.chunk().await.is_ok_and(|c| c.is_some()) {} };
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the SSE stream ends");
+    let closed = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the WebSocket closes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.ingress.child.try_wait().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running: {}",
+            s.ingress.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
