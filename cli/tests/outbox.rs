@@ -52,7 +52,8 @@ fn each_outbox_item_is_published_once_even_when_its_stream_is_read_again() {
     }
 
     // A second reader of the stream (a fresh checkpoint table: every record from the
-    // start) is stopped by the idempotency claims: nothing is published again.
+    // start) relays every item again; the publisher's claims on the outbox items' ids
+    // stop each copy: nothing is published again.
     let replay = shop::example(&dir, "outbox", shop.port, |y| {
         let with = y.replace(
             "startingPosition: TRIM_HORIZON}",
