@@ -224,23 +224,31 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
             "github-aggregate/worker"
         ]
     );
-    let (status, _) = get(&format!("{}/api/pipelines/nope/dead-letters", dev.console)).await;
-    assert_eq!(status, 404);
+    for unknown in [
+        "nope/dead-letters",
+        "github-ingest/dead-letters/nope",
+        "github-aggregate/dead-letters",
+    ] {
+        let (status, body) = get(&format!("{}/api/pipelines/{unknown}", dev.console)).await;
+        assert_eq!(status, 404, "{unknown}: {body}");
+    }
 
     // A redrive needs the page's header, the same origin and the token.
-    let redrive = |headers: &'static [(&'static str, &'static str)], token: Option<&str>| {
-        let url = format!("{}/api/pipelines/github-ingest/redrive", dev.console);
-        let mut r = (reqwest::Client::new().post(url))
-            .header("content-type", "application/json")
-            .body(json!({"ids": ["x"]}).to_string());
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        if let Some(t) = token {
-            r = r.header("authorization", format!("Bearer {t}"));
-        }
-        async move { r.send().await.unwrap().status().as_u16() }
-    };
+    let redrive_in =
+        |pipeline: &str, headers: &'static [(&'static str, &'static str)], token: Option<&str>| {
+            let url = format!("{}/api/pipelines/{pipeline}/redrive", dev.console);
+            let mut r = (reqwest::Client::new().post(url))
+                .header("content-type", "application/json")
+                .body(json!({"ids": ["x"]}).to_string());
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            async move { r.send().await.unwrap().status().as_u16() }
+        };
+    let redrive = |headers, token| redrive_in("github-ingest", headers, token);
     let page = &[("x-eventpipe-console", "1")];
     assert_eq!(redrive(&[], Some(&dev.token)).await, 403, "no header");
     let elsewhere = &[
@@ -255,6 +263,7 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
     assert_eq!(redrive(page, None).await, 401, "no token");
     assert_eq!(redrive(page, Some("wrong")).await, 401, "wrong token");
     assert_eq!(redrive(page, Some(&dev.token)).await, 200, "{}", dev.logs());
+    assert_eq!(redrive_in("nope", page, Some(&dev.token)).await, 404);
 
     // The page, in a real browser.
     dead_letter(&moto, "dead-1").await;

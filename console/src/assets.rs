@@ -25,3 +25,25 @@ pub async fn style() -> impl IntoResponse {
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (page_headers(), [(header::CONTENT_TYPE, content_type)], body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `src` and `href` of the page is the console's own.
+    #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        for (name, text) in [("index", INDEX), ("script", SCRIPT), ("style", STYLE)] {
+            for attr in ["src=\"", "href=\"", "url(", "@import", "//cdn"] {
+                for (at, _) in text.match_indices(attr) {
+                    let rest = &text[at + attr.len()..];
+                    assert!(
+                        rest.starts_with('/') && !rest.starts_with("//"),
+                        "{name} refers elsewhere: {}",
+                        &text[at..(at + 60).min(text.len())]
+                    );
+                }
+            }
+        }
+    }
+}

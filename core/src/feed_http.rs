@@ -79,6 +79,55 @@ fn records(feed: Feed, after: u64) -> impl Stream<Item = Result<Event, Infallibl
 mod tests {
     use super::*;
     use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What a client of `path` reads until `until` appears (bounded).
+    async fn read_until(addr: std::net::SocketAddr, path: &str, until: &str) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        let mut buf = [0; 4096];
+        while !text.contains(until) {
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+                .await
+                .expect("more within 5 s")
+                .unwrap();
+            assert!(n > 0, "closed before {until:?}: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn serves_a_snapshot_and_a_stream_over_http() {
+        let feed = Feed::new(10);
+        feed.record(Record {
+            id: "first".into(),
+            ..Default::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, router(feed.clone())).into_future());
+        let snapshot = read_until(addr, "/events?after=0", "first").await;
+        assert!(snapshot.contains("application/json"), "{snapshot}");
+        let later =
+            tokio::spawn(
+                async move { read_until(addr, "/events/stream?after=1", "\"second\"").await },
+            );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        feed.record(Record {
+            id: "second".into(),
+            ..Default::default()
+        });
+        let stream = later.await.unwrap();
+        assert!(stream.contains("text/event-stream"), "{stream}");
+        assert!(stream.contains("event: record"), "{stream}");
+        assert!(
+            !stream.contains("first"),
+            "after=1 skips the first: {stream}"
+        );
+    }
 
     #[tokio::test]
     async fn the_stream_sends_what_is_there_then_what_arrives() {
