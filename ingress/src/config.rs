@@ -437,6 +437,38 @@ spec:
     }
 
     #[test]
+    fn subscriptions_name_a_webhook_of_their_pipeline_and_a_path_of_their_own() {
+        let with = |subscription: &str| {
+            let p = pipeline("a", "/x", TO_QUEUE).replace(
+                "    publishTo:",
+                &format!("    subscriptions: [{subscription}]\n    publishTo:"),
+            );
+            load(&[QUEUE, &p].concat())
+        };
+        let config = with("{name: events, path: /events, webhook: github}").unwrap();
+        assert!(config.webhooks[0].subscribable);
+        let s = &config.subscriptions[0];
+        assert_eq!((s.pipeline.as_str(), s.bearer), ("a", false));
+        assert_eq!(s.secrets[0].name, "gh");
+        let err = with("{name: events, path: /events, webhook: gitlab}").unwrap_err();
+        assert!(
+            (err.to_string())
+                .ends_with("a subscription's webhook must be one of the ingress's webhooks"),
+            "{err}"
+        );
+        // Across pipelines (within one, the manifest's own rules refuse it).
+        let a = pipeline("a", "/x", TO_QUEUE).replace(
+            "    publishTo:",
+            "    subscriptions: [{name: events, path: /y, webhook: github}]\n    publishTo:",
+        );
+        let err = load(&[QUEUE, &a, &pipeline("b", "/y", TO_QUEUE)].concat()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"path "/y" is used twice: by pipeline "b" webhook "github" and by pipeline "a" subscription "events""#
+        );
+    }
+
+    #[test]
     fn a_missing_queue_binding_names_the_field_and_the_binding() {
         let yaml = [
             QUEUE,
