@@ -18,8 +18,8 @@ use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor, with_
 pub enum Replicas {
     /// Every address this `host:port` resolves to (a headless Service).
     Resolved(String),
-    /// One ingress at a known address (local mode).
-    At(SocketAddr),
+    /// Ingresses at known addresses (local mode: the one in process).
+    At(Vec<SocketAddr>),
 }
 
 pub struct PushProcessor {
@@ -35,7 +35,7 @@ impl PushProcessor {
     pub fn new(spec: &Spec, local: Option<SocketAddr>, timeout: Duration) -> anyhow::Result<Self> {
         let pipeline = spec.pipeline_ref.name.clone();
         let replicas = match local {
-            Some(addr) => Replicas::At(addr),
+            Some(addr) => Replicas::At(vec![addr]),
             None => Replicas::Resolved(format!("{}:{}", Spec::service_name(&pipeline), Spec::PORT)),
         };
         Ok(Self {
@@ -48,7 +48,7 @@ impl PushProcessor {
 
     async fn addresses(&self) -> Result<Vec<SocketAddr>, Failure> {
         let name = match &self.replicas {
-            Replicas::At(addr) => return Ok(vec![*addr]),
+            Replicas::At(addresses) => return Ok(addresses.clone()),
             Replicas::Resolved(name) => name,
         };
         let found = tokio::net::lookup_host(name.as_str()).await;
@@ -105,6 +105,9 @@ impl Processor for PushProcessor {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::{Json, Router, http::StatusCode, routing::post};
     use eventpipe_core::envelope::{NewEvent, build};
     use eventpipe_crds::ObjectRef;
 
@@ -122,6 +125,13 @@ mod tests {
     }
 
     async fn failure(p: &PushProcessor) -> Failure {
+        match deliver(p).await {
+            Outcome::Failed(f) => f,
+            Outcome::Delivered { .. } => panic!("delivered"),
+        }
+    }
+
+    async fn deliver(p: &PushProcessor) -> Outcome {
         let event = build(NewEvent {
             id: "e1".into(),
             source: "/s".into(),
@@ -134,15 +144,52 @@ mod tests {
             group: None,
             completion: None,
         };
-        match p.deliver(d).await {
-            Outcome::Failed(f) => f,
-            Outcome::Delivered { .. } => panic!("delivered"),
-        }
+        p.deliver(d).await
+    }
+
+    /// A stand-in for one ingress replica's push endpoint, answering `status` and
+    /// keeping the ids of the events pushed to it.
+    async fn replica(status: u16) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let got = Arc::new(Mutex::new(vec![]));
+        let seen = got.clone();
+        let app = Router::new().route(
+            "/push/notes",
+            post(move |Json(event): Json<serde_json::Value>| async move {
+                seen.lock()
+                    .unwrap()
+                    .push(event["id"].as_str().unwrap().to_string());
+                StatusCode::from_u16(status).unwrap()
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, got)
+    }
+
+    #[tokio::test]
+    async fn every_replica_gets_the_event_and_any_refusal_fails_the_delivery() {
+        let (a, got_a) = replica(200).await;
+        let (b, got_b) = replica(200).await;
+        let outcome = deliver(&processor(Replicas::At(vec![a, b]))).await;
+        assert!(
+            matches!(outcome, Outcome::Delivered { reply: None }),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            (got_a.lock().unwrap().len(), got_b.lock().unwrap().len()),
+            (1, 1)
+        );
+        assert_eq!(got_a.lock().unwrap()[0], "e1");
+        // A replica whose ingress has no subscriptions for the pipeline.
+        let (c, _) = replica(404).await;
+        let f = failure(&processor(Replicas::At(vec![a, c]))).await;
+        assert_eq!(f.kind, FailureKind::Status(404), "{}", f.message);
     }
 
     #[test]
     fn in_a_cluster_the_replicas_are_the_headless_services_addresses() {
-        let p = processor(Replicas::At(([127, 0, 0, 1], 1).into()));
+        let p = processor(Replicas::At(vec![]));
         let spec = Spec {
             pipeline_ref: ObjectRef {
                 name: "notes".into(),
@@ -160,7 +207,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        let f = failure(&processor(Replicas::At(addr))).await;
+        let f = failure(&processor(Replicas::At(vec![addr]))).await;
         assert_eq!(f.kind, FailureKind::Transient, "{}", f.message);
         let f = failure(&processor(Replicas::Resolved(
             "no-such-host.invalid:9090".into(),
