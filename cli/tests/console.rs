@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const BROWSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// Where trace ids link to (nothing listens: only the links are checked).
+const JAEGER: &str = "http://127.0.0.1:16686";
 
 /// `eventpipe dev` as a child process, and where it said things are.
 struct Dev {
@@ -56,7 +58,7 @@ fn start(moto: &Moto) -> Dev {
             "json",
         ])
         .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .args(["--console-listen", "127.0.0.1:0"])
+        .args(["--console-listen", "127.0.0.1:0", "--jaeger-url", JAEGER])
         .arg("--secrets-dir")
         .arg(dir.join("secrets"))
         .envs(moto.env())
@@ -201,6 +203,7 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
     let (status, state) = get(&format!("{}/api/state", dev.console)).await;
     assert_eq!(status, 200);
     assert_eq!(state["redrive"], true);
+    assert_eq!(state["jaeger_url"], JAEGER);
     // The correlation id's path: webhook, worker, then the stream's aggregator.
     let path = eventually("the aggregator to count the event", || async {
         let (_, path) = get(&format!("{}/api/search?correlation_id=501", dev.console)).await;
@@ -286,6 +289,7 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
         .env("EVENTPIPE", env!("CARGO_BIN_EXE_eventpipe"))
         .env("EVENTPIPE_ROOT", ROOT)
         .env("WEBHOOK_URL", &dev.webhook)
+        .env("JAEGER_URL", JAEGER)
         .env("SECRETS_DIR", &dev.secrets)
         .envs(std::env::var("CONSOLE_SCREENSHOT").map(|s| ("SCREENSHOT", s)))
         .output()

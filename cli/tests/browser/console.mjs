@@ -53,6 +53,9 @@ try {
   }, [before + 3], { timeout: WAIT });
   if (loads !== 1) throw new Error(`the page was loaded ${loads} times`);
   await card.locator('tbody.recent td', { hasText: '702' }).first().waitFor({ timeout: WAIT });
+  // Trace ids link to Jaeger.
+  const trace = await card.locator('tbody.recent td a').first().getAttribute('href');
+  if (!trace.startsWith(`${env('JAEGER_URL')}/trace/`)) throw new Error(`trace link: ${trace}`);
 
   // A correlation id's path: the webhook, then the worker.
   await page.fill('#correlation', '702');
