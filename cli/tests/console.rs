@@ -204,6 +204,13 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
     assert_eq!(status, 200);
     assert_eq!(state["redrive"], true);
     assert_eq!(state["jaeger_url"], JAEGER);
+    // A name re-pointed at loopback (DNS rebinding) is not answered.
+    let rebound = (reqwest::Client::new().get(format!("{}/api/state", dev.console)))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status().as_u16(), 421);
     // The correlation id's path: webhook, worker, then the stream's aggregator.
     let path = eventually("the aggregator to count the event", || async {
         let (_, path) = get(&format!("{}/api/search?correlation_id=501", dev.console)).await;

@@ -75,6 +75,22 @@ fn same_site(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether a request naming `host` (its `Host` header) may be answered by a console
+/// listening on `listen`. On loopback only loopback names are: a page of another site
+/// whose name was re-pointed at 127.0.0.1 (DNS rebinding) would otherwise read the
+/// console as its own origin.
+pub fn host_allowed(host: Option<&str>, listen: std::net::SocketAddr) -> bool {
+    if !listen.ip().is_loopback() {
+        return true;
+    }
+    let Some(host) = host else { return false };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => name,
+        _ => host,
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
 /// A new random token, from the operating system's secure generator (via UUID v4).
 pub fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -132,6 +148,27 @@ mod tests {
         // Tools (curl) send no Origin: the header and the token suffice.
         let tool = headers(&[PAGE[0], PAGE[1], bearer]);
         assert_eq!(check(Some("s3cret"), &tool), Ok(()));
+    }
+
+    #[test]
+    fn on_loopback_only_loopback_names_are_answered() {
+        let listen = "127.0.0.1:7070".parse().unwrap();
+        for ok in [
+            "127.0.0.1:7070",
+            "localhost:7070",
+            "[::1]:7070",
+            "localhost",
+        ] {
+            assert!(host_allowed(Some(ok), listen), "{ok}");
+        }
+        for refused in [Some("evil.example:7070"), Some("evil.example"), None] {
+            assert!(!host_allowed(refused, listen), "{refused:?}");
+        }
+        let anywhere = "0.0.0.0:7070".parse().unwrap();
+        assert!(host_allowed(
+            Some("eventpipe-console.ns.svc:7070"),
+            anywhere
+        ));
     }
 
     #[test]

@@ -12,12 +12,14 @@
 //! | `POST /api/pipelines/{p}/redrive` | send dead letters back (authorised, see [`crate::auth`]) |
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, Query, Request, State},
     http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -39,7 +41,21 @@ const TICK: Duration = Duration::from_secs(1);
 /// Dead letters listed per queue.
 const LIST_MAX: usize = 100;
 
-pub fn router(console: Console) -> Router {
+/// The routes, answering only requests that name a host `listen` may be reached by
+/// ([`auth::host_allowed`]).
+pub fn router(console: Console, listen: SocketAddr) -> Router {
+    let hosts = middleware::from_fn(move |request: Request, next: Next| async move {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if auth::host_allowed(host, listen) {
+            next.run(request).await
+        } else {
+            let why = "this console answers to its loopback address only";
+            Problem(StatusCode::MISDIRECTED_REQUEST, why.into()).into_response()
+        }
+    });
     Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
@@ -51,6 +67,7 @@ pub fn router(console: Console) -> Router {
         .route("/api/pipelines/{pipeline}/dead-letters/{id}", get(show))
         .route("/api/pipelines/{pipeline}/redrive", post(redrive))
         .with_state(console)
+        .layer(hosts)
 }
 
 /// Serves the console on `listener` until `shutdown` completes.
@@ -59,7 +76,8 @@ pub async fn serve(
     console: Console,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(console))
+    let listen = listener.local_addr()?;
+    axum::serve(listener, router(console, listen))
         .with_graceful_shutdown(shutdown)
         .await
 }
