@@ -14,7 +14,7 @@ use eventpipe_core::feed::Feed;
 use eventpipe_core::local_aws::{self, LocalAws};
 use eventpipe_core::{aws, ops, provision, telemetry};
 use eventpipe_crds::Manifest;
-use eventpipe_ingress::{Ingress, IngressConfig};
+use eventpipe_ingress::{Ingress, IngressConfig, Verifier};
 use eventpipe_worker::{Options, Worker, metrics::Metrics};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -402,11 +402,9 @@ fn generate_missing_secrets(manifest: &Manifest, dir: &Path) -> anyhow::Result<(
             let file = secret_dir.join(&r.key);
             if !file.exists() {
                 std::fs::create_dir_all(&secret_dir)?;
-                let secret = format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                );
+                let secret = Verifier::new(&hook.signature)
+                    .map_err(|e| anyhow::anyhow!("webhook {}: {e}", hook.name))?
+                    .new_secret();
                 std::fs::write(&file, &secret)?;
                 println!(
                     "secret  {}/{}: generated in {}",

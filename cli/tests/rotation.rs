@@ -1,6 +1,7 @@
 //! `eventpipe dev` takes a webhook's previous secret as a cluster does: during a
 //! rotation, requests signed with the current or the previous secret are accepted,
-//! others refused; `eventpipe send --previous` signs as a sender not yet rotated.
+//! others refused; `eventpipe send --previous` signs as a sender not yet rotated. Secrets
+//! it generates are in the form each scheme takes.
 
 mod common;
 
@@ -76,6 +77,34 @@ fn send(
     eventpipe(&args, &[])
 }
 
+/// Starts `eventpipe dev` on `manifest` with the secrets in `secrets`; its URL once
+/// it listens.
+fn start_dev(moto: &Moto, dir: &Path, manifest: &Path, secrets: &Path) -> (DevProcess, String) {
+    let listen = free_port();
+    let dev = DevProcess(
+        Command::new(env!("CARGO_BIN_EXE_eventpipe"))
+            .args(["dev", "-f", manifest.to_str().expect("utf-8")])
+            .args(["--secrets-dir", secrets.to_str().expect("utf-8")])
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .args(["--ops-listen", &format!("127.0.0.1:{}", free_port())])
+            .envs(moto.env())
+            .stdout(std::fs::File::create(dir.join("dev.out")).expect("output file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("eventpipe dev starts"),
+    );
+    let url = format!("http://127.0.0.1:{listen}");
+    let up = (0..120).any(|_| {
+        let connected = std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok();
+        if !connected {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        connected
+    });
+    assert!(up, "eventpipe dev did not listen on {url}");
+    (dev, url)
+}
+
 #[test]
 fn dev_accepts_the_previous_secret_during_a_rotation() {
     let moto = Moto::start();
@@ -84,29 +113,7 @@ fn dev_accepts_the_previous_secret_during_a_rotation() {
     std::fs::write(&manifest, MANIFEST).expect("manifest written");
     let rotated = dir.path().join("secrets");
     secrets(&rotated, "new-secret", Some("old-secret"));
-    let listen = free_port();
-    let _dev = DevProcess(
-        Command::new(env!("CARGO_BIN_EXE_eventpipe"))
-            .args(["dev", "-f", manifest.to_str().expect("utf-8")])
-            .args(["--secrets-dir", rotated.to_str().expect("utf-8")])
-            .args(["--listen", &format!("127.0.0.1:{listen}")])
-            .args(["--ops-listen", &format!("127.0.0.1:{}", free_port())])
-            .envs(moto.env())
-            .stdout(std::fs::File::create(dir.path().join("dev.out")).expect("output file"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("eventpipe dev starts"),
-    );
-    let url = format!("http://127.0.0.1:{listen}");
-    let mut up = false;
-    for _ in 0..120 {
-        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(up, "eventpipe dev did not listen on {url}");
+    let (_dev, url) = start_dev(&moto, dir.path(), &manifest, &rotated);
     let printed = std::fs::read_to_string(dir.path().join("dev.out")).expect("dev's output");
     assert!(
         printed.contains("secret  hooks/previous (previous): accepted too, from"),
@@ -144,4 +151,26 @@ fn dev_accepts_the_previous_secret_during_a_rotation() {
     let (ok, _, err) = send(&manifest, &url, &unrotated, "rotating", &["--previous"]);
     assert!(!ok);
     assert!(err.contains("secret hooks/previous"), "{err}");
+}
+
+#[test]
+fn dev_generates_secrets_each_scheme_can_use() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("hooks.yaml");
+    let svix = MANIFEST.replace(
+        "{name: plain, path: /plain, signature: {scheme: github, secretRef: {name: hooks, key: current}}}",
+        "{name: svix, path: /svix, signature: {scheme: standard-webhooks, secretRef: {name: svix, key: key}}}",
+    );
+    std::fs::write(&manifest, svix).expect("manifest written");
+    let generated = dir.path().join("secrets");
+    let (_dev, url) = start_dev(&moto, dir.path(), &manifest, &generated);
+    let read = |name: &str| std::fs::read_to_string(generated.join(name)).expect("generated");
+    let key = read("svix/key");
+    assert!(key.starts_with("whsec_"), "a Standard Webhooks key: {key}");
+    assert!(read("hooks/current").bytes().all(|b| b.is_ascii_hexdigit()));
+    for hook in ["svix", "rotating"] {
+        let (ok, out, err) = send(&manifest, &url, &generated, hook, &[]);
+        assert!(ok && out.starts_with("202 "), "{hook}: {out}\n{err}");
+    }
 }

@@ -86,6 +86,18 @@ impl Verifier {
         })
     }
 
+    /// A fresh random secret in the form this scheme's senders use: `whsec_` and
+    /// base64 where the key is decoded from the secret (Standard Webhooks), hex
+    /// otherwise.
+    pub fn new_secret(&self) -> String {
+        let bytes = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()].map(|u| u.into_bytes());
+        let (bytes, base64) = (bytes.concat(), base64::engine::general_purpose::STANDARD);
+        match &self.rule {
+            Rule::Hmac(rule) if rule.key == Key::Whsec => format!("whsec_{}", base64.encode(bytes)),
+            _ => hex::encode(bytes),
+        }
+    }
+
     /// Checks a request against each of `secrets` (the current one, then the
     /// previous); `now` is Unix time in seconds.
     pub fn verify(
