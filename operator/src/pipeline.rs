@@ -222,8 +222,15 @@ async fn apply_all(
         Some((deployment, service)) => {
             let d = apply::<Deployment>(ctx, ns, deployment).await?;
             apply::<Service>(ctx, ns, service).await?;
-            if let Some(push) = &w.push {
-                apply::<Service>(ctx, ns, push).await?;
+            match &w.push {
+                Some(push) => {
+                    apply::<Service>(ctx, ns, push).await?;
+                }
+                // Subscriptions removed: their headless Service goes, once per spec.
+                None if !reconciled(p) => {
+                    delete_if_present::<Service>(ctx, ns, &render::push_service_name(p)).await?;
+                }
+                None => {}
             }
             Some(d)
         }
@@ -232,6 +239,7 @@ async fn apply_all(
         None if !reconciled(p) => {
             delete_if_present::<Deployment>(ctx, ns, &render::ingress_name(p)).await?;
             delete_if_present::<Service>(ctx, ns, &render::ingress_name(p)).await?;
+            delete_if_present::<Service>(ctx, ns, &render::push_service_name(p)).await?;
             delete_if_present::<PodDisruptionBudget>(ctx, ns, &render::ingress_name(p)).await?;
             None
         }

@@ -407,3 +407,26 @@ async fn keda_gets_a_scaled_object_in_place_of_the_hpa_and_back() {
         "DELETE {keda_path}/triggerauthentications/hooks-worker"
     )));
 }
+
+#[tokio::test]
+async fn subscriptions_bring_a_headless_service_which_goes_with_them() {
+    let p = pipeline(|s| {
+        s["ingress"]["subscriptions"] =
+            json!([{"name": "events", "path": "/events", "webhook": "github"}]);
+    });
+    let api = cluster(&p);
+    run(&api, &p).await;
+    let path = "/api/v1/namespaces/default/services/hooks-ingress-push";
+    let service = api.get(path).unwrap();
+    assert_eq!(service["spec"]["clusterIP"], "None");
+
+    let mut without = pipeline(|_| {});
+    without["metadata"]["generation"] = json!(3);
+    run(&api, &without).await;
+    assert!(
+        api.log().contains(&format!("DELETE {path}")),
+        "{:?}",
+        api.log()
+    );
+    assert!(api.get(path).is_none());
+}

@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use eventpipe_crds::{EventPipeline, IngressTls, Pipeline, PushProcessor};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::ResourceExt;
 use serde_json::json;
 
 use super::{
     CONFIG_HASH, SECRETS_DIR, Settings, base_args, config_mount, container, credential_secrets,
-    from, ingress_name, labels, meta, pod_security, secret_volumes, selector, workload_env,
+    from, ingress_name, labels, meta, pod_security, push_service_name, secret_volumes, selector,
+    workload_env,
 };
 
 /// How long a stopping ingress keeps serving, not ready (`--drain-delay`): kube-proxy
@@ -167,9 +167,8 @@ pub(super) fn push_service(p: &EventPipeline) -> Option<Service> {
     if ingress.subscriptions.is_empty() {
         return None;
     }
-    let name = PushProcessor::service_name(&p.name_any());
     Some(from(json!({
-        "metadata": meta(p, &name, "ingress"),
+        "metadata": meta(p, &push_service_name(p), "ingress"),
         "spec": {
             "clusterIP": "None",
             "selector": selector(p, "ingress"),

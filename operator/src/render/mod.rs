@@ -101,6 +101,10 @@ pub fn config_name(p: &EventPipeline) -> String {
 pub fn ingress_name(p: &EventPipeline) -> String {
     format!("{}-ingress", p.name_any())
 }
+/// The headless Service of the ingress replicas, for `push` processors.
+pub fn push_service_name(p: &EventPipeline) -> String {
+    eventpipe_crds::PushProcessor::service_name(&p.name_any())
+}
 pub fn worker_name(p: &EventPipeline) -> String {
     format!("{}-worker", p.name_any())
 }
