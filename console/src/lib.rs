@@ -4,12 +4,14 @@
 //! by server-sent events.
 //!
 //! The console is fed by the feeds of recent events the ingress and the workers keep
-//! ([`eventpipe_core::feed`]): `eventpipe dev` hands it its own in process.
+//! ([`eventpipe_core::feed`]): `eventpipe dev` hands it its own in process; the
+//! operator in a cluster follows those of the pods it finds ([`remote`]).
 
 pub mod auth;
 pub mod dead_letters;
 pub mod follow;
 pub mod history;
+pub mod remote;
 pub mod server;
 pub mod state;
 

@@ -133,7 +133,7 @@ async fn search(State(console): State<Console>, Query(q): Query<Search>) -> Json
 /// The dead-letter queues of a pipeline the console shows; 404 otherwise.
 fn queues<'a>(console: &'a Console, pipeline: &str) -> Result<&'a [DeadLetterQueue], Problem> {
     let inner = &console.inner;
-    if !inner.pipelines.iter().any(|p| p.name == pipeline) {
+    if !console.shows(pipeline) {
         return Err(Problem(
             StatusCode::NOT_FOUND,
             format!("no pipeline {pipeline:?}"),

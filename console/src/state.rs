@@ -13,7 +13,7 @@ use crate::dead_letters::DeadLetterQueue;
 use crate::history::{History, Stats};
 
 /// A pipeline as its home describes it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Pipeline {
     pub name: String,
     /// e.g. `Ready`, or `Running` in local mode.
@@ -22,7 +22,7 @@ pub struct Pipeline {
     pub replicas: u32,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Condition {
     #[serde(rename = "type")]
     pub kind: String,
@@ -31,7 +31,7 @@ pub struct Condition {
 }
 
 /// Messages waiting in a pipeline's source queues and dead-letter queues.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Depths {
     pub queue: i64,
     pub dead_letters: i64,
@@ -72,7 +72,8 @@ pub struct Console {
 }
 
 pub(crate) struct Inner {
-    pub pipelines: Vec<Pipeline>,
+    /// Fixed locally; in a cluster, replaced as the pipelines change.
+    pipelines: Mutex<Vec<Pipeline>>,
     pub settings: Settings,
     /// Per pipeline, its SQS sources' dead-letter queues.
     pub queues: BTreeMap<String, Vec<DeadLetterQueue>>,
@@ -89,7 +90,7 @@ impl Console {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                pipelines,
+                pipelines: Mutex::new(pipelines),
                 settings,
                 queues,
                 history: Mutex::default(),
@@ -113,20 +114,43 @@ impl Console {
     }
 
     pub fn set_depths(&self, pipeline: &str, depths: Depths) {
-        lock(&self.inner.depths).insert(pipeline.to_string(), depths);
+        let before = lock(&self.inner.depths).insert(pipeline.to_string(), depths);
+        if before != Some(depths) {
+            self.touch();
+        }
+    }
+
+    /// Replaces the pipelines shown (and forgets the depths of those gone).
+    pub fn set_pipelines(&self, pipelines: Vec<Pipeline>) {
+        let mut shown = lock(&self.inner.pipelines);
+        if *shown == pipelines {
+            return;
+        }
+        lock(&self.inner.depths).retain(|name, _| pipelines.iter().any(|p| &p.name == name));
+        *shown = pipelines;
+        drop(shown);
         self.touch();
+    }
+
+    /// Whether the console shows `pipeline`.
+    pub fn shows(&self, pipeline: &str) -> bool {
+        lock(&self.inner.pipelines)
+            .iter()
+            .any(|p| p.name == pipeline)
     }
 
     pub fn snapshot(&self) -> Snapshot {
         let now = feed::now_ms();
+        // Copied first: the pipelines are never locked with another, so no order to keep.
+        let shown = lock(&self.inner.pipelines).clone();
         let history = lock(&self.inner.history);
         let depths = lock(&self.inner.depths);
-        let pipelines = (self.inner.pipelines.iter())
+        let pipelines = (shown.into_iter())
             .map(|p| PipelineView {
-                pipeline: p.clone(),
                 stats: history.stats(&p.name, now),
                 depths: depths.get(&p.name).copied(),
                 dead_letters: self.inner.queues.contains_key(&p.name),
+                pipeline: p,
             })
             .collect();
         Snapshot {
@@ -153,4 +177,43 @@ impl Console {
 /// The state is plain data: it stays usable after a panic elsewhere.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(name: &str, replicas: u32) -> Pipeline {
+        Pipeline {
+            name: name.into(),
+            status: "Ready".into(),
+            conditions: vec![],
+            replicas,
+        }
+    }
+
+    #[test]
+    fn pipelines_are_replaced_and_pages_told_only_of_changes() {
+        let console = Console::new(vec![pipeline("a", 1)], BTreeMap::new(), Settings::default());
+        let mut changes = console.changes();
+        console.set_depths("a", Depths::default());
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        console.set_depths("a", Depths::default());
+        console.set_pipelines(vec![pipeline("a", 1)]);
+        assert!(!changes.has_changed().unwrap(), "nothing new");
+        console.set_pipelines(vec![pipeline("b", 2)]);
+        assert!(changes.has_changed().unwrap());
+        let shown = console.snapshot().pipelines;
+        assert_eq!(shown.len(), 1);
+        assert_eq!(
+            (shown[0].pipeline.name.as_str(), shown[0].pipeline.replicas),
+            ("b", 2)
+        );
+        assert!(console.shows("b") && !console.shows("a"));
+        assert!(
+            !lock(&console.inner.depths).contains_key("a"),
+            "a's depths forgotten"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The operator: reconciles EventPipelines into workloads, provisions the queues and
 //! tables QueueBindings ask for, reports DeadLetterPolicy health, and serves queue
-//! depth and stream lag to the HorizontalPodAutoscaler.
+//! depth and stream lag to the HorizontalPodAutoscaler; on request, it also serves the
+//! web [`console`].
 //!
 //! [`run`] is the operator as its binary runs it and [`check`] what `helm test` runs;
 //! the reconcilers, [`render`] and the [`external_metrics`] server are public for tests.
@@ -8,6 +9,7 @@
 mod binding;
 mod check;
 mod conditions;
+pub mod console;
 mod context;
 mod controllers;
 mod credentials;

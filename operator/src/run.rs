@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// SubjectAccessReview). /healthz and /readyz stay open for the kubelet.
     #[arg(long, value_enum, default_value_t = MetricsAuth::None)]
     pub metrics_auth: MetricsAuth,
+    /// The web console (read-only), e.g. `0.0.0.0:7070`; none when absent.
+    #[arg(long)]
+    pub console_listen: Option<SocketAddr>,
     /// The external.metrics.k8s.io API (HTTPS) the HorizontalPodAutoscaler reads,
     /// through the API server's front proxy, the only client it accepts.
     #[arg(long, default_value = "0.0.0.0:6443")]
@@ -155,6 +158,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pipelines = Stores::<EventPipeline>::watch(&client, &scope);
     let cache =
         serve_external_metrics(&args, cert, &client, &scope, &ctx, &pipelines, &stop).await?;
+    if let Some(listen) = args.console_listen {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let namespaces = args.watch_namespaces.clone();
+        let console = crate::console::serve(
+            listener,
+            client.clone(),
+            namespaces,
+            cache.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(console);
+    }
     ready.set(true);
 
     let signal_stop = stop.clone();
