@@ -299,6 +299,7 @@ fn the_operator_accepts_the_command_line_the_chart_gives_it() {
             "watchNamespaces={shop,billing}",
         ],
         &["externalMetrics.apiService.enabled=false"],
+        &["console.enabled=true"],
     ] {
         let (args, env) = operator_command(&render_with(values));
         // With arguments it accepts, it gets as far as looking for a cluster.
@@ -449,4 +450,40 @@ fn beside_another_metrics_adapter_the_chart_leaves_the_apiservice_alone() {
         "operator.scalingEngine=hpa",
     ]);
     assert_eq!(engine(&chosen).as_deref(), Some("--scaling-engine=hpa"));
+}
+
+/// The console's Service reaches the operator's console port, and only when asked.
+#[test]
+fn the_console_is_served_when_enabled_and_only_then() {
+    let console_service = |docs: &[Value]| {
+        docs.iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "t-eventpipe-console")
+            .cloned()
+    };
+    let off = render();
+    assert!(console_service(&off).is_none());
+    let (args, _) = operator_command(&off);
+    assert!(!args.iter().any(|a| a.starts_with("--console-listen")));
+
+    let on = render_with(&["console.enabled=true", "console.port=8080"]);
+    let service = console_service(&on).expect("the console's Service");
+    let spec = &service["spec"];
+    assert_eq!(spec["type"], "ClusterIP");
+    assert_eq!(
+        spec["ports"],
+        serde_json::json!([{"name": "console", "port": 8080, "targetPort": "console"}])
+    );
+    let deployment = on
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "t-eventpipe")
+        .unwrap();
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(spec["selector"], pod["metadata"]["labels"]);
+    let ports = pod["spec"]["containers"][0]["ports"].as_array().unwrap();
+    assert!(
+        ports.contains(&serde_json::json!({"name": "console", "containerPort": 8080})),
+        "{ports:?}"
+    );
+    let (args, _) = operator_command(&on);
+    assert!(args.contains(&"--console-listen=0.0.0.0:8080".to_string()));
 }
