@@ -88,13 +88,15 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
-/// The YAML documents of the named example files (all of `examples/` when empty), in order.
+/// The YAML documents of the named example files (every manifest in `examples/` when
+/// empty; not the demos' scenarios nor the example services' crate), in order.
 pub fn example_documents(files: &[&str]) -> Vec<serde_json::Value> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut paths: Vec<_> = match files {
         [] => std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
             .collect(),
         some => some.iter().map(|f| dir.join(f)).collect(),
     };
