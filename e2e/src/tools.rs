@@ -58,7 +58,15 @@ pub struct PortForward {
 
 impl PortForward {
     pub async fn start(ns: &str, service: &str, port: u16) -> Self {
-        let target = format!("svc/{service}");
+        Self::to(ns, &format!("svc/{service}"), port).await
+    }
+
+    /// To one pod rather than whichever a Service picks.
+    pub async fn pod(ns: &str, pod: &str, port: u16) -> Self {
+        Self::to(ns, &format!("pod/{pod}"), port).await
+    }
+
+    async fn to(ns: &str, target: &str, port: u16) -> Self {
         let ports = format!(":{port}");
         let mut kubectl = tokio::process::Command::new(tool("kubectl"))
             .args([
@@ -66,7 +74,7 @@ impl PortForward {
                 "-n",
                 ns,
                 "--address=127.0.0.1",
-                &target,
+                target,
                 &ports,
             ])
             .stdout(Stdio::piped())
