@@ -18,7 +18,7 @@ diff -r crds "$chart/crds" --exclude='*.rs' --exclude=src --exclude=tests --excl
 $helm template t "$chart" -n eventpipe > "$out/default.yaml"
 $helm template t "$chart" -n eventpipe \
   --set jaeger.enabled=true,localAws.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true \
-  --set operator.replicas=2,externalMetrics.tlsSecret=tls,externalMetrics.certManagerCertificate=cert,console.enabled=true \
+  --set operator.replicas=2,externalMetrics.tlsSecret=tls,externalMetrics.certManagerCertificate=cert,console.enabled=true,console.redriveToken.secretName=ct \
   --set aws.credentialsSecret=aws,aws.endpoint=http://localstack:4566,otlp.endpoint=http://otel:4318,logLevel=debug \
   > "$out/full.yaml"
 # Unknown kinds (the Prometheus operator's) only warn; any invalid object fails.
@@ -34,7 +34,7 @@ if [ -n "${KUBECONFIG:-}" ] && $kubectl version --request-timeout=5s >/dev/null 
   for values in default full; do
     $helm template t "$chart" -n default $([ $values = full ] && echo \
       --set jaeger.enabled=true,localAws.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true \
-      --set operator.replicas=2,externalMetrics.tlsSecret=tls,aws.credentialsSecret=aws,console.enabled=true) > "$out/server-$values.yaml"
+      --set operator.replicas=2,externalMetrics.tlsSecret=tls,aws.credentialsSecret=aws,console.enabled=true,console.redriveToken.secretName=ct) > "$out/server-$values.yaml"
     .venv/bin/python - "$out/server-$values.yaml" "$out/served" <<'PY'
 import sys, yaml
 path, served = sys.argv[1], set(open(sys.argv[2]).read().split())
@@ -75,4 +75,5 @@ refuse --set jaeger.enabled=yes "/jaeger/enabled"
 refuse --set operator.typo=1 "typo"
 refuse --set console.port=80 "/console/port"
 refuse --set console.enabled=yes "/console/enabled"
+refuse --set console.redriveToken.key= "/console/redriveToken/key"
 echo "chart: lint, render, schema validation and value checks passed"

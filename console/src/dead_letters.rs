@@ -112,6 +112,17 @@ pub async fn queues(
 }
 
 impl DeadLetterQueue {
+    /// The dead-letter queue at `url` of source queue `source_url`, read by `sqs`, of
+    /// QueueBinding `binding` (where the queues are known already, as in a cluster).
+    pub fn new(binding: String, sqs: aws_sdk_sqs::Client, url: String, source_url: String) -> Self {
+        Self {
+            binding,
+            sqs,
+            url,
+            source_url,
+        }
+    }
+
     /// Messages in the dead-letter queue and in its source queue (visible and in flight).
     pub async fn depths(&self) -> anyhow::Result<(i64, i64)> {
         let dead = provision::queue_depth(&self.sqs, &self.url).await?;

@@ -30,8 +30,8 @@ pub async fn feed(console: Console, feed: Feed) {
 /// Reads the depths of every pipeline's queues each `every`; runs until dropped.
 pub async fn depths(console: Console, every: Duration) {
     loop {
-        for pipeline in console.inner.queues.keys() {
-            refresh(&console, pipeline).await;
+        for pipeline in console.with_queues() {
+            refresh(&console, &pipeline).await;
         }
         tokio::time::sleep(every).await;
     }
@@ -39,11 +39,11 @@ pub async fn depths(console: Console, every: Duration) {
 
 /// Reads the depths of `pipeline`'s queues now (those that answer).
 pub async fn refresh(console: &Console, pipeline: &str) {
-    let Some(queues) = console.inner.queues.get(pipeline) else {
+    let Some(queues) = console.queues_of(pipeline) else {
         return;
     };
     let mut total = Depths::default();
-    for q in queues {
+    for q in queues.iter() {
         match q.depths().await {
             Ok((dead, source)) => {
                 total.dead_letters += dead;

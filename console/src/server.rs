@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{
@@ -131,24 +132,19 @@ async fn search(State(console): State<Console>, Query(q): Query<Search>) -> Json
 }
 
 /// The dead-letter queues of a pipeline the console shows; 404 otherwise.
-fn queues<'a>(console: &'a Console, pipeline: &str) -> Result<&'a [DeadLetterQueue], Problem> {
-    let inner = &console.inner;
+fn queues(console: &Console, pipeline: &str) -> Result<Arc<Vec<DeadLetterQueue>>, Problem> {
     if !console.shows(pipeline) {
         return Err(Problem(
             StatusCode::NOT_FOUND,
             format!("no pipeline {pipeline:?}"),
         ));
     }
-    inner
-        .queues
-        .get(pipeline)
-        .map(Vec::as_slice)
-        .ok_or_else(|| {
-            Problem(
-                StatusCode::NOT_FOUND,
-                format!("pipeline {pipeline:?} has no SQS source with a dead-letter queue"),
-            )
-        })
+    console.queues_of(pipeline).ok_or_else(|| {
+        Problem(
+            StatusCode::NOT_FOUND,
+            format!("pipeline {pipeline:?} has no SQS source with a dead-letter queue"),
+        )
+    })
 }
 
 fn failed(e: anyhow::Error) -> Problem {
@@ -190,7 +186,7 @@ async fn list(
     Path(pipeline): Path<String>,
 ) -> Result<Json<Vec<QueueListing>>, Problem> {
     let mut out = vec![];
-    for q in queues(&console, &pipeline)? {
+    for q in queues(&console, &pipeline)?.iter() {
         let letters = q.list(LIST_MAX).await.map_err(failed)?;
         out.push(QueueListing {
             binding: q.binding.clone(),
@@ -205,7 +201,7 @@ async fn show(
     State(console): State<Console>,
     Path((pipeline, id)): Path<(String, String)>,
 ) -> Result<Json<DeadLetter>, Problem> {
-    for q in queues(&console, &pipeline)? {
+    for q in queues(&console, &pipeline)?.iter() {
         let letters = q.list(10 * LIST_MAX).await.map_err(failed)?;
         if let Some(l) =
             (letters.into_iter()).find(|l| l.message_id == id || l.event_id.as_deref() == Some(&id))
@@ -256,7 +252,7 @@ async fn redrive(
         redriven: 0,
         left: 0,
     };
-    for q in queues(&console, &pipeline)? {
+    for q in queues(&console, &pipeline)?.iter() {
         let (moved, left) =
             (q.redrive(filter.as_ref(), ask.rate, ask.max).await).map_err(failed)?;
         total.redriven += moved;

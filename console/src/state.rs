@@ -75,8 +75,8 @@ pub(crate) struct Inner {
     /// Fixed locally; in a cluster, replaced as the pipelines change.
     pipelines: Mutex<Vec<Pipeline>>,
     pub settings: Settings,
-    /// Per pipeline, its SQS sources' dead-letter queues.
-    pub queues: BTreeMap<String, Vec<DeadLetterQueue>>,
+    /// Per pipeline, its SQS sources' dead-letter queues (replaced in a cluster).
+    queues: Mutex<BTreeMap<String, Arc<Vec<DeadLetterQueue>>>>,
     history: Mutex<History>,
     depths: Mutex<BTreeMap<String, Depths>>,
     changed: watch::Sender<u64>,
@@ -92,7 +92,7 @@ impl Console {
             inner: Arc::new(Inner {
                 pipelines: Mutex::new(pipelines),
                 settings,
-                queues,
+                queues: Mutex::new(shared(queues)),
                 history: Mutex::default(),
                 depths: Mutex::default(),
                 changed: watch::Sender::new(0),
@@ -132,6 +132,27 @@ impl Console {
         self.touch();
     }
 
+    /// Replaces the dead-letter queues of every pipeline.
+    pub fn set_queues(&self, queues: BTreeMap<String, Vec<DeadLetterQueue>>) {
+        let mut held = lock(&self.inner.queues);
+        let same = held.keys().eq(queues.keys());
+        *held = shared(queues);
+        drop(held);
+        if !same {
+            self.touch();
+        }
+    }
+
+    /// The dead-letter queues of `pipeline`, if it has any.
+    pub fn queues_of(&self, pipeline: &str) -> Option<Arc<Vec<DeadLetterQueue>>> {
+        lock(&self.inner.queues).get(pipeline).cloned()
+    }
+
+    /// The pipelines with dead-letter queues.
+    pub fn with_queues(&self) -> Vec<String> {
+        lock(&self.inner.queues).keys().cloned().collect()
+    }
+
     /// Whether the console shows `pipeline`.
     pub fn shows(&self, pipeline: &str) -> bool {
         lock(&self.inner.pipelines)
@@ -141,15 +162,17 @@ impl Console {
 
     pub fn snapshot(&self) -> Snapshot {
         let now = feed::now_ms();
-        // Copied first: the pipelines are never locked with another, so no order to keep.
+        // Copied first: the pipelines and queues are never locked with another, so no
+        // order to keep.
         let shown = lock(&self.inner.pipelines).clone();
+        let with_queues = self.with_queues();
         let history = lock(&self.inner.history);
         let depths = lock(&self.inner.depths);
         let pipelines = (shown.into_iter())
             .map(|p| PipelineView {
                 stats: history.stats(&p.name, now),
                 depths: depths.get(&p.name).copied(),
-                dead_letters: self.inner.queues.contains_key(&p.name),
+                dead_letters: with_queues.contains(&p.name),
                 pipeline: p,
             })
             .collect();
@@ -172,6 +195,12 @@ impl Console {
     fn touch(&self) {
         self.inner.changed.send_modify(|n| *n += 1);
     }
+}
+
+fn shared(
+    queues: BTreeMap<String, Vec<DeadLetterQueue>>,
+) -> BTreeMap<String, Arc<Vec<DeadLetterQueue>>> {
+    queues.into_iter().map(|(p, q)| (p, Arc::new(q))).collect()
 }
 
 /// The state is plain data: it stays usable after a panic elsewhere.

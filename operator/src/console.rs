@@ -5,19 +5,26 @@
 //! and the status's DLQ depth; and the recent events of the ingress and worker pods it
 //! finds there, followed over their feeds (`/events/stream` on their `metrics` port).
 //!
-//! Read-only: it has no dead-letter queues to list or redrive, so no token either.
+//! Read-only unless given a token: then it also lists the dead letters of pipelines
+//! whose SQS sources' QueueBindings report a DLQ, reads those queues' depths itself,
+//! and redrives for requests bearing the token (see [`eventpipe_console::auth`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use eventpipe_console::dead_letters::DeadLetterQueue;
 use eventpipe_console::remote::{Remotes, Source};
-use eventpipe_console::{Condition, Console, Depths, Pipeline, Settings};
-use eventpipe_crds::EventPipeline;
+use eventpipe_console::{Condition, Console, Depths, Pipeline, Settings, follow};
+use eventpipe_crds::{EventPipeline, QueueBinding};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::binding;
+use crate::context::Context;
 use crate::external_metrics::{Cache, Values};
 use crate::render::{OWNED_SELECTOR, PIPELINE_LABEL};
 use crate::scope::{Scope, api};
@@ -28,32 +35,66 @@ const EVERY: Duration = Duration::from_secs(5);
 const FEED_PORT: &str = "metrics";
 
 /// Serves the console on `listener` until `stop`, for the pipelines and pods of
-/// `watch_namespaces` (empty: the whole cluster), with queue depths from `cache`.
+/// `watch_namespaces` (empty: the whole cluster), with queue depths from `cache`; a
+/// `token` lets it redrive.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    client: Client,
+    ctx: Arc<Context>,
     watch_namespaces: Vec<String>,
     cache: Cache,
+    token: Option<String>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let console = Console::new(vec![], BTreeMap::new(), Settings::default());
+    let redrive = token.is_some();
+    let settings = Settings {
+        token,
+        jaeger_url: None,
+    };
+    let console = Console::new(vec![], BTreeMap::new(), settings);
     let namespaces = Scope::of(&watch_namespaces).namespaces();
-    let discover = discover(console.clone(), client, namespaces, cache);
+    let discover = discover(console.clone(), ctx, namespaces, cache, redrive);
     tokio::select! {
         served = eventpipe_console::serve(listener, console, stop.clone().cancelled_owned()) => served,
         _ = discover => Ok(()),
     }
 }
 
+/// The redrive token in `path`, without surrounding whitespace; read once, at start.
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("console token {}: {e}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "console token {} is empty",
+        path.display()
+    );
+    Ok(token.to_string())
+}
+
 /// Keeps the console's pipelines, depths and followed feeds current; runs until dropped.
-async fn discover(console: Console, client: Client, namespaces: Vec<Option<String>>, cache: Cache) {
+async fn discover(
+    console: Console,
+    ctx: Arc<Context>,
+    namespaces: Vec<Option<String>>,
+    cache: Cache,
+    redrive: bool,
+) {
     let mut remotes = Remotes::new(console.clone());
+    let (client, all) = (&ctx.client, ListParams::default());
+    // The ingress and worker pods: those the operator renders.
+    let owned = ListParams::default().labels(OWNED_SELECTOR);
     loop {
-        match list_pipelines(&client, &namespaces).await {
-            Ok(pipelines) => show(&console, &pipelines, &cache),
+        match list::<EventPipeline>(client, &namespaces, &all).await {
+            Ok(pipelines) => {
+                if redrive {
+                    attach_queues(&console, &ctx, &namespaces, &pipelines).await;
+                }
+                show(&console, &pipelines, &cache).await;
+            }
             Err(e) => tracing::warn!(error = %e, "console: EventPipelines not listed"),
         }
-        match list_pods(&client, &namespaces).await {
+        match list::<Pod>(client, &namespaces, &owned).await {
             Ok(pods) => remotes.sync(&feeds(&pods)),
             Err(e) => tracing::warn!(error = %e, "console: pods not listed"),
         }
@@ -61,34 +102,48 @@ async fn discover(console: Console, client: Client, namespaces: Vec<Option<Strin
     }
 }
 
-async fn list_pipelines(
+async fn list<K>(
     client: &Client,
     namespaces: &[Option<String>],
-) -> kube::Result<Vec<EventPipeline>> {
+    params: &ListParams,
+) -> kube::Result<Vec<K>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let mut all = vec![];
     for ns in namespaces {
-        let list = api::<EventPipeline>(client, ns.as_deref());
-        all.extend(list.list(&ListParams::default()).await?.items);
+        all.extend(api::<K>(client, ns.as_deref()).list(params).await?.items);
     }
     Ok(all)
 }
 
-/// The ingress and worker pods (those the operator renders).
-async fn list_pods(client: &Client, namespaces: &[Option<String>]) -> kube::Result<Vec<Pod>> {
-    let owned = ListParams::default().labels(OWNED_SELECTOR);
-    let mut all = vec![];
-    for ns in namespaces {
-        all.extend(api::<Pod>(client, ns.as_deref()).list(&owned).await?.items);
+/// Gives the console the dead-letter queues of `pipelines`, as their bindings report.
+async fn attach_queues(
+    console: &Console,
+    ctx: &Context,
+    namespaces: &[Option<String>],
+    pipelines: &[EventPipeline],
+) {
+    match list::<QueueBinding>(&ctx.client, namespaces, &ListParams::default()).await {
+        Ok(bindings) => console.set_queues(dead_letter_queues(ctx, pipelines, &bindings).await),
+        Err(e) => tracing::warn!(error = %e, "console: QueueBindings not listed"),
     }
-    Ok(all)
 }
 
-fn show(console: &Console, pipelines: &[EventPipeline], cache: &Cache) {
+/// Shows `pipelines`. The depths of those with dead-letter queues are read from SQS,
+/// so that a redrive shows at once; the others' come from the cache and status.
+async fn show(console: &Console, pipelines: &[EventPipeline], cache: &Cache) {
+    let with_queues = console.with_queues();
     let mut views = vec![];
     for p in pipelines {
         let cached = cache.get(&p.namespace().unwrap_or_default(), &p.name_any());
         let (view, depths) = view(p, cached);
-        if let Some(depths) = depths {
+        if with_queues.contains(&view.name) {
+            follow::refresh(console, &view.name).await;
+        } else if let Some(depths) = depths {
             console.set_depths(&view.name, depths);
         }
         views.push(view);
@@ -126,6 +181,48 @@ pub fn view(p: &EventPipeline, cached: Option<Values>) -> (Pipeline, Option<Dept
         replicas: u32::try_from(status.replicas.unwrap_or_default()).unwrap_or_default(),
     };
     (pipeline, depths)
+}
+
+/// Per pipeline, the dead-letter queues of its SQS sources (see
+/// [`dead_letter_sources`]) whose SQS client can be built.
+async fn dead_letter_queues(
+    ctx: &Context,
+    pipelines: &[EventPipeline],
+    bindings: &[QueueBinding],
+) -> BTreeMap<String, Vec<DeadLetterQueue>> {
+    let mut out = BTreeMap::new();
+    for p in pipelines {
+        let ns = p.namespace().unwrap_or_default();
+        let mut queues = vec![];
+        for (b, source_url, url) in dead_letter_sources(p, bindings) {
+            match binding::sqs_client(b, ctx, &ns).await {
+                Some(sqs) => queues.push(DeadLetterQueue::new(b.name_any(), sqs, url, source_url)),
+                None => tracing::debug!(binding = b.name_any(), "console: no SQS client"),
+            }
+        }
+        if !queues.is_empty() {
+            out.insert(qualified(&ns, &p.name_any()), queues);
+        }
+    }
+    out
+}
+
+/// The QueueBindings of `p`'s sources, in its namespace, that report a queue and its
+/// dead-letter queue: each with (source queue URL, DLQ URL).
+pub fn dead_letter_sources<'a>(
+    p: &EventPipeline,
+    bindings: &'a [QueueBinding],
+) -> Vec<(&'a QueueBinding, String, String)> {
+    let ns = p.namespace();
+    let named =
+        |name: &str| (bindings.iter()).find(|b| b.namespace() == ns && b.name_any() == name);
+    (p.spec.sources.iter())
+        .filter_map(|s| {
+            let b = named(&s.queue_binding_ref.name)?;
+            let status = b.status.as_ref()?;
+            Some((b, status.queue_url.clone()?, status.dlq_url.clone()?))
+        })
+        .collect()
 }
 
 fn qualified(namespace: &str, name: &str) -> String {
@@ -250,5 +347,53 @@ mod tests {
         assert_eq!((view.status.as_str(), view.replicas), ("SecretNotFound", 0));
         assert!(depths.is_none());
         assert_eq!(super::view(&pipeline(json!({})), None).0.status, "Pending");
+    }
+
+    fn binding(name: &str, ns: &str, status: serde_json::Value) -> QueueBinding {
+        serde_json::from_value(json!({
+            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "QueueBinding",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"sqs": {"queueName": name}}, "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn dead_letters_come_from_the_sources_bindings_that_report_a_dlq() {
+        let mut p = pipeline(json!({}));
+        p.spec.sources = serde_json::from_value(json!([
+            {"queueBindingRef": {"name": "a"}},
+            {"queueBindingRef": {"name": "b"}},
+            {"queueBindingRef": {"name": "c"}},
+        ]))
+        .unwrap();
+        let urls = json!({"queueUrl": "http://q/a", "dlqUrl": "http://q/a-dlq"});
+        let bindings = [
+            binding("a", "shop", urls.clone()),
+            binding("b", "shop", json!({"queueUrl": "http://q/b"})),
+            binding("c", "billing", urls),
+        ];
+        let found: Vec<_> = (dead_letter_sources(&p, &bindings).into_iter())
+            .map(|(b, source, dlq)| (b.name_any(), source, dlq))
+            .collect();
+        let a = (
+            "a".to_string(),
+            "http://q/a".to_string(),
+            "http://q/a-dlq".to_string(),
+        );
+        assert_eq!(found, [a], "b has no DLQ, c is in another namespace");
+    }
+
+    #[test]
+    fn the_token_is_read_trimmed_and_must_not_be_empty() {
+        let dir = std::env::temp_dir().join(format!("console-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(read_token(&file).unwrap(), "s3cret");
+        std::fs::write(&file, " \n").unwrap();
+        assert!(read_token(&file).unwrap_err().to_string().contains("empty"));
+        assert!(read_token(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -49,9 +49,13 @@ pub struct RunArgs {
     /// SubjectAccessReview). /healthz and /readyz stay open for the kubelet.
     #[arg(long, value_enum, default_value_t = MetricsAuth::None)]
     pub metrics_auth: MetricsAuth,
-    /// The web console (read-only), e.g. `0.0.0.0:7070`; none when absent.
+    /// The web console, e.g. `0.0.0.0:7070`; none when absent. Read-only unless
+    /// `--console-token-file` is given.
     #[arg(long)]
     pub console_listen: Option<SocketAddr>,
+    /// A file holding the token a console redrive needs (e.g. a mounted Secret key).
+    #[arg(long, requires = "console_listen")]
+    pub console_token_file: Option<PathBuf>,
     /// The external.metrics.k8s.io API (HTTPS) the HorizontalPodAutoscaler reads,
     /// through the API server's front proxy, the only client it accepts.
     #[arg(long, default_value = "0.0.0.0:6443")]
@@ -159,13 +163,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cache =
         serve_external_metrics(&args, cert, &client, &scope, &ctx, &pipelines, &stop).await?;
     if let Some(listen) = args.console_listen {
+        let token = (args.console_token_file.as_deref())
+            .map(crate::console::read_token)
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let namespaces = args.watch_namespaces.clone();
         let console = crate::console::serve(
             listener,
-            client.clone(),
+            ctx.clone(),
             namespaces,
             cache.clone(),
+            token,
             stop.clone(),
         );
         tokio::spawn(console);

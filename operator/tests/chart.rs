@@ -300,6 +300,7 @@ fn the_operator_accepts_the_command_line_the_chart_gives_it() {
         ],
         &["externalMetrics.apiService.enabled=false"],
         &["console.enabled=true"],
+        &["console.enabled=true", "console.redriveToken.secretName=ct"],
     ] {
         let (args, env) = operator_command(&render_with(values));
         // With arguments it accepts, it gets as far as looking for a cluster.
@@ -486,4 +487,34 @@ fn the_console_is_served_when_enabled_and_only_then() {
     );
     let (args, _) = operator_command(&on);
     assert!(args.contains(&"--console-listen=0.0.0.0:8080".to_string()));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--console-token-file")),
+        "read-only without a token Secret"
+    );
+}
+
+/// A redrive token comes from the Secret key the values name, mounted as a file.
+#[test]
+fn the_console_reads_its_redrive_token_from_the_named_secret_key() {
+    let docs = render_with(&[
+        "console.enabled=true",
+        "console.redriveToken.secretName=ct",
+        "console.redriveToken.key=redrive",
+    ]);
+    let (args, _) = operator_command(&docs);
+    assert!(args.contains(&"--console-token-file=/etc/eventpipe/console/token".to_string()));
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "t-eventpipe")
+        .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([{"name": "console-token", "secret": {"secretName": "ct",
+            "items": [{"key": "redrive", "path": "token"}]}}])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        serde_json::json!([{"name": "console-token", "mountPath": "/etc/eventpipe/console", "readOnly": true}])
+    );
 }

@@ -1,5 +1,5 @@
 //! The console the operator serves: the pipelines and pods it finds through the API,
-//! the events of the pods' feeds, and no redrive.
+//! the events of the pods' feeds, and redrive only with its token.
 // Set-up steps unwrap: a failure fails the test (clippy's allow-unwrap-in-tests
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
@@ -8,8 +8,11 @@ mod common;
 
 use std::time::Duration;
 
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use common::{CRD, FakeApi};
 use eventpipe_core::feed::{Feed, Record};
+use eventpipe_operator::Context;
+use eventpipe_testkit::Moto;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -61,16 +64,31 @@ fn api(port: u16) -> FakeApi {
     api
 }
 
-/// The operator's console on 127.0.0.1, watching namespace `default` of `api`.
-async fn console(api: &FakeApi) -> (String, CancellationToken) {
+/// AWS configuration for tests that never reach AWS.
+fn no_aws() -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .build()
+}
+
+/// The operator's console on 127.0.0.1, watching namespace `default` of `api`,
+/// reaching AWS with `aws`, redriving with `token`.
+async fn console(
+    api: &FakeApi,
+    aws: SdkConfig,
+    token: Option<&str>,
+) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
+    let ctx = Context::new(api.client(), Default::default(), aws, Default::default());
     let serve = eventpipe_operator::console::serve(
         listener,
-        api.client(),
+        ctx,
         vec!["default".into()],
         Default::default(),
+        token.map(String::from),
         stop.clone(),
     );
     tokio::spawn(serve);
@@ -98,7 +116,7 @@ async fn state_when(url: &str, ready: impl Fn(&Value) -> bool) -> Value {
 #[tokio::test]
 async fn shows_the_pipelines_and_pod_events_the_api_lists() {
     let api = api(feed_server().await);
-    let (url, stop) = console(&api).await;
+    let (url, stop) = console(&api, no_aws(), None).await;
     let state = state_when(&url, |s| {
         s["pipelines"][0]["stats"]["recent"]
             .as_array()
@@ -124,7 +142,7 @@ async fn shows_the_pipelines_and_pod_events_the_api_lists() {
 #[tokio::test]
 async fn pushes_its_state_as_server_sent_events() {
     let api = api(feed_server().await);
-    let (url, stop) = console(&api).await;
+    let (url, stop) = console(&api, no_aws(), None).await;
     let mut stream = reqwest::get(format!("{url}/api/stream")).await.unwrap();
     let content_type = stream.headers()["content-type"]
         .to_str()
@@ -148,9 +166,9 @@ async fn pushes_its_state_as_server_sent_events() {
 }
 
 #[tokio::test]
-async fn redrives_nothing() {
+async fn without_a_token_redrives_nothing() {
     let api = api(feed_server().await);
-    let (url, stop) = console(&api).await;
+    let (url, stop) = console(&api, no_aws(), None).await;
     state_when(&url, |s| s["pipelines"][0]["name"] == "default/orders").await;
     let redrive = format!("{url}/api/pipelines/default%2Forders/redrive");
     let http = reqwest::Client::new();
@@ -176,5 +194,101 @@ async fn redrives_nothing() {
         .await
         .unwrap();
     assert_eq!(cross_site.status(), 403);
+    stop.cancel();
+}
+
+/// POSTs a redrive of every dead letter of `default/orders` with `headers`.
+async fn redrive(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut post = reqwest::Client::new()
+        .post(format!("{url}/api/pipelines/default%2Forders/redrive"))
+        .header("content-type", "application/json")
+        .body(r#"{"rate": 100}"#);
+    for (k, v) in headers {
+        post = post.header(*k, *v);
+    }
+    let answer = post.send().await.unwrap();
+    let status = answer.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&answer.text().await.unwrap()).unwrap(),
+    )
+}
+
+const PAGE: (&str, &str) = ("x-eventpipe-console", "1");
+
+#[tokio::test]
+async fn with_a_token_refuses_whoever_lacks_it() {
+    let api = api(feed_server().await);
+    let (url, stop) = console(&api, no_aws(), Some("s3cret")).await;
+    let state = state_when(&url, |s| s["pipelines"][0]["name"] == "default/orders").await;
+    assert_eq!(state["redrive"], true);
+    let (status, _) = redrive(&url, &[PAGE]).await;
+    assert_eq!(status, 401, "no token");
+    let (status, _) = redrive(&url, &[PAGE, ("authorization", "Bearer wrong")]).await;
+    assert_eq!(status, 401, "a wrong token");
+    let bearer = ("authorization", "Bearer s3cret");
+    let (status, _) = redrive(&url, &[bearer]).await;
+    assert_eq!(status, 403, "not from the page");
+    let elsewhere = ("origin", "https://evil.example");
+    let (status, _) = redrive(&url, &[PAGE, bearer, elsewhere]).await;
+    assert_eq!(status, 403, "from another site");
+    let (status, body) = redrive(&url, &[PAGE, bearer]).await;
+    assert_eq!(status, 404, "authorised, but no DLQ: {body}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn with_its_token_redrives_the_dead_letters_a_binding_reports() {
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let queue_url = |name: &'static str| {
+        let sqs = sqs.clone();
+        async move {
+            let out = sqs.create_queue().queue_name(name).send().await.unwrap();
+            out.queue_url.unwrap()
+        }
+    };
+    let (source_url, dlq_url) = (queue_url("orders").await, queue_url("orders-dlq").await);
+    let event =
+        json!({"specversion": "1.0", "id": "evt-9", "source": "/t", "type": "order.placed"});
+    (sqs.send_message().queue_url(&dlq_url))
+        .message_body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    let api = api(feed_server().await);
+    let pipeline = format!("{CRD}/eventpipelines/orders");
+    let mut p = api.get(&pipeline).unwrap();
+    p["spec"]["sources"] = json!([{"queueBindingRef": {"name": "orders"}}]);
+    api.put(&pipeline, p);
+    api.put(
+        &format!("{CRD}/queuebindings/orders"),
+        json!({
+            "apiVersion": "eventpipe.dev/v1alpha1", "kind": "QueueBinding",
+            "metadata": {"name": "orders", "namespace": "default", "uid": "b-1"},
+            "spec": {"sqs": {"queueName": "orders"}},
+            "status": {"queueUrl": source_url, "dlqUrl": dlq_url},
+        }),
+    );
+    let (url, stop) = console(&api, moto.sdk_config(), Some("s3cret")).await;
+    let dlq_depth = |s: &Value| s["pipelines"][0]["depths"]["dead_letters"].clone();
+    state_when(&url, |s| {
+        dlq_depth(s) == 1 && s["pipelines"][0]["dead_letters"] == true
+    })
+    .await;
+    let listed = get_json(&format!(
+        "{url}/api/pipelines/default%2Forders/dead-letters"
+    ))
+    .await;
+    assert_eq!(listed[0]["letters"][0]["event_id"], "evt-9");
+    let (status, _) = redrive(&url, &[PAGE]).await;
+    assert_eq!(status, 401);
+    let (status, body) = redrive(&url, &[PAGE, ("authorization", "Bearer s3cret")]).await;
+    assert_eq!((status, body), (200, json!({"redriven": 1, "left": 0})));
+    let state = state_when(&url, |s| dlq_depth(s) == 0).await;
+    assert_eq!(
+        state["pipelines"][0]["depths"]["queue"], 1,
+        "back on its queue"
+    );
     stop.cancel();
 }
