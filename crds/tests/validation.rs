@@ -146,12 +146,12 @@ fn a_processor_names_exactly_one_kind() {
     let two = pipeline(|s| s["processor"]["sqs"] = json!({"queueBindingRef": {"name": "orders"}}));
     assert_rejected(
         &two,
-        "processor must name exactly one of http, container, dynamodb or sqs",
+        "processor must name exactly one of http, container, dynamodb, sqs or push",
     );
     let none = pipeline(|s| s["processor"] = json!({}));
     assert_rejected(
         &none,
-        "processor must name exactly one of http, container, dynamodb or sqs",
+        "processor must name exactly one of http, container, dynamodb, sqs or push",
     );
     let container =
         pipeline(|s| s["processor"] = json!({"container": {"image": "ghcr.io/acme/p:1"}}));
