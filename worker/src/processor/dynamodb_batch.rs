@@ -129,35 +129,15 @@ mod tests {
     #[tokio::test]
     async fn a_refused_batch_fails_every_event_and_an_accepted_one_writes_each_id_once() {
         use crate::processor::FailureKind;
-        use eventpipe_core::envelope::{NewEvent, build};
+        use crate::processor::fixtures::{deliveries, events};
         let moto = eventpipe_testkit::Moto::start();
         let ddb = moto.dynamodb();
         let spec = |table: &str| -> eventpipe_crds::DynamoDbProcessor {
             serde_json::from_value(serde_json::json!({"tableName": table})).unwrap()
         };
-        let events: Vec<_> = ["a", "b", "a"]
-            .iter()
-            .map(|id| {
-                build(NewEvent {
-                    id: id.to_string(),
-                    source: "/s".into(),
-                    event_type: "t".into(),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let deliveries = || {
-            (events.iter())
-                .map(|event| Delivery {
-                    event,
-                    trace: vec![],
-                    group: None,
-                    completion: None,
-                })
-                .collect()
-        };
+        let events = events(&["a", "b", "a"]);
         let missing = DynamoDbProcessor::build(&spec("missing"), ddb.clone()).await;
-        let outcomes = missing.unwrap().put_batch(deliveries()).await;
+        let outcomes = missing.unwrap().put_batch(deliveries(&events)).await;
         assert_eq!(outcomes.len(), 3);
         for o in &outcomes {
             let Outcome::Failed(f) = o else {
@@ -169,7 +149,7 @@ mod tests {
             .await
             .unwrap();
         let stored = DynamoDbProcessor::build(&spec("stored"), ddb.clone()).await;
-        let outcomes = stored.unwrap().put_batch(deliveries()).await;
+        let outcomes = stored.unwrap().put_batch(deliveries(&events)).await;
         assert!(
             outcomes
                 .iter()

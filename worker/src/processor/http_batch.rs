@@ -113,33 +113,9 @@ fn every(n: usize, failure: Failure) -> Vec<Outcome> {
 mod tests {
     use super::*;
     use crate::processor::FailureKind;
-    use eventpipe_core::envelope::{NewEvent, build};
+    use crate::processor::fixtures::{deliveries, events};
     use std::collections::BTreeMap;
     use std::time::Duration;
-
-    fn events(ids: &[&str]) -> Vec<Event> {
-        (ids.iter())
-            .map(|id| {
-                build(NewEvent {
-                    id: id.to_string(),
-                    source: "/s".into(),
-                    event_type: "t".into(),
-                    ..Default::default()
-                })
-            })
-            .collect()
-    }
-
-    fn deliveries(events: &[Event]) -> Vec<Delivery<'_>> {
-        (events.iter())
-            .map(|event| Delivery {
-                event,
-                trace: vec![],
-                group: None,
-                completion: None,
-            })
-            .collect()
-    }
 
     /// A processor on loopback answering every request with `status`, `content_type`
     /// and `body`.

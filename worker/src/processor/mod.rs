@@ -5,6 +5,8 @@ mod batch_response;
 mod batching;
 mod dynamodb;
 mod dynamodb_batch;
+#[cfg(test)]
+mod fixtures;
 mod http;
 mod http_batch;
 mod push;
