@@ -1,17 +1,21 @@
 //! `push`: deliver each event to the clients subscribed at a pipeline's ingress, by
 //! POSTing it (a structured CloudEvent) to every replica's push endpoint. In a
 //! cluster the replicas are the addresses of a headless Service; locally, the
-//! ingress in process. Every replica must take it: one unreachable fails the
-//! delivery, to be retried (the ingress drops what it pushed already, by event id).
-//! An event no subscriber wants is still taken (`200`), never retried.
+//! ingress in process. Every replica must take it. A replica unreachable, or none
+//! found (the ingress rolling or scaled down), holds the event as a throttling
+//! processor does, spending no retry; it is tried again on every replica, and the
+//! ingress drops what it pushed already, by event id. An event no subscriber wants
+//! is still taken (`200`), never retried.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
 
 use eventpipe_crds::PushProcessor as Spec;
 use futures::future::join_all;
 use reqwest::header::CONTENT_TYPE;
 
-use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor, with_trace};
+use super::http::status_kind;
+use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
 
 /// Where the ingress replicas are.
 #[derive(Clone, Debug)]
@@ -52,11 +56,10 @@ impl PushProcessor {
             Replicas::Resolved(name) => name,
         };
         let found = tokio::net::lookup_host(name.as_str()).await;
-        let addresses: Vec<_> = found
-            .map_err(|e| Failure::transient(format!("no ingress replica: {name}: {e}")))?
-            .collect();
+        let none = |why: String| Failure::throttled(None, format!("no ingress replica: {why}"));
+        let addresses: Vec<_> = found.map_err(|e| none(format!("{name}: {e}")))?.collect();
         if addresses.is_empty() {
-            return Err(Failure::transient(format!("no ingress replica: {name}")));
+            return Err(none(name.clone()));
         }
         Ok(addresses)
     }
@@ -69,14 +72,18 @@ impl PushProcessor {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| Failure::transient(format!("push to {addr}: {e}")))?;
+            .map_err(|e| match e.is_connect() || e.is_timeout() {
+                true => Failure::throttled(None, format!("push to {addr}: {e}")),
+                false => Failure::transient(format!("push to {addr}: {e}")),
+            })?;
         let status = sent.status();
         if status.is_success() {
             return Ok(());
         }
+        let kind = status_kind(status.as_u16(), sent.headers(), SystemTime::now());
         let text = sent.text().await.unwrap_or_default();
         Err(Failure {
-            kind: FailureKind::Status(status.as_u16()),
+            kind,
             message: format!("push to {addr}: {status}: {text}"),
         })
     }
@@ -108,10 +115,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use axum::{Json, Router, http::StatusCode, routing::post};
-    use eventpipe_core::envelope::{NewEvent, build};
     use eventpipe_crds::ObjectRef;
 
     use super::*;
+    use crate::processor::FailureKind;
+    use crate::processor::fixtures::{deliveries, events};
 
     fn processor(replicas: Replicas) -> PushProcessor {
         let spec = Spec {
@@ -132,18 +140,8 @@ mod tests {
     }
 
     async fn deliver(p: &PushProcessor) -> Outcome {
-        let event = build(NewEvent {
-            id: "e1".into(),
-            source: "/s".into(),
-            event_type: "t".into(),
-            ..Default::default()
-        });
-        let d = Delivery {
-            event: &event,
-            trace: vec![],
-            group: None,
-            completion: None,
-        };
+        let events = events(&["e1"]);
+        let d = deliveries(&events).remove(0);
         p.deliver(d).await
     }
 
@@ -202,18 +200,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_or_unknown_replica_is_a_failure_to_retry() {
+    async fn an_unreachable_busy_or_missing_replica_holds_the_event_without_a_retry() {
         // A port just bound and closed: nothing listens on it.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
         let f = failure(&processor(Replicas::At(vec![addr]))).await;
-        assert_eq!(f.kind, FailureKind::Transient, "{}", f.message);
+        assert_eq!(f.kind, FailureKind::Throttled(None), "{}", f.message);
+        let (draining, _) = replica(503).await;
+        let f = failure(&processor(Replicas::At(vec![draining]))).await;
+        assert_eq!(f.kind, FailureKind::Throttled(None), "{}", f.message);
         let f = failure(&processor(Replicas::Resolved(
             "no-such-host.invalid:9090".into(),
         )))
         .await;
-        assert_eq!(f.kind, FailureKind::Transient);
+        assert_eq!(f.kind, FailureKind::Throttled(None));
         assert!(f.message.starts_with("no ingress replica"), "{}", f.message);
     }
 }
