@@ -319,6 +319,7 @@ async fn serve_console(
     let settings = console::Settings {
         token: Some(token.clone()),
         jaeger_url: dev.console.jaeger_url.clone(),
+        port_forwarded: false,
     };
     let console = console::Console::new(pipelines, queues, settings);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -43,14 +43,16 @@ const TICK: Duration = Duration::from_secs(1);
 const LIST_MAX: usize = 100;
 
 /// The routes, answering only requests that name a host `listen` may be reached by
-/// ([`auth::host_allowed`]).
+/// ([`auth::host_allowed`]): on loopback, or through a port-forward when the settings
+/// say so, loopback names only.
 pub fn router(console: Console, listen: SocketAddr) -> Router {
+    let loopback = listen.ip().is_loopback() || console.inner.settings.port_forwarded;
     let hosts = middleware::from_fn(move |request: Request, next: Next| async move {
         let host = request
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok());
-        if auth::host_allowed(host, listen) {
+        if auth::host_allowed(host, loopback) {
             next.run(request).await
         } else {
             let why = "this console answers to its loopback address only";

@@ -44,6 +44,9 @@ pub struct Settings {
     pub token: Option<String>,
     /// Where trace ids link to (Jaeger's UI).
     pub jaeger_url: Option<String>,
+    /// Reached through a port-forward on the reader's loopback, whatever it listens
+    /// on: then only requests naming a loopback host are answered.
+    pub port_forwarded: bool,
 }
 
 /// What a page is sent, whole, whenever something changed.

@@ -5,6 +5,9 @@
 //! and the status's DLQ depth; and the recent events of the ingress and worker pods it
 //! finds there, followed over their feeds (`/events/stream` on their `metrics` port).
 //!
+//! It is reached through `kubectl port-forward`, so it answers only requests naming a
+//! loopback host (see [`eventpipe_console::auth::host_allowed`]).
+//!
 //! Read-only unless given a token: then it also lists the dead letters of pipelines
 //! whose SQS sources' QueueBindings report a DLQ, reads those queues' depths itself,
 //! and redrives for requests bearing the token (see [`eventpipe_console::auth`]).
@@ -49,6 +52,7 @@ pub async fn serve(
     let settings = Settings {
         token,
         jaeger_url: None,
+        port_forwarded: true,
     };
     let console = Console::new(vec![], BTreeMap::new(), settings);
     let namespaces = Scope::of(&watch_namespaces).namespaces();

@@ -292,3 +292,20 @@ async fn with_its_token_redrives_the_dead_letters_a_binding_reports() {
     );
     stop.cancel();
 }
+
+/// Reached through `kubectl port-forward`, it answers only requests naming a loopback
+/// host, though it listens beyond loopback in its pod: a site whose name was
+/// re-pointed at 127.0.0.1 reads nothing.
+#[tokio::test]
+async fn answers_only_requests_naming_a_loopback_host() {
+    let api = api(feed_server().await);
+    let (url, stop) = console(&api, no_aws(), None).await;
+    let http = reqwest::Client::new();
+    let ask = |host: &'static str| {
+        let get = http.get(format!("{url}/api/state")).header("host", host);
+        async move { get.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ask("localhost:7070").await, 200);
+    assert_eq!(ask("evil.example:7070").await, 421);
+    stop.cancel();
+}
