@@ -74,6 +74,7 @@ refuse --set aws.region=mars "/aws/region"
 refuse --set jaeger.enabled=yes "/jaeger/enabled"
 refuse --set operator.typo=1 "typo"
 refuse --set console.port=80 "/console/port"
+refuse --set console.port=9090 "/console/port"   # the operator's own metrics port
 refuse --set console.enabled=yes "/console/enabled"
 refuse --set console.redriveToken.key= "/console/redriveToken/key"
 echo "chart: lint, render, schema validation and value checks passed"
