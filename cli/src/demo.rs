@@ -115,6 +115,7 @@ impl Demo {
             listen: self.listen,
             ops_listen: self.ops_listen,
             secrets_dir: None,
+            static_dir: None,
             logs: self.logs,
             console: Default::default(),
         };

@@ -36,6 +36,10 @@ pub struct Dev {
     /// Secrets as `<dir>/<name>/<key>`; missing ones are generated there.
     #[arg(long)]
     pub secrets_dir: Option<PathBuf>,
+    /// A folder of static pages (e.g. examples/notes) served on the webhooks' listener,
+    /// so a page there posts and subscribes on its own origin. Loopback only.
+    #[arg(long = "static", value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
     #[command(flatten)]
     pub logs: Logs,
     #[command(flatten)]
@@ -129,6 +133,8 @@ pub fn emulator() -> anyhow::Result<Emulator> {
 pub struct Running {
     /// (pipeline, webhook, URL) of every webhook.
     pub webhooks: Vec<(String, String, String)>,
+    /// Where the webhooks (and `--static` pages) are served.
+    pub ingress: Option<SocketAddr>,
     pub secrets_dir: PathBuf,
     pub manifest: Manifest,
     /// Where `/metrics` and `/events` are served.
@@ -172,6 +178,9 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
         }
         false => (vec![], None),
     };
+    // The listener's address, as its webhooks' URLs give it.
+    let ingress = (webhooks.first())
+        .and_then(|(_, _, url)| url.strip_prefix("http://")?.split('/').next()?.parse().ok());
     let options = Options {
         secrets_dir: secrets_dir.clone(),
         grace: Duration::from_secs(10),
@@ -211,6 +220,7 @@ pub async fn start(dev: &Dev) -> anyhow::Result<Running> {
     };
     Ok(Running {
         webhooks,
+        ingress,
         secrets_dir,
         manifest,
         ops,
@@ -238,6 +248,7 @@ async fn serve_ingress(
     let config = IngressConfig::from_manifest(manifest, &file)?;
     let settings = eventpipe_ingress::Settings {
         secrets_dir: secrets_dir.to_path_buf(),
+        pages: static_pages(dev)?,
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind(dev.listen)
@@ -263,6 +274,37 @@ async fn serve_ingress(
         }
     };
     Ok((webhooks, feed, serve, push_to))
+}
+
+/// The `--static` folder, checked: pages are for a browser on this machine only.
+fn static_pages(dev: &Dev) -> anyhow::Result<Option<PathBuf>> {
+    let Some(dir) = &dev.static_dir else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        dev.listen.ip().is_loopback(),
+        "--static serves pages on a loopback --listen only, not {}",
+        dev.listen
+    );
+    anyhow::ensure!(dir.is_dir(), "--static {}: not a folder", dir.display());
+    Ok(Some(dir.clone()))
+}
+
+/// The `--static` pages' URL, with the secret of the first bearer webhook in its
+/// fragment (never sent to the server) for a page that posts with it.
+fn page_url(dev: &Dev, running: &Running) -> Option<String> {
+    dev.static_dir.as_ref()?;
+    let hook = (running.manifest.pipelines.iter())
+        .filter_map(|p| p.spec.ingress.as_ref())
+        .flat_map(|i| &i.webhooks)
+        .find(|w| w.signature.scheme == eventpipe_crds::SignatureScheme::Bearer);
+    let token = hook.and_then(|h| crate::send::read_secret(h, &running.secrets_dir).ok());
+    let fragment = token.map(|t| format!("#token={}", String::from_utf8_lossy(&t).trim()));
+    Some(format!(
+        "http://{}/{}",
+        running.ingress?,
+        fragment.unwrap_or_default()
+    ))
 }
 
 /// `/metrics`, `/healthz`, `/readyz` and `/events` for everything running, until `stop`.
@@ -448,6 +490,9 @@ pub async fn run(dev: Dev, emulator: &Emulator) -> anyhow::Result<()> {
             "        try: eventpipe send --config {config} --to {url} --secrets-dir {} {pipeline} {webhook}",
             running.secrets_dir.display()
         );
+    }
+    if let Some(url) = page_url(&dev, &running) {
+        println!("page    {url}");
     }
     if let Some((at, token)) = &running.console {
         println!("console http://{at}/#token={token}");

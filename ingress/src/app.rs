@@ -21,6 +21,7 @@ use crate::{
     dynamodb::DynamoDbPublisher,
     limits::Limits,
     metrics::Metrics,
+    pages::Pages,
     publish::{Noop, Publisher},
     push::{self, HubLimits, Pushes, metrics::PushMetrics, subscribe::Subscriptions},
     secrets::{self, Secrets},
@@ -61,6 +62,8 @@ pub struct Settings {
     pub aws: Option<SdkConfig>,
     /// Subscribers and the pushes kept for them.
     pub push: HubLimits,
+    /// A folder of static pages served on the webhooks' listener (local mode).
+    pub pages: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -77,6 +80,7 @@ impl Default for Settings {
             batch: BatchSettings::default(),
             aws: None,
             push: HubLimits::default(),
+            pages: None,
         }
     }
 }
@@ -153,6 +157,7 @@ impl Ingress {
             metrics.clone(),
             secrets,
             &settings.limits,
+            settings.pages.clone().map(Pages::new),
         ));
         let close = middleware::map_response_with_state(
             drain.draining.clone(),

@@ -13,6 +13,7 @@ mod dynamodb;
 mod extract;
 mod github;
 mod limits;
+mod pages;
 // The fuzz targets' entry point: not API, compiled for them (feature `fuzzing`) and
 // for the unit test that replays their seed corpus.
 #[cfg(any(test, feature = "fuzzing"))]

@@ -176,6 +176,7 @@ async fn serve(cli: Cli, config: IngressConfig) -> anyhow::Result<()> {
             max_subscribers: cli.max_subscribers as usize,
             ..HubLimits::default()
         },
+        pages: None,
     };
     let result = eventpipe_ingress::run(
         config,

@@ -19,6 +19,7 @@ use tracing::{Instrument, Span};
 use crate::{
     limits::{Gate, Limit, Limits},
     metrics::{Metrics, UNMATCHED},
+    pages::Pages,
     push::subscribe::Subscriptions,
     reply::Reply,
     secrets::Secrets,
@@ -33,6 +34,7 @@ pub struct Routes {
     metrics: Metrics,
     gate: Gate,
     request_timeout: Duration,
+    pages: Option<Pages>,
     /// Kept while the router lives: its watcher stops once nobody holds it.
     _secrets: Arc<Secrets>,
 }
@@ -44,6 +46,7 @@ impl Routes {
         metrics: Metrics,
         secrets: Arc<Secrets>,
         limits: &Limits,
+        pages: Option<Pages>,
     ) -> Self {
         let by_path = routes
             .into_iter()
@@ -55,6 +58,7 @@ impl Routes {
             gate: Gate::new(limits.max_concurrent_requests, metrics.in_flight()),
             request_timeout: limits.request_timeout,
             metrics,
+            pages,
             _secrets: secrets,
         }
     }
@@ -75,6 +79,9 @@ async fn dispatch(State(routes): State<Arc<Routes>>, request: Request) -> Respon
     }
     let (parts, body) = request.into_parts();
     let Some(route) = routes.by_path.get(parts.uri.path()) else {
+        if let Some(page) = routes.page(&parts.method, parts.uri.path()).await {
+            return page;
+        }
         routes.metrics.request(UNMATCHED, 404);
         return Reply::NotFound.into_response();
     };
@@ -105,6 +112,11 @@ async fn dispatch(State(routes): State<Arc<Routes>>, request: Request) -> Respon
 }
 
 impl Routes {
+    /// A static page at `path`, when pages are served and it names one.
+    async fn page(&self, method: &Method, path: &str) -> Option<Response> {
+        self.pages.as_ref()?.serve(method, path).await
+    }
+
     /// Logs a refusal once (a refusal for load at warn: the pod needs attention),
     /// counts the answer and records it on the span.
     fn finish(&self, path: &str, span: &Span, reply: Reply) -> Response {
