@@ -229,9 +229,10 @@ def sign(body):
     return "sha256=" + digest
 
 
-# What `-batch` contenders add to the HTTP processor: up to 10 events per POST, as
-# many as are waiting (an SQS receive brings up to 10; a stream's GetRecords, 1,000).
-BATCH = ", batch: {maxSize: 10, window: 0s}"
+# What `-batch` contenders add to the HTTP processor: up to 10 events per POST, the
+# first waiting at most 10 ms for the others (a receive's messages reach the batch
+# one task at a time).
+BATCH = ", batch: {maxSize: 10, window: 10ms}"
 
 
 def pipeline_config(tmp, sink_url, batch=False, manifest="pipeline.yaml"):
