@@ -6,6 +6,7 @@ mod dlq;
 mod scenario;
 mod scenario_run;
 mod send;
+mod subscribe;
 
 use std::{path::PathBuf, process::ExitCode};
 

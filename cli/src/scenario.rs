@@ -36,12 +36,28 @@ pub struct Event {
     pub pipeline: String,
     pub webhook: String,
     pub data: Value,
+    /// The event type, for a webhook that reads it from a header.
+    #[serde(default, rename = "eventType")]
+    pub event_type: Option<String>,
+    /// Where to subscribe with the `202`'s correlation id and token, and the type of
+    /// the first event expected there.
+    #[serde(default)]
+    pub subscribe: Option<Subscribe>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    pub path: String,
+    /// The pushed event's `type`.
+    pub expect: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Table {
     pub name: String,
+    /// An attribute, or a JSON pointer into the item (`/data/text`).
     pub key: String,
     /// The attributes shown for each item.
     pub columns: Vec<String>,
@@ -87,6 +103,19 @@ impl Scenario {
                 e.pipeline,
                 e.webhook
             );
+            if let Some(s) = &e.subscribe {
+                let found = ingress.is_some_and(|i| {
+                    (i.subscriptions.iter())
+                        .any(|sub| sub.path == s.path && sub.webhook == e.webhook)
+                });
+                anyhow::ensure!(
+                    found,
+                    "send: EventPipeline {:?} has no subscription at {:?} for webhook {:?}",
+                    e.pipeline,
+                    s.path,
+                    e.webhook
+                );
+            }
         }
         Ok(())
     }
@@ -155,6 +184,45 @@ pub fn publication_errors(
         }
     }
     out
+}
+
+/// The value an item is keyed by: an attribute, or a JSON pointer into it.
+pub fn key_of<'a>(item: &'a Value, key: &str) -> Option<&'a str> {
+    match key.starts_with('/') {
+        true => item.pointer(key)?.as_str(),
+        false => item.get(key)?.as_str(),
+    }
+}
+
+/// What is wrong with the event pushed after a `202` (its `eventId`), if anything.
+/// The outcome is about the accepted event: its `data.eventId` names it.
+pub fn push_problem(want: &Subscribe, event_id: &str, pushed: &Value) -> Option<String> {
+    let ty = pushed["type"].as_str().unwrap_or("-");
+    if ty != want.expect {
+        return Some(format!(
+            "event {event_id}: pushed {ty} at {}, expected {}",
+            want.path, want.expect
+        ));
+    }
+    let about = pushed["data"]["eventId"].as_str();
+    (about.is_some_and(|a| a != event_id)).then(|| {
+        format!(
+            "event {event_id}: pushed {ty} about another event, {}",
+            about.unwrap_or("-")
+        )
+    })
+}
+
+/// Latencies summed up: the median (the lower of the two middle ones) and the
+/// slowest, in milliseconds.
+pub fn latency(latencies: &[std::time::Duration]) -> Option<String> {
+    let mut ms: Vec<u128> = latencies.iter().map(|d| d.as_millis()).collect();
+    ms.sort_unstable();
+    let (median, max) = (ms.get((ms.len().checked_sub(1)?) / 2)?, ms.last()?);
+    Some(format!(
+        "p50 {median} ms, max {max} ms ({} events)",
+        ms.len()
+    ))
 }
 
 /// The events the ingress did not accept, when any.
@@ -306,6 +374,84 @@ spec:
                 "outbox item a: published 2 times",
                 "event x: published, but no outbox item has its id",
             ]
+        );
+    }
+
+    #[test]
+    fn a_subscription_must_be_the_webhooks_and_its_push_the_one_expected() {
+        let manifest = Manifest::from_yaml(
+            "m.yaml",
+            "apiVersion: eventpipe.dev/v1alpha1
+kind: QueueBinding
+metadata: {name: q}
+spec: {sqs: {queueName: q, create: true}}
+---
+apiVersion: eventpipe.dev/v1alpha1
+kind: EventPipeline
+metadata: {name: p}
+spec:
+  ingress:
+    webhooks: [{name: w, path: /w, signature: {scheme: bearer, secretRef: {name: s, key: k}}}]
+    subscriptions: [{name: out, path: /w/out, webhook: w}]
+    publishTo: {queueBindingRef: {name: q}}
+  sources: [{queueBindingRef: {name: q}}]
+  processor: {push: {pipelineRef: {name: p}}}
+",
+        )
+        .unwrap();
+        let text = SCENARIO.replace(
+            r#""data": {"orderId": "o-1"}"#,
+            r#""data": {}, "eventType": "note", "subscribe": {"path": "/w/out", "expect": "saved"}"#,
+        );
+        let mut s = Scenario::parse(&text).unwrap();
+        s.check(&manifest).unwrap();
+        assert_eq!(s.send[0].event_type.as_deref(), Some("note"));
+        let want = s.send[0].subscribe.take().unwrap();
+        let pushed = |ty: &str, about: &str| json!({"type": ty, "data": {"eventId": about}});
+        assert_eq!(push_problem(&want, "e-1", &pushed("saved", "e-1")), None);
+        assert_eq!(
+            push_problem(&want, "e-1", &pushed("failed", "e-1")).as_deref(),
+            Some("event e-1: pushed failed at /w/out, expected saved")
+        );
+        assert_eq!(
+            push_problem(&want, "e-1", &pushed("saved", "e-2")).as_deref(),
+            Some("event e-1: pushed saved about another event, e-2")
+        );
+        s.send[0].subscribe = Some(Subscribe {
+            path: "/nope".into(),
+            ..want
+        });
+        let err = s.check(&manifest).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"EventPipeline "p" has no subscription at "/nope" for webhook "w""#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn items_are_keyed_by_an_attribute_or_a_pointer_into_them() {
+        let item = json!({"id": "e-1", "data": {"text": "buy milk"}});
+        assert_eq!(key_of(&item, "id"), Some("e-1"));
+        assert_eq!(key_of(&item, "/data/text"), Some("buy milk"));
+        assert_eq!(key_of(&item, "/data/nope"), None);
+    }
+
+    #[test]
+    fn latencies_are_summed_up_as_median_and_slowest() {
+        use std::time::Duration;
+        assert_eq!(latency(&[]), None);
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            latency(&ms(&[71, 36, 54])).as_deref(),
+            Some("p50 54 ms, max 71 ms (3 events)")
+        );
+        assert_eq!(
+            latency(&ms(&[40, 10])).as_deref(),
+            Some("p50 10 ms, max 40 ms (2 events)")
         );
     }
 

@@ -1,6 +1,8 @@
 //! `eventpipe demo` for an example with a scenario: the example run locally, the
-//! scenario's events signed and sent to its webhooks, then its table (and published
-//! events) read until every expectation holds or the timeout passes, and a report.
+//! scenario's events signed and sent to its webhooks (a client subscribing after each
+//! `202` where the scenario says so, its push awaited and timed), then its table (and
+//! published events) read until every expectation holds or the timeout passes, and a
+//! report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,6 +17,7 @@ use crate::demo::scan;
 use crate::dev::{self, Dev};
 use crate::scenario::{self, Scenario};
 use crate::send;
+use crate::subscribe::{self, Accepted};
 
 /// What the demo found.
 #[derive(Default)]
@@ -26,6 +29,10 @@ struct Seen {
     /// The published events, as received, and how many times each id came.
     events: Vec<Value>,
     received: BTreeMap<String, usize>,
+    /// What is wrong with the events pushed to subscribers, and each push's time
+    /// after its POST.
+    push_problems: Vec<String>,
+    push_latencies: Vec<Duration>,
 }
 
 pub async fn run(dev: Dev, path: &Path, timeout: Duration) -> anyhow::Result<()> {
@@ -66,19 +73,25 @@ async fn drive(
     running: &dev::Running,
     timeout: Duration,
 ) -> anyhow::Result<(usize, Seen)> {
-    let accepted = send_all(scenario, running).await?;
+    let (accepted, pushed) = send_all(scenario, running, timeout).await?;
     println!(
         "sent {} events, accepted {accepted} (202 once stored)",
         scenario.send.len()
     );
-    let seen = settle(scenario, timeout).await?;
+    let mut seen = settle(scenario, timeout).await?;
+    (seen.push_problems, seen.push_latencies) = pushed;
     Ok((accepted, seen))
 }
 
-/// Signs and sends the events one after the other; how many were answered 202.
-async fn send_all(scenario: &Scenario, running: &dev::Running) -> anyhow::Result<usize> {
+/// Signs and sends the events one after the other, following each to its push where
+/// the scenario subscribes: how many were answered 202, and what the pushes showed.
+async fn send_all(
+    scenario: &Scenario,
+    running: &dev::Running,
+    timeout: Duration,
+) -> anyhow::Result<(usize, (Vec<String>, Vec<Duration>))> {
     let client = reqwest::Client::new();
-    let mut accepted = 0;
+    let (mut accepted, mut problems, mut latencies) = (0, vec![], vec![]);
     for e in &scenario.send {
         let hook = (running
             .manifest
@@ -95,16 +108,53 @@ async fn send_all(scenario: &Scenario, running: &dev::Running) -> anyhow::Result
         let secret = send::read_secret(&hook, &running.secrets_dir)?;
         let body = serde_json::to_vec(&e.data)?;
         let mut request = client.post(&url).body(body.clone());
-        for (k, v) in send::headers(&hook, &secret, &body, None)? {
+        for (k, v) in send::headers(&hook, &secret, &body, e.event_type.as_deref())? {
             request = request.header(k, v);
         }
+        let posted = Instant::now();
         let response = request
             .send()
             .await
             .with_context(|| format!("POST {url}"))?;
-        accepted += usize::from(response.status().as_u16() == 202);
+        let status = response.status().as_u16();
+        accepted += usize::from(status == 202);
+        let Some(want) = &e.subscribe else { continue };
+        let body = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        print!("POST {} {} → {status}", hook.path, e.data);
+        if status != 202 {
+            println!(" {body}");
+            continue;
+        }
+        let base = format!("http://{}", running.ingress.context("no webhook listener")?);
+        let accepted = Accepted::from_body(&body)?;
+        println!(", event {}", accepted.event_id);
+        let push = subscribe::first_push(&client, &base, &want.path, &accepted, timeout).await;
+        match push {
+            Ok((_, event)) => {
+                latencies.push(posted.elapsed());
+                println!(
+                    "  ← pushed {}, {} ms after the POST",
+                    pushed(&event),
+                    posted.elapsed().as_millis()
+                );
+                problems.extend(scenario::push_problem(want, &accepted.event_id, &event));
+            }
+            Err(err) => problems.push(format!("event {}: {err:#}", accepted.event_id)),
+        }
     }
-    Ok(accepted)
+    Ok((accepted, (problems, latencies)))
+}
+
+/// A pushed event as the transcript shows it: its type, why it failed if it did,
+/// and the event it is about.
+fn pushed(event: &Value) -> String {
+    let why = (event["data"]["error"].as_str()).map_or(String::new(), |e| format!(" ({e})"));
+    let about = event["data"]["eventId"].as_str().unwrap_or("-");
+    format!(
+        "{}{why} for event {about}",
+        scenario::shown(event.get("type"))
+    )
 }
 
 /// Reads what the pipelines made of the events until the scenario's expectations
@@ -142,7 +192,12 @@ async fn settle(scenario: &Scenario, timeout: Duration) -> anyhow::Result<Seen> 
 }
 
 fn problems(scenario: &Scenario, seen: &Seen) -> Vec<String> {
-    let mut out = scenario::mismatches(&scenario.expect, &seen.items, &scenario.table.name);
+    let mut out = seen.push_problems.clone();
+    out.extend(scenario::mismatches(
+        &scenario.expect,
+        &seen.items,
+        &scenario.table.name,
+    ));
     if let Some(p) = &scenario.published {
         out.extend(scenario::publication_errors(
             p.items,
@@ -154,6 +209,9 @@ fn problems(scenario: &Scenario, seen: &Seen) -> Vec<String> {
 }
 
 fn report(scenario: &Scenario, seen: &Seen) {
+    if let Some(latency) = scenario::latency(&seen.push_latencies) {
+        println!("\nlatency POST → push (subscribed after the 202): {latency}");
+    }
     let t = &scenario.table;
     let header: Vec<String> = std::iter::once(&t.key).chain(&t.columns).cloned().collect();
     let rows = seen.items.iter().map(|(key, item)| {
@@ -217,10 +275,11 @@ fn verdict(scenario: &Scenario, accepted: usize, seen: &Seen, path: &Path) -> an
     )
 }
 
-/// Items by the string value of `key` (items without one are left out).
+/// Items by the string value of `key`, an attribute or a JSON pointer (items without
+/// one are left out).
 fn keyed(items: Vec<Value>, key: &str) -> BTreeMap<String, Value> {
     (items.into_iter())
-        .filter_map(|i| Some((i[key].as_str()?.to_string(), i)))
+        .filter_map(|i| Some((scenario::key_of(&i, key)?.to_string(), i)))
         .collect()
 }
 
