@@ -1,8 +1,9 @@
 //! The notes page, `examples/notes/index.html`, served by `eventpipe dev --static`
 //! beside the webhooks of examples/notes.yaml, against moto: only files of the folder
 //! are served, only on loopback, and in headless Chromium the page shows a note saved,
-//! a note without text failed and why, and a wrong token refused with 401
-//! (`tests/browser/notes.mjs`; skipped, saying why, without Chromium).
+//! a note without text failed and why, a wrong token refused with 401, and a
+//! subscription the ingress refuses failed (`tests/browser/notes.mjs`; skipped, saying
+//! why, without Chromium).
 // Set-up steps unwrap: a failure fails the test.
 #![allow(clippy::unwrap_used)]
 

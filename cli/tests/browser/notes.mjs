@@ -1,7 +1,8 @@
 // The notes page (examples/notes/index.html) in headless Chromium against a running
 // `eventpipe dev -f examples/notes.yaml --static examples/notes` (started by
 // cli/tests/notes_page.rs, which passes its URL, token in the fragment, as PAGE_URL):
-// a note is shown saved, a note without text failed and why, and a wrong token 401.
+// a note is shown saved, a note without text failed and why, a wrong token 401, and a
+// subscription the ingress refuses (a 202 whose subscribe token was altered) failed.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,6 +52,21 @@ try {
   await page.locator('#notes li', { hasText: 'with a wrong token' }).locator('span.refused').waitFor({ timeout: WAIT });
   const said = await refused.textContent();
   if (!/^refused: 401/.test(said)) throw new Error(`wrong token shows: ${said}`);
+
+  // The real 202, its subscribe token altered on the way: the ingress refuses the
+  // subscription and the page says so.
+  await page.fill('#token', new URL(PAGE).hash.replace('#token=', ''));
+  await page.route('**/notes', async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    await route.fulfill({ response, json: { ...body, subscribeToken: `${body.subscribeToken}x` } });
+  });
+  await post('with an altered subscribe token');
+  const lost = page.locator('#notes li', { hasText: 'with an altered subscribe token' }).locator('span.failed');
+  await lost.waitFor({ timeout: WAIT });
+  const lostSays = await lost.textContent();
+  if (lostSays !== 'failed: the subscription was refused') throw new Error(`refused subscription shows: ${lostSays}`);
+  await page.unroute('**/notes');
 
   if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
