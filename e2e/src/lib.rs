@@ -5,6 +5,7 @@
 
 pub mod helm;
 pub mod load;
+pub mod notes;
 pub mod tools;
 
 use std::collections::BTreeMap;

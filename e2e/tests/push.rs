@@ -7,17 +7,12 @@
 
 use std::time::Duration;
 
-use eventpipe_crds::EventPipeline;
-use eventpipe_e2e::helm::{self, SETTLE, available};
+use eventpipe_e2e::helm;
+use eventpipe_e2e::notes::{self, TOKEN};
 use eventpipe_e2e::tools::PortForward;
-use eventpipe_e2e::{eventually, example_documents, ready_condition};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use serde_json::json;
-
-const TOKEN: &str = "e2e-notes-token";
 
 #[tokio::test]
 async fn a_note_outcome_reaches_its_subscriber_on_every_ingress_replica() {
@@ -25,7 +20,7 @@ async fn a_note_outcome_reaches_its_subscriber_on_every_ingress_replica() {
         return;
     };
     let app = release.app.clone();
-    start_notes(&client, &app).await;
+    notes::start(&client, &app, 2).await;
     let pods = ingress_pods(&client, &app).await;
     assert_eq!(pods.len(), 2, "{pods:?}");
 
@@ -45,18 +40,7 @@ async fn a_note_outcome_reaches_its_subscriber_on_every_ingress_replica() {
         subscribers.push((pod.clone(), forward, stream));
     }
 
-    let ingress = PortForward::start(&app, "notes-ingress", 80).await;
-    let posted = reqwest::Client::new()
-        .post(ingress.url("/notes"))
-        .bearer_auth(TOKEN)
-        .header("x-request-id", &correlation)
-        .header("x-event-type", "note.create")
-        .header("content-type", "application/json")
-        .body(json!({"text": "pushed to every replica"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(posted.status(), 202, "{:?}", posted.text().await);
+    assert_eq!(notes::post(&app, &correlation).await, 202);
 
     for (pod, _forward, mut stream) in subscribers {
         let pushed = until_outcome(&mut stream).await;
@@ -65,32 +49,7 @@ async fn a_note_outcome_reaches_its_subscriber_on_every_ingress_replica() {
             "{pod} got: {pushed}"
         );
     }
-    drop(ingress);
     release.uninstall(&client).await;
-}
-
-/// The Notes example with its bearer token and two ingress replicas, Ready.
-async fn start_notes(client: &Client, ns: &str) {
-    eventpipe_e2e::create_secret(client, ns, "notes-api", &[("token", TOKEN)]).await;
-    for mut doc in example_documents(&["notes.yaml"]) {
-        if doc["metadata"]["name"] == "notes" && doc["kind"] == "EventPipeline" {
-            doc["spec"]["ingress"]["replicas"] = json!(2);
-        }
-        eventpipe_e2e::apply(client, ns, &doc).await;
-    }
-    let pipelines: Api<EventPipeline> = Api::namespaced(client.clone(), ns);
-    for name in ["notes", "note-notifier"] {
-        eventually(&format!("{name} Ready"), SETTLE, async || {
-            ready_condition(&pipelines.get(name).await.ok()?).filter(|c| c.status == "True")
-        })
-        .await;
-    }
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    eventually("two ingress replicas available", SETTLE, async || {
-        let d = deployments.get("notes-ingress").await.ok()?;
-        (available(&d) == 2).then_some(())
-    })
-    .await;
 }
 
 async fn ingress_pods(client: &Client, ns: &str) -> Vec<String> {
