@@ -189,6 +189,10 @@ impl StreamSource {
                         r.control.hand_to(to);
                     }
                 }
+                // A finishing reader may have given its lease up already.
+                Err(LeaseError::Lost) if r.control.finish.is_cancelled() => {
+                    r.control.lost.cancel();
+                }
                 Err(LeaseError::Lost) => {
                     tracing::warn!(shard = %r.shard, "lease taken by another replica");
                     r.control.lost.cancel();
