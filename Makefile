@@ -83,7 +83,7 @@ e2e: venv tools
 ## Side by side with what users run instead (release builds; the run takes ~20 min):
 ## writes bench/results.json and BENCHMARKS.md. BENCH_ARGS="--rounds 1" for a quick look.
 bench: venv $(TOOLS)/wrk $(PEERS)/node_modules/.installed
-	cargo build --release -p eventpipe-worker -p eventpipe-ingress
+	cargo build --release -p eventpipe-worker -p eventpipe-ingress -p eventpipe-cli
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 ## Faults under load (~20 min): webhooks -> ingress -> SQS -> worker -> table -> stream

@@ -9,6 +9,8 @@
   ingress  signed 2 KiB GitHub webhooks (wrk): eventpipe-ingress to moto and with
            its no-op backend, and a Node receiver (@octokit/webhooks + SendMessage)
   e2e      webhook sent -> sink received, through ingress -> SQS -> worker
+  push     examples/notes.yaml under `eventpipe dev`: a note POSTed -> its outcome
+           pushed to the sender subscribed (SSE) with the 202's token, at a low rate
   idle     RSS and CPU of idle components
 
 Every round starts a fresh moto server; contenders alternate within a round and
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -583,6 +586,104 @@ def send_steadily(url, rate, seconds, size):
     return sent
 
 
+# ---------------------------------------------------------------- push
+
+
+NOTES_TOKEN = "bench-notes-token"
+
+
+def push_run(rate, notes):
+    """examples/notes.yaml under `eventpipe dev`; each note's time from just before
+    its POST to its outcome's arrival at the sender, subscribed after the 202."""
+    moto, dev = Moto(), None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            secrets = Path(tmp) / "secrets"
+            (secrets / "notes-api").mkdir(parents=True)
+            (secrets / "notes-api" / "token").write_text(NOTES_TOKEN)
+            port, ops = free_port(), free_port()
+            cmd = [RELEASE / "eventpipe", "dev", "-f", ROOT / "examples" / "notes.yaml",
+                   "--listen", f"127.0.0.1:{port}", "--ops-listen", f"127.0.0.1:{ops}",
+                   "--console-listen", "127.0.0.1:0", "--secrets-dir", secrets,
+                   "--log-format", "json"]
+            dev = Proc("eventpipe-dev", cmd, env={"AWS_ENDPOINT_URL": moto.endpoint, "RUST_LOG": "warn"})
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{ops}/readyz") or not dev.alive(), 60,
+                       "eventpipe dev")
+            checked(dev)
+            outcomes = post_and_follow(f"127.0.0.1:{port}", rate, notes)
+            latencies = sorted(ms for ms, kind in outcomes if kind == "note-saved")
+            if not latencies:
+                raise RuntimeError(f"no note was pushed saved: {outcomes[:5]}\n{dev.tail()}")
+            return {
+                "notes": notes,
+                "rate": rate,
+                "p50_ms": percentile(latencies, 50),
+                "p99_ms": percentile(latencies, 99),
+                "max_ms": latencies[-1],
+                "not_saved": notes - len(latencies),
+            }
+    finally:
+        if dev:
+            dev.stop()
+        moto.stop()
+
+
+def post_and_follow(host, rate, notes):
+    """Notes POSTed at `rate`, each then followed to its first push: (ms, type) each,
+    type None when refused or nothing came."""
+    outcomes, lock = [], threading.Lock()
+
+    def one(seq):
+        start = time.monotonic()
+        conn = http.client.HTTPConnection(host, timeout=30)
+        try:
+            conn.request("POST", "/notes", body=json.dumps({"text": f"note {seq}"}),
+                         headers={"Authorization": f"Bearer {NOTES_TOKEN}", "X-Event-Type": "note",
+                                  "Content-Type": "application/json"})
+            response = conn.getresponse()
+            answer = json.loads(response.read() or b"{}")
+            kind = response.status == 202 and first_push(conn, answer)
+        except (OSError, ValueError):
+            kind = None
+        finally:
+            conn.close()
+        with lock:
+            outcomes.append(((time.monotonic() - start) * 1000, kind or None))
+
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        for seq in range(notes):
+            time.sleep(max(0.0, t0 + seq / rate - time.monotonic()))
+            pool.submit(one, seq)
+    return outcomes
+
+
+def first_push(conn, accepted):
+    """Subscribes (SSE) as the 202 says; the type of the first event pushed."""
+    query = urllib.parse.urlencode({"correlationId": accepted["correlationId"],
+                                    "access_token": accepted["subscribeToken"]})
+    conn.request("GET", f"/notes/outcomes?{query}", headers={"Accept": "text/event-stream"})
+    response = conn.getresponse()
+    if response.status != 200:
+        return None
+    while line := response.readline():
+        if line.startswith(b"data:"):
+            return json.loads(line[5:]).get("type")
+    return None
+
+
+def push_report(p, date, m, command):
+    return "\n\n".join([
+        f"### Push: note POSTed → outcome pushed ({p['notes']:.0f} notes at {p['rate']}/s)",
+        f"Run {date} on {m['cpu']} ({m['cores']} cores), moto {m['moto']}. Command: "
+        f"`{command}`.",
+        table(["p50 ms", "p99 ms", "max ms", "not pushed saved"],
+              [[f"{p['p50_ms']:.1f}", f"{p['p99_ms']:.1f}", f"{p['max_ms']:.1f}",
+                f"{p['not_saved']:.0f}"]]),
+        f"Goal POST → push p50 ≤ 50 ms: {'met' if p['p50_ms'] <= 50 else '**not met**'}.",
+    ])
+
+
 def percentile(values, pct):
     return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))]
 
@@ -701,9 +802,9 @@ def report(results, command):
     return "\n\n".join(parts)
 
 
-def write_markdown(text):
+def write_markdown(text, part="results"):
     path = ROOT / "BENCHMARKS.md"
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    start, end = f"<!-- {part}:start -->", f"<!-- {part}:end -->"
     doc = path.read_text() if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
     head, _, rest = doc.partition(start)
     _, _, tail = rest.partition(end)
@@ -729,7 +830,9 @@ def main():
     args.add_argument("--e2e-rate", type=int, default=50)
     args.add_argument("--e2e-seconds", type=int, default=60)
     args.add_argument("--records", type=int, default=3000, help="per streams round")
-    args.add_argument("--only", choices=["worker", "streams", "ingress", "e2e", "idle"],
+    args.add_argument("--push-rate", type=int, default=10)
+    args.add_argument("--push-notes", type=int, default=200)
+    args.add_argument("--only", choices=["worker", "streams", "ingress", "e2e", "idle", "push"],
                       action="append")
     args.add_argument("--contender", action="append", help="run only these contenders")
     args.add_argument("--no-write", action="store_true", help="print only")
@@ -739,22 +842,25 @@ def main():
         opts.perf.mkdir(parents=True, exist_ok=True)
         Profile.out = opts.perf
     sections = ["worker", "streams", "ingress", "e2e", "idle"]
-    only = set(opts.only or sections)
+    only = set(opts.only or sections + ["push"])
     if opts.contender:
         WORKER_CONTENDERS[:] = [c for c in WORKER_CONTENDERS if c in opts.contender]
         STREAM_CONTENDERS[:] = [c for c in STREAM_CONTENDERS if c in opts.contender]
         INGRESS_CONTENDERS[:] = [c for c in INGRESS_CONTENDERS if c in opts.contender]
     path = BENCH / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results.update({
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(),
-        "rounds": opts.rounds,
-        "params": {"messages": opts.messages, "message_bytes": 1024, "webhook_bytes": 2048,
-                   "records": opts.records, "record_bytes": 1024,
-                   "connections": opts.connections, "seconds": opts.seconds,
-                   "e2e_rate": opts.e2e_rate, "e2e_seconds": opts.e2e_seconds},
-    })
+    # The push section carries its own date and machine: a run of it alone leaves
+    # the other sections' as they were.
+    if only - {"push"}:
+        results.update({
+            "date": datetime.date.today().isoformat(),
+            "machine": machine(),
+            "rounds": opts.rounds,
+            "params": {"messages": opts.messages, "message_bytes": 1024, "webhook_bytes": 2048,
+                       "records": opts.records, "record_bytes": 1024,
+                       "connections": opts.connections, "seconds": opts.seconds,
+                       "e2e_rate": opts.e2e_rate, "e2e_seconds": opts.e2e_seconds},
+        })
 
     if "worker" in only:
         rounds = {c: [] for c in WORKER_CONTENDERS}
@@ -786,6 +892,15 @@ def main():
     if "idle" in only:
         results["idle"] = idle(20)
         say(f"idle: {results['idle']}")
+    if "push" in only:
+        push = push_run(opts.push_rate, opts.push_notes)
+        results["push"] = {**push, "date": datetime.date.today().isoformat(), "machine": machine()}
+        say(f"push: {fmt(push)}")
+        command = "bench/run.py --only push" if only == {"push"} else "make bench"
+        text = push_report(push, results["push"]["date"], results["push"]["machine"], command)
+        print("\n" + text)
+        if not opts.no_write:
+            write_markdown(text, "push")
 
     if all(k in results for k in sections) and "eventpipe-batch" in results["worker"]:
         results["goals"] = goals(results)
