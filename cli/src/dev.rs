@@ -1,6 +1,7 @@
 //! `eventpipe dev`: the manifests a user applies, run in one process against a local
 //! AWS emulator: provisioning, the ingress and the workers of every pipeline.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -344,11 +345,15 @@ async fn serve_console(
     stop: CancellationToken,
 ) -> anyhow::Result<((SocketAddr, String), impl Future<Output = ()> + use<>)> {
     let mut pipelines = vec![];
-    let mut queues = std::collections::BTreeMap::new();
+    let (mut queues, mut lags) = (BTreeMap::new(), BTreeMap::new());
     for p in manifest.resolved()? {
         // Pipelines without an SQS source and a DeadLetterPolicy have no queues to show.
         if let Ok(q) = dead_letters::queues(&p, None, secrets_dir).await {
             queues.insert(p.name().to_string(), q);
+        }
+        let streams = console::stream_lag::sources(&p, secrets_dir).await?;
+        if !streams.is_empty() {
+            lags.insert(p.name().to_string(), streams);
         }
         pipelines.push(console::Pipeline {
             name: p.name().to_string(),
@@ -364,6 +369,7 @@ async fn serve_console(
         port_forwarded: false,
     };
     let console = console::Console::new(pipelines, queues, settings);
+    console.set_lag_sources(lags);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listen on {addr}"))?;

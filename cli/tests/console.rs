@@ -234,6 +234,22 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
             "github-aggregate/worker"
         ]
     );
+    // The aggregator's stream lag, from its leases in the checkpoint table; a queue
+    // pipeline has none.
+    let pipeline_in = |state: &Value, name: &str| {
+        let all = state["pipelines"].as_array()?;
+        all.iter().find(|p| p["name"] == name).cloned()
+    };
+    let (lag, state) = eventually("the aggregator's stream lag", || async {
+        let (_, state) = get(&format!("{}/api/state", dev.console)).await;
+        let lag =
+            pipeline_in(&state, "github-aggregate")?["depths"]["stream_lag_seconds"].as_i64()?;
+        Some((lag, state))
+    })
+    .await;
+    assert!(lag < 60, "caught up: {lag} s");
+    let ingest = pipeline_in(&state, "github-ingest").unwrap();
+    assert!(ingest["depths"]["stream_lag_seconds"].is_null(), "{ingest}");
     for unknown in [
         "nope/dead-letters",
         "github-ingest/dead-letters/nope",

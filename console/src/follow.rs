@@ -1,5 +1,6 @@
 //! Where the console's figures come from: the feeds it follows, and the depths of the
-//! pipelines' queues, read every few seconds and after each redrive.
+//! pipelines' queues and the lag of their streams, read every few seconds (the depths
+//! also after each redrive).
 
 use std::time::Duration;
 
@@ -27,23 +28,22 @@ pub async fn feed(console: Console, feed: Feed) {
     }
 }
 
-/// Reads the depths of every pipeline's queues each `every`; runs until dropped.
+/// Reads the depths of every pipeline's queues, and its stream lag, each `every`;
+/// runs until dropped.
 pub async fn depths(console: Console, every: Duration) {
     loop {
-        for pipeline in console.with_queues() {
+        for pipeline in console.with_depths() {
             refresh(&console, &pipeline).await;
         }
         tokio::time::sleep(every).await;
     }
 }
 
-/// Reads the depths of `pipeline`'s queues now (those that answer).
+/// Reads the depths of `pipeline`'s queues now (those that answer), and the lag of
+/// its stream sources.
 pub async fn refresh(console: &Console, pipeline: &str) {
-    let Some(queues) = console.queues_of(pipeline) else {
-        return;
-    };
     let mut total = Depths::default();
-    for q in queues.iter() {
+    for q in console.queues_of(pipeline).iter().flat_map(|q| q.iter()) {
         match q.depths().await {
             Ok((dead, source)) => {
                 total.dead_letters += dead;
@@ -51,6 +51,13 @@ pub async fn refresh(console: &Console, pipeline: &str) {
             }
             Err(e) => tracing::debug!(error = %e, queue = q.url, "depth not read"),
         }
+    }
+    for s in console
+        .lag_sources_of(pipeline)
+        .iter()
+        .flat_map(|s| s.iter())
+    {
+        total.stream_lag_seconds = total.stream_lag_seconds.max(s.read().await);
     }
     console.set_depths(pipeline, total);
 }

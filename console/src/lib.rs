@@ -14,6 +14,7 @@ pub mod history;
 pub mod remote;
 pub mod server;
 pub mod state;
+pub mod stream_lag;
 
 mod assets;
 

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::dead_letters::DeadLetterQueue;
 use crate::history::{History, Stats};
+use crate::stream_lag::LagSource;
 
 /// A pipeline as its home describes it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -30,11 +31,14 @@ pub struct Condition {
     pub message: String,
 }
 
-/// Messages waiting in a pipeline's source queues and dead-letter queues.
+/// Messages waiting in a pipeline's source queues and dead-letter queues, and how far
+/// behind its stream sources are read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Depths {
     pub queue: i64,
     pub dead_letters: i64,
+    /// The largest iterator age over its stream sources; none without one measured.
+    pub stream_lag_seconds: Option<i64>,
 }
 
 /// How the console may be used.
@@ -80,6 +84,9 @@ pub(crate) struct Inner {
     pub settings: Settings,
     /// Per pipeline, its SQS sources' dead-letter queues (replaced in a cluster).
     queues: Mutex<BTreeMap<String, Arc<Vec<DeadLetterQueue>>>>,
+    /// Per pipeline, where its stream lag is read (locally; in a cluster the depths
+    /// come with it).
+    lags: Mutex<BTreeMap<String, Arc<Vec<LagSource>>>>,
     history: Mutex<History>,
     depths: Mutex<BTreeMap<String, Depths>>,
     changed: watch::Sender<u64>,
@@ -96,6 +103,7 @@ impl Console {
                 pipelines: Mutex::new(pipelines),
                 settings,
                 queues: Mutex::new(shared(queues)),
+                lags: Mutex::default(),
                 history: Mutex::default(),
                 depths: Mutex::default(),
                 changed: watch::Sender::new(0),
@@ -156,6 +164,24 @@ impl Console {
         lock(&self.inner.queues).keys().cloned().collect()
     }
 
+    /// Where each pipeline's stream lag is read.
+    pub fn set_lag_sources(&self, lags: BTreeMap<String, Vec<LagSource>>) {
+        *lock(&self.inner.lags) = shared(lags);
+    }
+
+    pub fn lag_sources_of(&self, pipeline: &str) -> Option<Arc<Vec<LagSource>>> {
+        lock(&self.inner.lags).get(pipeline).cloned()
+    }
+
+    /// The pipelines whose depths or stream lag are read here.
+    pub fn with_depths(&self) -> Vec<String> {
+        let mut names = self.with_queues();
+        names.extend(lock(&self.inner.lags).keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Whether the console shows `pipeline`.
     pub fn shows(&self, pipeline: &str) -> bool {
         lock(&self.inner.pipelines)
@@ -200,10 +226,10 @@ impl Console {
     }
 }
 
-fn shared(
-    queues: BTreeMap<String, Vec<DeadLetterQueue>>,
-) -> BTreeMap<String, Arc<Vec<DeadLetterQueue>>> {
-    queues.into_iter().map(|(p, q)| (p, Arc::new(q))).collect()
+fn shared<T>(per_pipeline: BTreeMap<String, Vec<T>>) -> BTreeMap<String, Arc<Vec<T>>> {
+    (per_pipeline.into_iter())
+        .map(|(p, q)| (p, Arc::new(q)))
+        .collect()
 }
 
 /// The state is plain data: it stays usable after a panic elsewhere.

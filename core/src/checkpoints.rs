@@ -88,6 +88,60 @@ pub fn finished(item: &HashMap<String, AttributeValue>) -> bool {
         .is_some_and(|c| c == SHARD_END)
 }
 
+/// How long a recorded iterator age counts. Owners record it at every renewal (each
+/// third of a lease duration) and checkpoint, so an older one is from a reader that
+/// stopped (its replica gone, its lease released, its stream replaced) and is unknown
+/// rather than a lag that no longer moves. The margin also absorbs clock skew between
+/// the workers' nodes, whose clocks time the measurements, and the reader's.
+pub const AGE_VALID_FOR: Duration = Duration::from_secs(2 * DEFAULT_LEASE_DURATION.as_secs());
+
+/// A stream's lag from its lease items: the largest iterator age still valid among
+/// the shards not yet finished; none when no such shard has one.
+pub fn stream_lag<'a>(
+    leases: impl IntoIterator<Item = &'a HashMap<String, AttributeValue>>,
+    now: SystemTime,
+) -> Option<Duration> {
+    leases
+        .into_iter()
+        .filter(|l| !finished(l))
+        .filter_map(IteratorAge::of)
+        .filter(|a| now.duration_since(a.at).unwrap_or_default() <= AGE_VALID_FOR)
+        .map(|a| a.age)
+        .max()
+}
+
+/// The lease items of one pipeline's binding, among a table's.
+pub fn of_binding<'a>(
+    leases: &'a [HashMap<String, AttributeValue>],
+    pipeline: &str,
+    binding: &str,
+) -> impl Iterator<Item = &'a HashMap<String, AttributeValue>> {
+    let prefix = binding_prefix(pipeline, binding);
+    leases.iter().filter(move |l| {
+        l.get(KEY)
+            .and_then(|k| k.as_s().ok())
+            .is_some_and(|k| k.starts_with(&prefix))
+    })
+}
+
+/// Every lease item of a checkpoint table; none while the table is missing (the
+/// workers create it when they first start).
+pub async fn leases(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Vec<HashMap<String, AttributeValue>>, String> {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    let scan = ddb.scan().table_name(table).into_paginator().items().send();
+    match scan.try_collect().await {
+        Ok(items) => Ok(items),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(vec![]),
+        Err(e) => Err(format!(
+            "checkpoint table {table}: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(e)
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +179,45 @@ mod tests {
         assert!(!finished(&item("TRIM_HORIZON")));
         assert!(!finished(&item("1100000000017454423009")));
         assert!(!finished(&HashMap::new()));
+    }
+
+    fn lease(
+        checkpoint: &str,
+        age_secs: u64,
+        measured: SystemTime,
+    ) -> HashMap<String, AttributeValue> {
+        let age = IteratorAge {
+            age: Duration::from_secs(age_secs),
+            at: measured,
+        };
+        let mut item: HashMap<String, AttributeValue> = age
+            .attributes()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        item.insert(CHECKPOINT.into(), AttributeValue::S(checkpoint.into()));
+        item
+    }
+
+    #[test]
+    fn stream_lag_is_the_largest_valid_age_of_unfinished_shards() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ago = |secs| now - Duration::from_secs(secs);
+        let leases = [
+            lease("TRIM_HORIZON", 3, ago(1)),
+            lease("49600000000000000000001", 40, ago(10)),
+            lease(SHARD_END, 900, ago(1)),
+            lease("49600000000000000000002", 600, ago(61)),
+            // Measured by a clock a little ahead of the reader's.
+            lease("49600000000000000000003", 5, now + Duration::from_secs(2)),
+        ];
+        assert_eq!(stream_lag(&leases, now), Some(Duration::from_secs(40)));
+        assert_eq!(
+            stream_lag(&leases[2..4], now),
+            None,
+            "finished and stale shards are unknown, not zero"
+        );
+        assert_eq!(stream_lag(&[HashMap::new()], now), None, "not measured yet");
+        assert_eq!(stream_lag(&[], now), None);
     }
 }

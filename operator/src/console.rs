@@ -174,9 +174,12 @@ pub fn view(p: &EventPipeline, cached: Option<Values>) -> (Pipeline, Option<Dept
         })
         .collect();
     let queue = cached.and_then(|v| v.queue_depth).or(status.queue_depth);
-    let depths = (queue.is_some() || status.dlq_depth.is_some()).then(|| Depths {
+    let lag = cached.and_then(|v| v.stream_lag_seconds);
+    let known = queue.is_some() || status.dlq_depth.is_some() || lag.is_some();
+    let depths = known.then(|| Depths {
         queue: queue.unwrap_or_default(),
         dead_letters: status.dlq_depth.unwrap_or_default(),
+        stream_lag_seconds: lag,
     });
     let pipeline = Pipeline {
         name: qualified(&p.namespace().unwrap_or_default(), &p.name_any()),
@@ -340,6 +343,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(super::view(&ready, Some(fresh)).1.unwrap().queue, 9);
+        assert_eq!(depths.stream_lag_seconds, None, "no stream source measured");
+        let stream = Values {
+            stream_lag_seconds: Some(12),
+            ..Default::default()
+        };
+        let lag = super::view(&pipeline(json!({})), Some(stream)).1;
+        assert_eq!(
+            lag.unwrap().stream_lag_seconds,
+            Some(12),
+            "a stream's lag alone"
+        );
     }
 
     #[test]

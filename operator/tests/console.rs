@@ -128,7 +128,8 @@ async fn shows_the_pipelines_and_pod_events_the_api_lists() {
     assert_eq!(p["status"], "Ready");
     assert_eq!(p["replicas"], 2);
     assert_eq!(p["conditions"][0]["message"], "all good");
-    assert_eq!(p["depths"], json!({"queue": 5, "dead_letters": 1}));
+    let depths = json!({"queue": 5, "dead_letters": 1, "stream_lag_seconds": null});
+    assert_eq!(p["depths"], depths, "a queue, no stream");
     assert_eq!(p["stats"]["recent"][0]["id"], "evt-1");
     assert_eq!(state["redrive"], false, "read-only");
     let found = get_json(&format!("{url}/api/search?correlation_id=order-42")).await;

@@ -67,7 +67,7 @@ function card(p) {
     el('div', { class: 'title' }, el('h2', {}, p.name), el('span', { class: 'badge status' }), el('span', { class: 'muted replicas' }), el('span', { class: 'muted conditions' })),
     el('div', { class: 'figures' },
       figure('accepted', 'accepted'), figure('finished', 'finished'), figure('in-rate', 'in /s'), figure('out-rate', 'out /s'),
-      figure('p50', 'latency p50'), figure('p99', 'latency p99'), figure('queue', 'queue depth'), figure('dlq', 'DLQ depth')),
+      figure('p50', 'latency p50'), figure('p99', 'latency p99'), figure('queue', 'queue depth'), figure('dlq', 'DLQ depth'), figure('lag', 'stream lag')),
     svg,
     el('div', { class: 'legend' }, el('span', { class: 'in' }, '— in'), ' ', el('span', { class: 'out' }, '— out'), ' per second, last 60 s'),
     el('table', { class: 'recent' }, el('thead', {}, el('tr', {}, ...['time', 'event', 'type', 'correlation', 'at', 'outcome', 'latency', 'trace'].map((h) => el('th', {}, h)))), el('tbody', { class: 'recent' })));
@@ -105,6 +105,7 @@ function renderPipeline(p) {
   set(c, 'p99', ms(s.p99_ms));
   set(c, 'queue', p.depths ? p.depths.queue : '–');
   set(c, 'dlq', p.depths ? p.depths.dead_letters : '–').classList.toggle('some', !!(p.depths && p.depths.dead_letters > 0));
+  set(c, 'lag', p.depths && p.depths.stream_lag_seconds != null ? `${p.depths.stream_lag_seconds} s` : '–');
   const max = Math.max(1, ...s.in_series, ...s.out_series);
   c.querySelector('polyline.in').setAttribute('points', points(s.in_series, max));
   c.querySelector('polyline.out').setAttribute('points', points(s.out_series, max));

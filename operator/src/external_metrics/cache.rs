@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
-use eventpipe_core::checkpoints::{self, DEFAULT_LEASE_DURATION, IteratorAge};
+use eventpipe_core::checkpoints::{self, stream_lag};
 use eventpipe_crds::{DynamoDbStream, EventPipeline, QueueBinding};
 use kube::ResourceExt;
 
@@ -79,13 +78,6 @@ impl Cache {
         self.refreshes.subscribe()
     }
 }
-
-/// How long a recorded iterator age counts. Owners record it at every renewal (each
-/// third of a lease duration) and checkpoint, so an older one is from a reader that
-/// stopped (its replica gone, its lease released, its stream replaced) and is unknown
-/// rather than a lag that no longer moves. The margin also absorbs clock skew between
-/// the workers' nodes, whose clocks time the measurements, and ours.
-const AGE_VALID_FOR: Duration = Duration::from_secs(2 * DEFAULT_LEASE_DURATION.as_secs());
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -174,12 +166,7 @@ async fn stream_values(
         return (None, None);
     };
     let (pipeline, binding, now) = (p.name_any(), b.name_any(), SystemTime::now());
-    let prefix = checkpoints::binding_prefix(&pipeline, &binding);
-    let mine = leases.iter().filter(|l| {
-        l.get(checkpoints::KEY)
-            .and_then(|k| k.as_s().ok())
-            .is_some_and(|k| k.starts_with(&prefix))
-    });
+    let mine = checkpoints::of_binding(leases, &pipeline, &binding);
     let lag = stream_lag(mine, now).map(|lag| lag.as_secs() as i64);
     let arn = b.status.as_ref().and_then(|s| s.stream_arn.as_deref());
     let Some(arn) = arn.or(stream.stream_arn.as_deref()).filter(|_| to_zero) else {
@@ -220,7 +207,7 @@ impl Tables {
             // Without a client the binding's own status says why.
             let ddb = binding::dynamodb_client(b, ctx, ns).await;
             let leases = match ddb {
-                Some(ddb) => leases_of(&ddb, table)
+                Some(ddb) => checkpoints::leases(&ddb, table)
                     .await
                     .map_err(|e| tracing::warn!(error = %e, "stream lag not read"))
                     .ok(),
@@ -229,85 +216,5 @@ impl Tables {
             self.0.insert(key.clone(), leases);
         }
         self.0[&key].as_deref()
-    }
-}
-
-/// Every lease item of the table; none while the table is missing (the workers create
-/// it when they first start).
-async fn leases_of(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<Item>, String> {
-    let scan = ddb
-        .scan()
-        .table_name(table)
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await;
-    match scan {
-        Ok(items) => Ok(items),
-        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(vec![]),
-        Err(e) => Err(format!(
-            "checkpoint table {table}: {}",
-            aws_sdk_dynamodb::error::DisplayErrorContext(e)
-        )),
-    }
-}
-
-/// A stream's lag from its lease items: the largest iterator age still valid among
-/// the shards not yet finished; none when no such shard has one.
-pub fn stream_lag<'a>(
-    leases: impl IntoIterator<Item = &'a Item>,
-    now: SystemTime,
-) -> Option<Duration> {
-    leases
-        .into_iter()
-        .filter(|l| !checkpoints::finished(l))
-        .filter_map(IteratorAge::of)
-        .filter(|a| now.duration_since(a.at).unwrap_or_default() <= AGE_VALID_FOR)
-        .map(|a| a.age)
-        .max()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lease(checkpoint: &str, age_secs: u64, measured: SystemTime) -> Item {
-        let age = IteratorAge {
-            age: Duration::from_secs(age_secs),
-            at: measured,
-        };
-        let mut item: Item = age
-            .attributes()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        item.insert(
-            checkpoints::CHECKPOINT.into(),
-            AttributeValue::S(checkpoint.into()),
-        );
-        item
-    }
-
-    #[test]
-    fn stream_lag_is_the_largest_valid_age_of_unfinished_shards() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let ago = |secs| now - Duration::from_secs(secs);
-        let leases = [
-            lease("TRIM_HORIZON", 3, ago(1)),
-            lease("49600000000000000000001", 40, ago(10)),
-            lease(checkpoints::SHARD_END, 900, ago(1)),
-            lease("49600000000000000000002", 600, ago(61)),
-            // Measured by a clock a little ahead of ours.
-            lease("49600000000000000000003", 5, now + Duration::from_secs(2)),
-        ];
-        assert_eq!(stream_lag(&leases, now), Some(Duration::from_secs(40)));
-        assert_eq!(
-            stream_lag(&leases[2..4], now),
-            None,
-            "finished and stale shards are unknown, not zero"
-        );
-        assert_eq!(stream_lag(&[Item::new()], now), None, "not measured yet");
-        assert_eq!(stream_lag(&[], now), None);
     }
 }

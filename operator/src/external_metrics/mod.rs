@@ -7,7 +7,7 @@ mod cache;
 pub mod front_proxy;
 mod subject;
 
-pub use cache::{Cache, Refreshed, Values, polling_interval, refresh, stream_lag};
+pub use cache::{Cache, Refreshed, Values, polling_interval, refresh};
 pub use front_proxy::{FrontProxy, Serving};
 
 use axum::Router;

@@ -11,9 +11,9 @@ use std::time::SystemTime;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
-use eventpipe_core::checkpoints::{CHECKPOINT, IteratorAge, OWNER, SHARD, SHARD_END};
-
-use super::AGE_VALID_FOR;
+use eventpipe_core::checkpoints::{
+    AGE_VALID_FOR, CHECKPOINT, IteratorAge, OWNER, SHARD, SHARD_END,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
