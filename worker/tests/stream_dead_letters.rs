@@ -82,6 +82,16 @@ async fn a_poison_record_is_bisected_out_and_dead_lettered_without_stalling_the_
         "{metrics}"
     );
     assert!(metrics.contains(r#"outcome="retried"} 1"#), "{metrics}");
+    // The feed the console follows shows the record given up, with its trace.
+    let feed = reqwest::get(format!("{}/events", worker.metrics))
+        .await
+        .unwrap();
+    let feed: serde_json::Value = serde_json::from_str(&feed.text().await.unwrap()).unwrap();
+    let given_up: Vec<_> = (feed["records"].as_array().unwrap().iter())
+        .filter(|r| r["outcome"] == "dead_lettered")
+        .collect();
+    assert_eq!(given_up.len(), 1, "{feed}");
+    assert_eq!(given_up[0]["trace_id"].as_str().unwrap().len(), 32);
 }
 
 #[tokio::test]

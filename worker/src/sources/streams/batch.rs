@@ -416,13 +416,19 @@ impl Reader {
         count: u32,
     ) -> bool {
         let metrics = &self.source.handler.metrics;
+        // Given up either way: the feed shows it, under the record's span.
+        let given_up = |outcome: &str| {
+            metrics.outcome(&self.source.labels, outcome);
+            let trace_id = telemetry::trace_id(&tracing::Span::current());
+            metrics.record(&self.source.labels, event, outcome, &trace_id);
+        };
         let Some(dlq) = &self.source.dlq else {
             tracing::error!(
                 error,
                 sequence_number = records::sequence_number(record),
                 "record given up and discarded: the source has no DeadLetterPolicy"
             );
-            metrics.outcome(&self.source.labels, "discarded");
+            given_up("discarded");
             return true;
         };
         let group = records::subject(record);
@@ -439,7 +445,7 @@ impl Reader {
             return false;
         }
         tracing::warn!(error, dlq = dlq.url(), "dead-lettered");
-        metrics.outcome(&self.source.labels, "dead_lettered");
+        given_up("dead_lettered");
         if let Err(e) = self
             .source
             .handler
