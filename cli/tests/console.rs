@@ -7,6 +7,8 @@
 // covers #[test] functions only, not the helpers of an integration test).
 #![allow(clippy::unwrap_used)]
 
+mod chromium;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,8 +17,6 @@ use eventpipe_testkit::Moto;
 use serde_json::{Value, json};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-const BROWSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// Where trace ids link to (nothing listens: only the links are checked).
 const JAEGER: &str = "http://127.0.0.1:16686";
 
@@ -298,17 +298,17 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
         (dlq_depth(&state, "github-ingest") == Some(1)).then_some(())
     })
     .await;
-    if let Some(skip) = browser_missing() {
+    if let Some(skip) = chromium::missing() {
         eprintln!("skipping the browser part: {skip}");
         return;
     }
     let out = Command::new("node")
-        .arg(Path::new(BROWSER).join("console.mjs"))
+        .arg(Path::new(chromium::BROWSER).join("console.mjs"))
         .env(
             "CONSOLE_URL",
             format!("{}/#token={}", dev.console, dev.token),
         )
-        .env("CHROMIUM", CHROMIUM)
+        .env("CHROMIUM", chromium::CHROMIUM)
         .env("EVENTPIPE", env!("CARGO_BIN_EXE_eventpipe"))
         .env("EVENTPIPE_ROOT", ROOT)
         .env("WEBHOOK_URL", &dev.webhook)
@@ -324,22 +324,4 @@ async fn the_console_follows_the_pipelines_and_redrives_only_when_authorised() {
         String::from_utf8_lossy(&out.stderr),
         dev.logs()
     );
-}
-
-/// Why the browser part cannot run here, if it cannot.
-fn browser_missing() -> Option<String> {
-    if !Path::new(CHROMIUM).exists() {
-        return Some(format!(
-            "no Chromium at {CHROMIUM} (apt-get install chromium)"
-        ));
-    }
-    if !Path::new(BROWSER)
-        .join("node_modules/playwright-core")
-        .exists()
-    {
-        return Some(format!(
-            "playwright-core is not installed (cd {BROWSER} && npm ci)"
-        ));
-    }
-    None
 }
