@@ -8,11 +8,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod chromium;
+mod dev;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dev::DevProcess;
 use eventpipe_testkit::Moto;
 use serde_json::{Value, json};
 
@@ -20,10 +22,9 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// Where trace ids link to (nothing listens: only the links are checked).
 const JAEGER: &str = "http://127.0.0.1:16686";
 
-/// `eventpipe dev` as a child process, and where it said things are.
+/// `eventpipe dev` running the example, and where it said things are.
 struct Dev {
-    child: Child,
-    log: PathBuf,
+    process: DevProcess,
     secrets: PathBuf,
     webhook: String,
     console: String,
@@ -31,65 +32,41 @@ struct Dev {
     ops: String,
 }
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The value after `prefix` on the first line of `text` that starts with it.
-fn after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(prefix))
-}
-
 fn start(moto: &Moto) -> Dev {
     let dir = std::env::temp_dir().join(format!("eventpipe-console-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("dev.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_eventpipe"))
-        .current_dir(ROOT)
-        .args([
-            "dev",
-            "-f",
-            "examples/github-analytics.yaml",
-            "--log-format",
-            "json",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .args(["--console-listen", "127.0.0.1:0", "--jaeger-url", JAEGER])
-        .arg("--secrets-dir")
-        .arg(dir.join("secrets"))
-        .envs(moto.env())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("Ctrl-C stops") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "dev did not start:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let (console, token) = after(&text, "console ")
+    let secrets = dir.join("secrets");
+    let args = [
+        "-f",
+        "examples/github-analytics.yaml",
+        "--log-format",
+        "json",
+        "--listen",
+        "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
+        "--console-listen",
+        "127.0.0.1:0",
+        "--jaeger-url",
+        JAEGER,
+        "--secrets-dir",
+        secrets.to_str().unwrap(),
+    ];
+    let process = DevProcess::start(&args, moto, &dir);
+    let text = &process.printed;
+    let (console, token) = (process.after("console "))
         .and_then(|u| u.split_once("/#token="))
         .unwrap_or_else(|| panic!("no console URL:\n{text}"));
-    let ops = after(&text, "metrics ").unwrap().split("/metrics").next();
+    let ops = process.after("metrics ").unwrap().split("/metrics").next();
     Dev {
-        webhook: after(&text, "webhook github-ingest/github: POST ")
+        webhook: (process.after("webhook github-ingest/github: POST "))
             .unwrap()
             .into(),
         console: console.into(),
         token: token.into(),
         ops: ops.unwrap().into(),
-        child,
-        log,
-        secrets: dir.join("secrets"),
+        secrets,
+        process,
     }
 }
 
@@ -114,7 +91,7 @@ impl Dev {
     }
 
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.logs()
     }
 }
 

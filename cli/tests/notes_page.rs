@@ -9,34 +9,25 @@
 
 mod chromium;
 mod common;
+mod dev;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
+use dev::DevProcess;
 use eventpipe_testkit::Moto;
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-/// `eventpipe dev` as a child process, and the page's URL it printed.
+/// `eventpipe dev` serving the page, and the page's URL it printed.
 struct Dev {
-    child: Child,
-    log: PathBuf,
+    process: DevProcess,
     page: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Dev {
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.logs()
     }
 
     /// Where the page is served, without the fragment.
@@ -47,43 +38,29 @@ impl Dev {
 
 fn start(moto: &Moto) -> Dev {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("dev.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_eventpipe"))
-        .current_dir(ROOT)
-        .args([
-            "dev",
-            "-f",
-            "examples/notes.yaml",
-            "--static",
-            "examples/notes",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .args(["--console-listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--secrets-dir")
-        .arg(dir.path().join("secrets"))
-        .envs(moto.env())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("Ctrl-C stops") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "dev did not start:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let page = text.lines().find_map(|l| l.strip_prefix("page    "));
-    let page = page
-        .unwrap_or_else(|| panic!("no page URL:\n{text}"))
+    let secrets = dir.path().join("secrets");
+    let args = [
+        "-f",
+        "examples/notes.yaml",
+        "--static",
+        "examples/notes",
+        "--listen",
+        "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
+        "--console-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--secrets-dir",
+        secrets.to_str().unwrap(),
+    ];
+    let process = DevProcess::start(&args, moto, dir.path());
+    let page = (process.after("page    "))
+        .unwrap_or_else(|| panic!("no page URL:\n{}", process.printed))
         .into();
     Dev {
-        child,
-        log,
+        process,
         page,
         _dir: dir,
     }

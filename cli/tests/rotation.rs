@@ -4,12 +4,12 @@
 //! it generates are in the form each scheme takes.
 
 mod common;
+mod dev;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::eventpipe;
+use dev::DevProcess;
 use eventpipe_testkit::{Moto, free_port};
 
 const MANIFEST: &str = r#"apiVersion: eventpipe.dev/v1alpha1
@@ -36,16 +36,6 @@ spec:
   sources: [{queueBindingRef: {name: events}}]
   processor: {dynamodb: {tableName: rotation-events, create: true}}
 "#;
-
-/// Kills the `eventpipe dev` it holds at the end of the test.
-struct DevProcess(Child);
-
-impl Drop for DevProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn secrets(dir: &Path, current: &str, previous: Option<&str>) {
     std::fs::create_dir_all(dir.join("hooks")).expect("secrets dir");
@@ -78,31 +68,28 @@ fn send(
 }
 
 /// Starts `eventpipe dev` on `manifest` with the secrets in `secrets`; its URL once
-/// it listens.
+/// it is ready.
 fn start_dev(moto: &Moto, dir: &Path, manifest: &Path, secrets: &Path) -> (DevProcess, String) {
-    let listen = free_port();
-    let dev = DevProcess(
-        Command::new(env!("CARGO_BIN_EXE_eventpipe"))
-            .args(["dev", "-f", manifest.to_str().expect("utf-8")])
-            .args(["--secrets-dir", secrets.to_str().expect("utf-8")])
-            .args(["--listen", &format!("127.0.0.1:{listen}")])
-            .args(["--ops-listen", &format!("127.0.0.1:{}", free_port())])
-            .envs(moto.env())
-            .stdout(std::fs::File::create(dir.join("dev.out")).expect("output file"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("eventpipe dev starts"),
+    let listen = format!("127.0.0.1:{}", free_port());
+    let ops = format!("127.0.0.1:{}", free_port());
+    let (manifest, secrets) = (
+        manifest.to_str().expect("utf-8"),
+        secrets.to_str().expect("utf-8"),
     );
-    let url = format!("http://127.0.0.1:{listen}");
-    let up = (0..120).any(|_| {
-        let connected = std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok();
-        if !connected {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        connected
-    });
-    assert!(up, "eventpipe dev did not listen on {url}");
-    (dev, url)
+    let args = [
+        "-f",
+        manifest,
+        "--secrets-dir",
+        secrets,
+        "--listen",
+        &listen,
+        "--ops-listen",
+        &ops,
+    ];
+    (
+        DevProcess::start(&args, moto, dir),
+        format!("http://{listen}"),
+    )
 }
 
 #[test]
@@ -113,11 +100,12 @@ fn dev_accepts_the_previous_secret_during_a_rotation() {
     std::fs::write(&manifest, MANIFEST).expect("manifest written");
     let rotated = dir.path().join("secrets");
     secrets(&rotated, "new-secret", Some("old-secret"));
-    let (_dev, url) = start_dev(&moto, dir.path(), &manifest, &rotated);
-    let printed = std::fs::read_to_string(dir.path().join("dev.out")).expect("dev's output");
+    let (dev, url) = start_dev(&moto, dir.path(), &manifest, &rotated);
+    let previous = dev.after("secret  hooks/previous (previous): ");
     assert!(
-        printed.contains("secret  hooks/previous (previous): accepted too, from"),
-        "{printed}"
+        previous.is_some_and(|p| p.starts_with("accepted too, from")),
+        "{}",
+        dev.printed
     );
 
     let (ok, out, err) = send(&manifest, &url, &rotated, "rotating", &[]);
