@@ -22,7 +22,6 @@ use axum::{
 };
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +30,7 @@ use crate::{
     config::SubscriptionConfig,
     reply::RETRY_AFTER_SECS,
     secrets::{Secrets, Slot},
+    signature::same_token,
     webhook::unix_now,
 };
 
@@ -142,8 +142,8 @@ impl Endpoint {
             return Err(Refusal::NotLoaded);
         }
         let secrets: Vec<&[u8]> = loaded.iter().flatten().map(|s| s.expose()).collect();
-        let bearer = self.config.bearer
-            && (secrets.iter()).any(|s| bool::from(s.ct_eq(credential.as_bytes())));
+        let bearer =
+            self.config.bearer && (secrets.iter()).any(|s| same_token(s, credential.as_bytes()));
         let pipeline = &self.config.pipeline;
         let own = (filter.correlation_id.as_deref())
             .is_some_and(|c| token::verify(&secrets, credential, pipeline, c, unix_now()));

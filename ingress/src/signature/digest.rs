@@ -30,7 +30,7 @@ pub(super) fn same(expected: &[u8], presented: &[u8]) -> bool {
 }
 
 /// Compares digests, so neither a token's content nor its length leaks through timing.
-pub(super) fn same_token(secret: &[u8], presented: &[u8]) -> bool {
+pub(crate) fn same_token(secret: &[u8], presented: &[u8]) -> bool {
     let same: bool = Sha256::digest(secret)
         .ct_eq(&Sha256::digest(presented))
         .into();

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
 use eventpipe_crds::{Signature, SignatureScheme};
 
+pub(crate) use digest::same_token;
 use schemes::{HmacRule, Key, Layout, Part, Rule};
 
 /// Why a request is not authenticated. The texts never contain a credential.
