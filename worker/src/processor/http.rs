@@ -208,16 +208,20 @@ impl Processor for HttpProcessor {
 }
 
 impl HttpProcessor {
-    /// A request that got no answer: a timeout or a refused connection is the
-    /// processor being unable to take it now; anything else is transient.
     pub(super) fn send_failure(&self, e: &reqwest::Error) -> Failure {
-        if e.is_timeout() {
-            Failure::throttled(None, format!("timed out after {:?}", self.timeout))
-        } else if e.is_connect() {
-            Failure::throttled(None, format!("{}: cannot connect: {e}", self.url))
-        } else {
-            Failure::transient(format!("{}: {e}", self.url))
-        }
+        no_answer(e, &self.url, self.timeout)
+    }
+}
+
+/// A request to `target` that got no answer: a timeout or a refused connection is
+/// the receiver being unable to take it now; anything else is transient.
+pub(super) fn no_answer(e: &reqwest::Error, target: &str, timeout: Duration) -> Failure {
+    if e.is_timeout() {
+        Failure::throttled(None, format!("{target}: timed out after {timeout:?}"))
+    } else if e.is_connect() {
+        Failure::throttled(None, format!("{target}: cannot connect: {e}"))
+    } else {
+        Failure::transient(format!("{target}: {e}"))
     }
 }
 

@@ -14,7 +14,7 @@ use eventpipe_crds::PushProcessor as Spec;
 use futures::future::join_all;
 use reqwest::header::CONTENT_TYPE;
 
-use super::http::status_kind;
+use super::http::{no_answer, status_kind};
 use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
 
 /// Where the ingress replicas are.
@@ -72,10 +72,7 @@ impl PushProcessor {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| match e.is_connect() || e.is_timeout() {
-                true => Failure::throttled(None, format!("push to {addr}: {e}")),
-                false => Failure::transient(format!("push to {addr}: {e}")),
-            })?;
+            .map_err(|e| no_answer(&e, &url, self.timeout))?;
         let status = sent.status();
         if status.is_success() {
             return Ok(());
