@@ -34,12 +34,16 @@ impl Inner {
     /// Events that may be taken on now: none while open, one to probe while
     /// half-open, the AIMD limit while closed.
     fn room(&mut self, now: Instant) -> usize {
-        let limit = match self.circuit.state(now) {
+        self.limit(now).saturating_sub(self.in_use)
+    }
+
+    /// Events that may be in flight at once now.
+    fn limit(&mut self, now: Instant) -> usize {
+        match self.circuit.state(now) {
             State::Closed => self.aimd.limit(),
             State::HalfOpen => 1,
             State::Open => 0,
-        };
-        limit.saturating_sub(self.in_use)
+        }
     }
 }
 
@@ -138,6 +142,34 @@ impl Gate {
                 _ = changed => {}
                 _ = sleep_until(reopens) => self.update(|_, _| {}),
                 _ = stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Adds to `held`, for at most `linger`, the room that deliveries in flight give
+    /// back, until it holds `most` or all the pipeline may have in flight: one full
+    /// receive costs less per event than several small ones.
+    pub async fn top_up(self: &Arc<Self>, held: &mut Vec<Permit>, most: usize, linger: Duration) {
+        let deadline = tokio::time::Instant::now() + linger;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut inner = lock(&self.inner);
+                let now = now();
+                let want = most.min(inner.limit(now)).saturating_sub(held.len());
+                let take = inner.room(now).min(want);
+                inner.in_use += take;
+                drop(inner);
+                held.extend((0..take).map(|_| self.permit()));
+                if take == want {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => return,
             }
         }
     }
@@ -268,6 +300,48 @@ mod tests {
         assert_eq!(g.reserve(10, &stop).await.unwrap().len(), 1);
         drop(first);
         assert_eq!(g.reserve(10, &stop).await.unwrap().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_top_up_waits_for_room_given_back_until_full_or_its_linger_ends() {
+        let g = gate(10);
+        let stop = CancellationToken::new();
+        let mut busy = g.reserve(6, &stop).await.unwrap();
+        let mut held = g.reserve(10, &stop).await.unwrap();
+        assert_eq!(held.len(), 4);
+        let topping = tokio::spawn({
+            let g = g.clone();
+            async move {
+                g.top_up(&mut held, 10, Duration::from_millis(50)).await;
+                held.len()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        busy.truncate(3);
+        assert_eq!(
+            topping.await.unwrap(),
+            7,
+            "three given back, then the linger ended"
+        );
+
+        let mut held = vec![];
+        g.top_up(&mut held, 10, Duration::from_secs(60)).await;
+        assert_eq!(held.len(), 7, "room there is, taken at once");
+        drop(busy);
+        g.top_up(&mut held, 10, Duration::from_secs(60)).await;
+        assert_eq!(held.len(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_top_up_aims_no_higher_than_the_limit() {
+        let g = gate(8);
+        throttle(&g, 1);
+        let stop = CancellationToken::new();
+        let mut held = g.reserve(10, &stop).await.unwrap();
+        let started = tokio::time::Instant::now();
+        g.top_up(&mut held, 10, Duration::from_secs(60)).await;
+        assert_eq!(held.len(), 4);
+        assert_eq!(started.elapsed(), Duration::ZERO, "nothing more could come");
     }
 
     #[tokio::test]

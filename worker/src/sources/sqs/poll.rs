@@ -22,6 +22,10 @@ use crate::sources::lock;
 /// How long a receive in flight at shutdown may still answer before it is abandoned.
 const ANSWER_ON_ITS_WAY: Duration = Duration::from_millis(200);
 
+/// How long a receive waits for deliveries in flight to give back room for a fuller
+/// batch: each receive and delete costs a request whatever it carries.
+const FILL_LINGER: Duration = Duration::from_millis(20);
+
 /// Beyond this, more long polls only add empty receives.
 const MAX_POLLERS: usize = 10;
 
@@ -56,7 +60,8 @@ impl SqsSource {
     /// and starts them, until `stop`.
     pub(super) async fn poll(self: &Arc<Self>, run: &Arc<Run>, batch: usize, tasks: &TaskTracker) {
         let stop = &run.stop;
-        while let Some(held) = run.gate.reserve(batch, stop).await {
+        while let Some(mut held) = run.gate.reserve(batch, stop).await {
+            run.gate.top_up(&mut held, batch, FILL_LINGER).await;
             let Some(messages) = self.receive(held.len(), stop).await else {
                 continue;
             };
