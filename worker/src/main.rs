@@ -42,7 +42,9 @@ struct Args {
     lease_duration: Duration,
 }
 
-#[tokio::main]
+// One thread: the worker mostly waits on the network, and a runtime thread per core
+// spent more CPU waking its threads for each answer than on the answers (BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = Args::parse();
