@@ -194,16 +194,17 @@ impl Handler {
         outcome: Outcome,
     ) -> Step {
         let result = match outcome {
-            Outcome::Delivered { reply } => {
-                self.send_on(event, reply.as_deref(), &prepared.trace, attempt.group)
+            Outcome::Delivered { reply } if self.sends_on() => {
+                Box::pin(self.send_on(event, reply.as_deref(), &prepared.trace, attempt.group))
                     .await
             }
+            Outcome::Delivered { .. } => Ok(()),
             Outcome::Failed(failure) => Err(failure),
         };
         let claimed = prepared.claimed;
         match (result, &self.idempotency) {
             (Ok(()), Some(store)) if claimed && !prepared.completed => {
-                if let Err(e) = store.complete(event.id()).await {
+                if let Err(e) = Box::pin(store.complete(event.id())).await {
                     tracing::warn!(error = %e, "delivered, but not marked completed; a redelivery may repeat it");
                 }
                 Step::Done(Decision::Ack("delivered"))
@@ -211,7 +212,7 @@ impl Handler {
             (Ok(()), _) => Step::Done(Decision::Ack("delivered")),
             (Err(failure), store) => {
                 if let (Some(store), true) = (store, claimed)
-                    && let Err(e) = store.release(event.id()).await
+                    && let Err(e) = Box::pin(store.release(event.id())).await
                 {
                     tracing::warn!(error = %e, "claim not released; the retry waits for it to expire");
                 }
@@ -232,7 +233,7 @@ impl Handler {
         let Some(store) = &self.idempotency else {
             return Ok(false);
         };
-        match store.claim(event.id()).await {
+        match Box::pin(store.claim(event.id())).await {
             Ok(Claim::Claimed) => Ok(true),
             Ok(Claim::Completed) => Err(Step::Done(Decision::Ack("duplicate"))),
             // Not the event's fault, so not judged: held, to look again soon (the
@@ -249,8 +250,7 @@ impl Handler {
     /// nothing is sent on after it (a reply or outcome event that fails must leave
     /// the claim open, so its retry sends it).
     fn completion(&self, event: &Event, claimed: bool) -> Option<TransactWriteItem> {
-        let sends_on = self.reply.is_some() || self.on_success.is_some();
-        let store = self.idempotency.as_ref().filter(|_| claimed && !sends_on)?;
+        let store = (self.idempotency.as_ref()).filter(|_| claimed && !self.sends_on())?;
         store.completion(event.id())
     }
 
@@ -299,6 +299,11 @@ impl Handler {
                 Step::Hold(Hold::Throttled(asked), failure.message)
             }
         }
+    }
+
+    /// Whether a delivered event is sent on (a reply or a success outcome event).
+    fn sends_on(&self) -> bool {
+        self.reply.is_some() || self.on_success.is_some()
     }
 
     /// The reply and the success outcome event; a failure to send them fails the
@@ -352,7 +357,7 @@ impl Handler {
             Some(error),
             &trace,
         );
-        target.publisher.send(&outcome, group).await
+        Box::pin(target.publisher.send(&outcome, group)).await
     }
 }
 

@@ -24,6 +24,8 @@ use crate::pressure::retry_after;
 pub struct HttpProcessor {
     pub(super) client: reqwest::Client,
     pub(super) url: String,
+    /// `url`, parsed once rather than for every request.
+    pub(super) target: reqwest::Url,
     pub(super) timeout: Duration,
     headers: HeaderMap,
     /// `headersFrom` and the bearer token, from mounted Secrets.
@@ -67,9 +69,12 @@ impl HttpProcessor {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()?;
+        let target =
+            reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("processor url {url:?}: {e}"))?;
         Ok(Self {
             client,
             url: url.to_string(),
+            target,
             timeout,
             headers,
             secret_headers: None,
@@ -140,23 +145,35 @@ pub(super) fn trace_headers(trace: &[(String, String)]) -> HeaderMap {
 
 /// The binary-mode headers of an event, with the delivery's trace context.
 pub fn binary_headers(event: &Event, trace: &[(String, String)]) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    let mut put = |name: String, value: String| {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+    let mut headers = HeaderMap::with_capacity(8 + trace.len());
+    for (name, value) in event.iter() {
+        let name = match name {
+            "datacontenttype" => Some(CONTENT_TYPE),
+            envelope::TRACEPARENT | envelope::TRACESTATE => None,
+            _ => ce_header(name),
+        };
+        if let (Some(n), Ok(v)) = (name, HeaderValue::try_from(value.to_string())) {
             headers.insert(n, v);
         }
-    };
-    for (name, value) in event.iter() {
-        match name {
-            "datacontenttype" => put(CONTENT_TYPE.to_string(), value.to_string()),
-            envelope::TRACEPARENT | envelope::TRACESTATE => {}
-            _ => put(format!("ce-{name}"), value.to_string()),
-        }
     }
-    for (key, value) in trace {
-        put(key.clone(), value.clone());
-    }
+    headers.extend(trace_headers(trace));
     headers
+}
+
+/// The `ce-` header of a CloudEvents attribute; the common ones without building
+/// their names, as every delivery sends them.
+fn ce_header(attribute: &str) -> Option<HeaderName> {
+    Some(HeaderName::from_static(match attribute {
+        "id" => "ce-id",
+        "source" => "ce-source",
+        "type" => "ce-type",
+        "specversion" => "ce-specversion",
+        "subject" => "ce-subject",
+        "time" => "ce-time",
+        "dataschema" => "ce-dataschema",
+        envelope::CORRELATION_ID => "ce-correlationid",
+        other => return HeaderName::try_from(format!("ce-{other}")).ok(),
+    }))
 }
 
 fn body(event: &Event) -> Vec<u8> {
@@ -178,7 +195,7 @@ impl Processor for HttpProcessor {
             };
             let request = self
                 .client
-                .post(&self.url)
+                .post(self.target.clone())
                 .timeout(self.timeout)
                 .headers(headers)
                 .body(body);

@@ -183,7 +183,7 @@ impl SqsSource {
                 .filter_map(|m| m.message.receipt_handle.clone())
                 .collect();
             if !self.process(message, &waiting, run).await {
-                self.make_visible(waiting).await;
+                Box::pin(self.make_visible(waiting)).await;
                 return;
             }
         }

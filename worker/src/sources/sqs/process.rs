@@ -40,12 +40,11 @@ impl SqsSource {
             }
             Some((_, Held::HandBack(wait, _))) => {
                 self.handler.metrics.outcome(&self.labels, "handed_back");
-                self.set_visibility(&receipt, visibility_seconds(wait))
-                    .await;
+                Box::pin(self.set_visibility(&receipt, visibility_seconds(wait))).await;
                 return false;
             }
             Some((_, Held::Stopped)) | None => {
-                self.make_visible(vec![receipt]).await;
+                Box::pin(self.make_visible(vec![receipt])).await;
                 return false;
             }
         };
@@ -72,12 +71,13 @@ impl SqsSource {
                 tracing::warn!(error = %error, retry_in = ?delay, %correlation_id, %event_id, %trace_id, "delivery failed; will retry");
                 self.handler.metrics.outcome(&self.labels, "retried");
                 if let Some(delay) = delay {
-                    self.set_visibility(&receipt, visibility_seconds(delay))
-                        .await;
+                    Box::pin(self.set_visibility(&receipt, visibility_seconds(delay))).await;
                 }
                 false
             }
-            Decision::DeadLetter(error) => self.dead_letter(&message, &event, &error, acks).await,
+            Decision::DeadLetter(error) => {
+                Box::pin(self.dead_letter(&message, &event, &error, acks)).await
+            }
         }
     }
 
