@@ -71,6 +71,9 @@ impl HttpProcessor {
             .build()?;
         let target =
             reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("processor url {url:?}: {e}"))?;
+        if !matches!(target.scheme(), "http" | "https") {
+            bail!("processor url {url:?}: not http or https");
+        }
         Ok(Self {
             client,
             url: url.to_string(),
@@ -289,16 +292,29 @@ mod tests {
             )],
             ..Default::default()
         });
+        let mut event = event;
+        event.set_extension("tenant", "acme");
         let mine = "00-11111111111111111111111111111111-3333333333333333-01".to_string();
         let h = binary_headers(&event, &[("traceparent".into(), mine.clone())]);
         assert_eq!(h["ce-id"], "e1");
         assert_eq!(h["ce-specversion"], "1.0");
         assert_eq!(h["ce-type"], "t");
         assert_eq!(h["ce-correlationid"], "c-9");
+        assert_eq!(h["ce-tenant"], "acme");
         assert_eq!(h["content-type"], "application/json");
         assert_eq!(h["traceparent"], mine.as_str());
         assert!(!h.contains_key("ce-traceparent"));
         assert_eq!(body(&event), br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_url_that_is_not_http_is_refused_at_start_naming_it() {
+        for url in ["localhost:8080/events", "http://exa mple.com/"] {
+            let e = HttpProcessor::new(url, Duration::from_secs(1), &BTreeMap::new())
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains(&format!("{url:?}")), "{e}");
+        }
     }
 
     #[test]
