@@ -42,6 +42,13 @@ pub async fn depths(console: Console, every: Duration) {
 /// Reads the depths of `pipeline`'s queues now (those that answer), and the lag of
 /// its stream sources.
 pub async fn refresh(console: &Console, pipeline: &str) {
+    console.set_depths(pipeline, read(console, pipeline).await);
+}
+
+/// The depths of `pipeline`'s queues now (those that answer), and the lag of its
+/// stream sources; without lag sources here (in a cluster, where the operator's
+/// metrics cache measures it), the lag last shown.
+pub async fn read(console: &Console, pipeline: &str) -> Depths {
     let mut total = Depths::default();
     for q in console.queues_of(pipeline).iter().flat_map(|q| q.iter()) {
         match q.depths().await {
@@ -52,12 +59,17 @@ pub async fn refresh(console: &Console, pipeline: &str) {
             Err(e) => tracing::debug!(error = %e, queue = q.url, "depth not read"),
         }
     }
-    for s in console
-        .lag_sources_of(pipeline)
-        .iter()
-        .flat_map(|s| s.iter())
-    {
-        total.stream_lag_seconds = total.stream_lag_seconds.max(s.read().await);
-    }
-    console.set_depths(pipeline, total);
+    total.stream_lag_seconds = match console.lag_sources_of(pipeline) {
+        Some(sources) => {
+            let mut lag = None;
+            for s in sources.iter() {
+                lag = lag.max(s.read().await);
+            }
+            lag
+        }
+        None => console
+            .depths_of(pipeline)
+            .and_then(|d| d.stream_lag_seconds),
+    };
+    total
 }

@@ -131,6 +131,11 @@ impl Console {
         }
     }
 
+    /// The depths last set for `pipeline`.
+    pub fn depths_of(&self, pipeline: &str) -> Option<Depths> {
+        lock(&self.inner.depths).get(pipeline).copied()
+    }
+
     /// Replaces the pipelines shown (and forgets the depths of those gone).
     pub fn set_pipelines(&self, pipelines: Vec<Pipeline>) {
         let mut shown = lock(&self.inner.pipelines);

@@ -138,7 +138,8 @@ async fn attach_queues(
 }
 
 /// Shows `pipelines`. The depths of those with dead-letter queues are read from SQS,
-/// so that a redrive shows at once; the others' come from the cache and status.
+/// so that a redrive shows at once; the others' come from the cache and status, as
+/// does every stream lag.
 async fn show(console: &Console, pipelines: &[EventPipeline], cache: &Cache) {
     let with_queues = console.with_queues();
     let mut views = vec![];
@@ -146,7 +147,15 @@ async fn show(console: &Console, pipelines: &[EventPipeline], cache: &Cache) {
         let cached = cache.get(&p.namespace().unwrap_or_default(), &p.name_any());
         let (view, depths) = view(p, cached);
         if with_queues.contains(&view.name) {
-            follow::refresh(console, &view.name).await;
+            let read = follow::read(console, &view.name).await;
+            let stream_lag_seconds = depths.and_then(|d| d.stream_lag_seconds);
+            console.set_depths(
+                &view.name,
+                Depths {
+                    stream_lag_seconds,
+                    ..read
+                },
+            );
         } else if let Some(depths) = depths {
             console.set_depths(&view.name, depths);
         }

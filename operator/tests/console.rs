@@ -12,6 +12,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use common::{CRD, FakeApi};
 use eventpipe_core::feed::{Feed, Record};
 use eventpipe_operator::Context;
+use eventpipe_operator::external_metrics::{Cache, Values};
 use eventpipe_testkit::Moto;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +80,16 @@ async fn console(
     aws: SdkConfig,
     token: Option<&str>,
 ) -> (String, CancellationToken) {
+    console_with(api, aws, token, Cache::default()).await
+}
+
+/// [`console`], with the metrics `cache` of the operator.
+async fn console_with(
+    api: &FakeApi,
+    aws: SdkConfig,
+    token: Option<&str>,
+    cache: Cache,
+) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -87,7 +98,7 @@ async fn console(
         listener,
         ctx,
         vec!["default".into()],
-        Default::default(),
+        cache,
         token.map(String::from),
         stop.clone(),
     );
@@ -271,12 +282,20 @@ async fn with_its_token_redrives_the_dead_letters_a_binding_reports() {
             "status": {"queueUrl": source_url, "dlqUrl": dlq_url},
         }),
     );
-    let (url, stop) = console(&api, moto.sdk_config(), Some("s3cret")).await;
+    // The stream lag comes from the metrics cache, the DLQ depth from SQS.
+    let cache = Cache::default();
+    let lag = Values {
+        stream_lag_seconds: Some(12),
+        ..Default::default()
+    };
+    cache.set("default", "orders", lag);
+    let (url, stop) = console_with(&api, moto.sdk_config(), Some("s3cret"), cache).await;
     let dlq_depth = |s: &Value| s["pipelines"][0]["depths"]["dead_letters"].clone();
-    state_when(&url, |s| {
+    let state = state_when(&url, |s| {
         dlq_depth(s) == 1 && s["pipelines"][0]["dead_letters"] == true
     })
     .await;
+    assert_eq!(state["pipelines"][0]["depths"]["stream_lag_seconds"], 12);
     let listed = get_json(&format!(
         "{url}/api/pipelines/default%2Forders/dead-letters"
     ))
@@ -291,6 +310,7 @@ async fn with_its_token_redrives_the_dead_letters_a_binding_reports() {
         state["pipelines"][0]["depths"]["queue"], 1,
         "back on its queue"
     );
+    assert_eq!(state["pipelines"][0]["depths"]["stream_lag_seconds"], 12);
     stop.cancel();
 }
 
