@@ -9,7 +9,6 @@
 //! Without a token configured, the console is read-only.
 
 use axum::http::{HeaderMap, StatusCode, header};
-use subtle::ConstantTimeEq;
 
 /// The header the console's page sends with every change.
 pub const HEADER: &str = "x-eventpipe-console";
@@ -54,7 +53,7 @@ pub fn check(token: Option<&str>, headers: &HeaderMap) -> Result<(), Denied> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    match bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+    match eventpipe_core::token::same(token.as_bytes(), given.as_bytes()) {
         true => Ok(()),
         false => Err(Denied::Unauthorized),
     }

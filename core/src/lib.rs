@@ -2,7 +2,8 @@
 //! its SQS and DynamoDB forms, telemetry (JSON logs, OpenTelemetry traces, W3C
 //! propagation), the ops endpoints (`/metrics`, `/healthz`, `/readyz`) and the feed of
 //! recent events, AWS client set-up, what a QueueBinding resolves to and provisions, the layout of the stream
-//! checkpoint table, and moto's server for local mode.
+//! checkpoint table, comparing presented tokens with secret ones, and moto's server
+//! for local mode.
 //!
 //! Each module is one concern, used by its path (`eventpipe_core::telemetry::init`).
 
@@ -16,6 +17,9 @@ pub mod aws;
 pub mod checkpoints;
 pub mod provision;
 pub mod resolve;
+
+// Secrets: comparing a presented token with one.
+pub mod token;
 
 // Running a component: logs and traces, the ops endpoints, the feed of recent events.
 pub mod feed;

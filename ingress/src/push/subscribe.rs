@@ -30,7 +30,6 @@ use crate::{
     config::SubscriptionConfig,
     reply::RETRY_AFTER_SECS,
     secrets::{Secrets, Slot},
-    signature::same_token,
     webhook::unix_now,
 };
 
@@ -142,8 +141,8 @@ impl Endpoint {
             return Err(Refusal::NotLoaded);
         }
         let secrets: Vec<&[u8]> = loaded.iter().flatten().map(|s| s.expose()).collect();
-        let bearer =
-            self.config.bearer && (secrets.iter()).any(|s| same_token(s, credential.as_bytes()));
+        let bearer = self.config.bearer
+            && (secrets.iter()).any(|s| eventpipe_core::token::same(s, credential.as_bytes()));
         let pipeline = &self.config.pipeline;
         let own = (filter.correlation_id.as_deref())
             .is_some_and(|c| token::verify(&secrets, credential, pipeline, c, unix_now()));

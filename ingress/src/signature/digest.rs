@@ -4,7 +4,7 @@
 use base64::Engine;
 use eventpipe_crds::{Algorithm, Encoding};
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
 /// HMAC of `parts`, concatenated, under `key`.
@@ -27,14 +27,6 @@ pub(super) fn mac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> 
 /// algorithm has one); the bytes are compared in constant time.
 pub(super) fn same(expected: &[u8], presented: &[u8]) -> bool {
     expected.ct_eq(presented).into()
-}
-
-/// Compares digests, so neither a token's content nor its length leaks through timing.
-pub(crate) fn same_token(secret: &[u8], presented: &[u8]) -> bool {
-    let same: bool = Sha256::digest(secret)
-        .ct_eq(&Sha256::digest(presented))
-        .into();
-    same && !secret.is_empty()
 }
 
 pub(super) fn decode(encoding: Encoding, text: &[u8]) -> Option<Vec<u8>> {

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
 use eventpipe_crds::{Signature, SignatureScheme};
 
-pub(crate) use digest::same_token;
 use schemes::{HmacRule, Key, Layout, Part, Rule};
 
 /// Why a request is not authenticated. The texts never contain a credential.
@@ -111,7 +110,9 @@ impl Verifier {
         match &self.rule {
             Rule::Token { header, prefix } => {
                 let presented = parse::prefixed(headers, header, prefix)?;
-                let any = secrets.iter().any(|s| digest::same_token(s, presented));
+                let any = secrets
+                    .iter()
+                    .any(|s| eventpipe_core::token::same(s, presented));
                 any.then_some(()).ok_or(AuthError::BadToken)
             }
             Rule::Hmac(rule) => verify_hmac(rule, secrets, headers, body, now),

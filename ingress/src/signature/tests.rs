@@ -245,8 +245,6 @@ fn bearer_accepts_only_the_exact_token() {
         Err(AuthError::Malformed(_))
     ));
     assert!(matches!(check("Bearer"), Err(AuthError::Malformed(_))));
-    // An empty secret matches nothing, not even an empty token.
-    assert!(!digest::same_token(b"", b""));
 }
 
 #[test]
