@@ -1,6 +1,6 @@
 //! The web console in a cluster (`--console-listen`): the page `eventpipe dev` serves,
-//! from the same code. It shows the EventPipelines of the watched namespaces, listed
-//! through the API every few seconds, with their status, conditions and worker
+//! from the same code. It shows the EventPipelines of the watched namespaces, as the
+//! operator's watches hold them (no lists at steady state), with their status, conditions and worker
 //! replicas, the queue depth this replica's metrics cache holds (else the status's)
 //! and the status's DLQ depth; and the recent events of the ingress and worker pods it
 //! finds there, followed over their feeds (`/events/stream` on their `metrics` port).
@@ -20,30 +20,69 @@ use eventpipe_console::dead_letters::DeadLetterQueue;
 use eventpipe_console::remote::{Remotes, Source};
 use eventpipe_console::{Condition, Console, Depths, Pipeline, Settings, follow};
 use eventpipe_crds::{EventPipeline, QueueBinding};
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
-use kube::{Client, Resource, ResourceExt};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding;
 use crate::context::Context;
 use crate::external_metrics::{Cache, Values};
 use crate::render::{OWNED_SELECTOR, PIPELINE_LABEL};
-use crate::scope::{Scope, api};
+use crate::scope::{Scope, Stores};
 
-/// How often the pipelines and pods are listed again.
+/// How often what the watches hold is shown again (and depths read).
 const EVERY: Duration = Duration::from_secs(5);
 /// The container port the ingress and workers serve their feed on.
 const FEED_PORT: &str = "metrics";
 
-/// Serves the console on `listener` until `stop`, for the pipelines and pods of
-/// `watch_namespaces` (empty: the whole cluster), with queue depths from `cache`; a
-/// `token` lets it redrive.
+/// What the console shows, as watches keep it.
+#[derive(Clone)]
+pub struct Watched {
+    pipelines: Stores<EventPipeline>,
+    bindings: Stores<QueueBinding>,
+    /// The ingress and worker pods: those the operator renders.
+    pods: Stores<Pod>,
+}
+
+impl Watched {
+    /// Watches of the pipelines, bindings and pods of `watch_namespaces` (empty: the
+    /// whole cluster).
+    pub fn watch(client: &Client, watch_namespaces: &[String]) -> Self {
+        let scope = Scope::of(watch_namespaces);
+        let pipelines = Stores::watch(client, &scope);
+        Self::sharing(client, &scope, pipelines, Stores::watch(client, &scope))
+    }
+
+    /// Once each watch has listed its objects.
+    async fn ready(&self) {
+        self.pipelines.ready().await;
+        self.bindings.ready().await;
+        self.pods.ready().await;
+    }
+
+    /// With the pipelines and bindings the operator already watches.
+    pub(crate) fn sharing(
+        client: &Client,
+        scope: &Scope,
+        pipelines: Stores<EventPipeline>,
+        bindings: Stores<QueueBinding>,
+    ) -> Self {
+        let owned = watcher::Config::default().labels(OWNED_SELECTOR);
+        Self {
+            pipelines,
+            bindings,
+            pods: Stores::watch_with(client, scope, owned),
+        }
+    }
+}
+
+/// Serves the console on `listener` until `stop`, for what `watched` holds, with
+/// queue depths from `cache`; a `token` lets it redrive.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ctx: Arc<Context>,
-    watch_namespaces: Vec<String>,
+    watched: Watched,
     cache: Cache,
     token: Option<String>,
     stop: CancellationToken,
@@ -55,8 +94,7 @@ pub async fn serve(
         port_forwarded: true,
     };
     let console = Console::new(vec![], BTreeMap::new(), settings);
-    let namespaces = Scope::of(&watch_namespaces).namespaces();
-    let discover = discover(console.clone(), ctx, namespaces, cache, redrive);
+    let discover = discover(console.clone(), ctx, watched, cache, redrive);
     tokio::select! {
         served = eventpipe_console::serve(listener, console, stop.clone().cancelled_owned()) => served,
         _ = discover => Ok(()),
@@ -80,67 +118,28 @@ pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
 async fn discover(
     console: Console,
     ctx: Arc<Context>,
-    namespaces: Vec<Option<String>>,
+    watched: Watched,
     cache: Cache,
     redrive: bool,
 ) {
     let mut remotes = Remotes::new(console.clone());
-    let (client, all) = (&ctx.client, ListParams::default());
-    // The ingress and worker pods: those the operator renders.
-    let owned = ListParams::default().labels(OWNED_SELECTOR);
+    watched.ready().await;
     loop {
-        match list::<EventPipeline>(client, &namespaces, &all).await {
-            Ok(pipelines) => {
-                if redrive {
-                    attach_queues(&console, &ctx, &namespaces, &pipelines).await;
-                }
-                show(&console, &pipelines, &cache).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "console: EventPipelines not listed"),
+        let pipelines = watched.pipelines.state();
+        if redrive {
+            let bindings = watched.bindings.state();
+            console.set_queues(dead_letter_queues(&ctx, &pipelines, &bindings).await);
         }
-        match list::<Pod>(client, &namespaces, &owned).await {
-            Ok(pods) => remotes.sync(&feeds(&pods)),
-            Err(e) => tracing::warn!(error = %e, "console: pods not listed"),
-        }
+        show(&console, &pipelines, &cache).await;
+        remotes.sync(&feeds(&watched.pods.state()));
         tokio::time::sleep(EVERY).await;
-    }
-}
-
-async fn list<K>(
-    client: &Client,
-    namespaces: &[Option<String>],
-    params: &ListParams,
-) -> kube::Result<Vec<K>>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let mut all = vec![];
-    for ns in namespaces {
-        all.extend(api::<K>(client, ns.as_deref()).list(params).await?.items);
-    }
-    Ok(all)
-}
-
-/// Gives the console the dead-letter queues of `pipelines`, as their bindings report.
-async fn attach_queues(
-    console: &Console,
-    ctx: &Context,
-    namespaces: &[Option<String>],
-    pipelines: &[EventPipeline],
-) {
-    match list::<QueueBinding>(&ctx.client, namespaces, &ListParams::default()).await {
-        Ok(bindings) => console.set_queues(dead_letter_queues(ctx, pipelines, &bindings).await),
-        Err(e) => tracing::warn!(error = %e, "console: QueueBindings not listed"),
     }
 }
 
 /// Shows `pipelines`. The depths of those with dead-letter queues are read from SQS,
 /// so that a redrive shows at once; the others' come from the cache and status, as
 /// does every stream lag.
-async fn show(console: &Console, pipelines: &[EventPipeline], cache: &Cache) {
+async fn show(console: &Console, pipelines: &[Arc<EventPipeline>], cache: &Cache) {
     let with_queues = console.with_queues();
     let mut views = vec![];
     for p in pipelines {
@@ -203,8 +202,8 @@ pub fn view(p: &EventPipeline, cached: Option<Values>) -> (Pipeline, Option<Dept
 /// [`dead_letter_sources`]) whose SQS client can be built.
 async fn dead_letter_queues(
     ctx: &Context,
-    pipelines: &[EventPipeline],
-    bindings: &[QueueBinding],
+    pipelines: &[Arc<EventPipeline>],
+    bindings: &[Arc<QueueBinding>],
 ) -> BTreeMap<String, Vec<DeadLetterQueue>> {
     let mut out = BTreeMap::new();
     for p in pipelines {
@@ -227,7 +226,7 @@ async fn dead_letter_queues(
 /// dead-letter queue: each with (source queue URL, DLQ URL).
 pub fn dead_letter_sources<'a>(
     p: &EventPipeline,
-    bindings: &'a [QueueBinding],
+    bindings: &'a [Arc<QueueBinding>],
 ) -> Vec<(&'a QueueBinding, String, String)> {
     let ns = p.namespace();
     let named =
@@ -236,7 +235,7 @@ pub fn dead_letter_sources<'a>(
         .filter_map(|s| {
             let b = named(&s.queue_binding_ref.name)?;
             let status = b.status.as_ref()?;
-            Some((b, status.queue_url.clone()?, status.dlq_url.clone()?))
+            Some((&**b, status.queue_url.clone()?, status.dlq_url.clone()?))
         })
         .collect()
 }
@@ -248,8 +247,8 @@ fn qualified(namespace: &str, name: &str) -> String {
 /// The feeds of `pods`, by pod uid and container restarts (a restarted container's
 /// feed starts again from its first record): those of running ingress and worker pods
 /// with an IP and a `metrics` port.
-pub fn feeds(pods: &[Pod]) -> BTreeMap<String, Source> {
-    pods.iter().filter_map(feed).collect()
+pub fn feeds(pods: &[Arc<Pod>]) -> BTreeMap<String, Source> {
+    pods.iter().filter_map(|p| feed(p)).collect()
 }
 
 fn feed(pod: &Pod) -> Option<(String, Source)> {
@@ -301,7 +300,8 @@ mod tests {
             pod("a", "Running", "10.0.0.7", 0),
             pod("b", "Running", "fd00::7", 2),
             pod("c", "Pending", "10.0.0.8", 0),
-        ];
+        ]
+        .map(Arc::new);
         let feeds = feeds(&pods);
         let urls: Vec<_> = (feeds.iter())
             .map(|(k, s)| format!("{k} {} {}", s.base_url, s.prefix))
@@ -321,7 +321,7 @@ mod tests {
         unlabelled.metadata.labels = None;
         let mut portless = pod("b", "Running", "10.0.0.8", 0);
         portless.spec.as_mut().unwrap().containers[0].ports = None;
-        assert!(feeds(&[unlabelled, portless]).is_empty());
+        assert!(feeds(&[Arc::new(unlabelled), Arc::new(portless)]).is_empty());
     }
 
     fn pipeline(status: serde_json::Value) -> EventPipeline {
@@ -399,7 +399,8 @@ mod tests {
             binding("a", "shop", urls.clone()),
             binding("b", "shop", json!({"queueUrl": "http://q/b"})),
             binding("c", "billing", urls),
-        ];
+        ]
+        .map(Arc::new);
         let found: Vec<_> = (dead_letter_sources(&p, &bindings).into_iter())
             .map(|(b, source, dlq)| (b.name_any(), source, dlq))
             .collect();

@@ -27,9 +27,9 @@ pub const RULES: &[(&str, &[&str], &[&str])] = &[
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
     // Listed when a Deployment is short of replicas, to say why (an image that cannot
-    // be pulled, a crashing container), and by the console (`--console-listen`) to
-    // find the ingress and worker pods whose feeds it follows.
-    ("", &["pods"], &["list"]),
+    // be pulled, a crashing container), and watched by the console (`--console-listen`)
+    // to find the ingress and worker pods whose feeds it follows.
+    ("", &["pods"], &["list", "watch"]),
     // Read by name only, and only those a pipeline or binding names: for the keys
     // webhooks and processors need, the workloads' credentials (metadata only), and a
     // binding's AWS credentials. Never listed or watched.

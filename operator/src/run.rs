@@ -160,18 +160,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     tokio::spawn(crate::tls::serve(listener, tls, ops, stop.clone()));
     let pipelines = Stores::<EventPipeline>::watch(&client, &scope);
-    let cache =
-        serve_external_metrics(&args, cert, &client, &scope, &ctx, &pipelines, &stop).await?;
+    let bindings = Stores::<QueueBinding>::watch(&client, &scope);
+    let stores = (&pipelines, &bindings);
+    let cache = serve_external_metrics(&args, cert, &client, &ctx, stores, &stop).await?;
     if let Some(listen) = args.console_listen {
         let token = (args.console_token_file.as_deref())
             .map(crate::console::read_token)
             .transpose()?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        let namespaces = args.watch_namespaces.clone();
+        let watched =
+            crate::console::Watched::sharing(&client, &scope, pipelines.clone(), bindings);
         let console = crate::console::serve(
             listener,
             ctx.clone(),
-            namespaces,
+            watched,
             cache.clone(),
             token,
             stop.clone(),
@@ -232,9 +234,8 @@ async fn serve_external_metrics(
     args: &RunArgs,
     cert: ServerCert,
     client: &Client,
-    scope: &Scope,
     ctx: &Arc<Context>,
-    pipelines: &Stores<EventPipeline>,
+    (pipelines, bindings): (&Stores<EventPipeline>, &Stores<QueueBinding>),
     stop: &CancellationToken,
 ) -> anyhow::Result<Cache> {
     let cache = Cache::default();
@@ -254,7 +255,7 @@ async fn serve_external_metrics(
     tokio::spawn(refresh_metrics(
         ctx.clone(),
         pipelines.clone(),
-        Stores::<QueueBinding>::watch(client, scope),
+        bindings.clone(),
         cache.clone(),
         stop.clone(),
     ));

@@ -84,6 +84,14 @@ where
         reader
     }
 
+    /// Waits until every watch has listed what it watches once.
+    pub async fn ready(&self) {
+        for store in &self.0 {
+            // Dropped only with the watch task, which runs as long as the process.
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
     /// Every cached object.
     pub fn state(&self) -> Vec<std::sync::Arc<K>> {
         self.0.iter().flat_map(Store::state).collect()

@@ -12,6 +12,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use common::{CRD, FakeApi};
 use eventpipe_core::feed::{Feed, Record};
 use eventpipe_operator::Context;
+use eventpipe_operator::console::Watched;
 use eventpipe_operator::external_metrics::{Cache, Values};
 use eventpipe_testkit::Moto;
 use serde_json::{Value, json};
@@ -93,11 +94,13 @@ async fn console_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let ctx = Context::new(api.client(), Default::default(), aws, Default::default());
+    let client = api.client();
+    let watched = Watched::watch(&client, &["default".into()]);
+    let ctx = Context::new(client, Default::default(), aws, Default::default());
     let serve = eventpipe_operator::console::serve(
         listener,
         ctx,
-        vec!["default".into()],
+        watched,
         cache,
         token.map(String::from),
         stop.clone(),

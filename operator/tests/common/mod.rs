@@ -65,7 +65,13 @@ impl FakeApi {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let api = self.clone();
         tokio::spawn(async move {
+            // Watches stay open without an event, as on a quiet cluster.
+            let mut watches = vec![];
             while let Some((request, send)) = handle.next_request().await {
+                if (request.uri().query()).is_some_and(|q| q.contains("watch=true")) {
+                    watches.push(send);
+                    continue;
+                }
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
