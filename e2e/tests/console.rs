@@ -24,13 +24,16 @@ async fn the_operators_console_shows_the_clusters_pipelines_and_a_notes_path() {
     let page = reqwest::get(console.url("/")).await.unwrap();
     assert_eq!(page.status(), 200);
 
-    let state = get(&console.url("/api/state")).await;
-    let names: Vec<_> = (state["pipelines"].as_array().unwrap().iter())
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect();
-    for pipeline in ["notes", "note-notifier"] {
-        assert!(names.contains(&format!("{app}/{pipeline}")), "{names:?}");
-    }
+    // Shown within the console's refresh (5 s) of the pipelines' creation.
+    let expected = ["notes", "note-notifier"].map(|p| format!("{app}/{p}"));
+    eventually("the pipelines in the console", SHOWN, async || {
+        let state = get(&console.url("/api/state")).await;
+        let names: Vec<String> = (state["pipelines"].as_array()?.iter())
+            .filter_map(|p| Some(p["name"].as_str()?.to_string()))
+            .collect();
+        expected.iter().all(|e| names.contains(e)).then_some(())
+    })
+    .await;
 
     let correlation = format!("note-{}", uuid::Uuid::new_v4().simple());
     assert_eq!(notes::post(&app, &correlation).await, 202);
@@ -53,6 +56,7 @@ async fn the_operators_console_shows_the_clusters_pipelines_and_a_notes_path() {
 }
 
 const SEARCH: Duration = Duration::from_secs(90);
+const SHOWN: Duration = Duration::from_secs(30);
 
 async fn get(url: &str) -> Value {
     let answer = reqwest::get(url).await.unwrap();

@@ -123,7 +123,8 @@ async fn discover(
     redrive: bool,
 ) {
     let mut remotes = Remotes::new(console.clone());
-    watched.ready().await;
+    // Shown at once when the watches have listed, but not held up by one that cannot.
+    let _ = tokio::time::timeout(EVERY, watched.ready()).await;
     loop {
         let pipelines = watched.pipelines.state();
         if redrive {
