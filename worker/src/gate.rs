@@ -37,6 +37,13 @@ impl Inner {
         self.limit(now).saturating_sub(self.in_use)
     }
 
+    /// Takes room for up to `most` events now; how many it took.
+    fn take(&mut self, now: Instant, most: usize) -> usize {
+        let take = self.room(now).min(most);
+        self.in_use += take;
+        take
+    }
+
     /// Events that may be in flight at once now.
     fn limit(&mut self, now: Instant) -> usize {
         match self.circuit.state(now) {
@@ -130,11 +137,10 @@ impl Gate {
             changed.as_mut().enable();
             let reopens = {
                 let mut inner = lock(&self.inner);
-                let take = inner.room(now()).min(most);
+                let take = inner.take(now(), most);
                 if take > 0 {
-                    inner.in_use += take;
                     drop(inner);
-                    return Some((0..take).map(|_| self.permit()).collect());
+                    return Some(self.permits(take).collect());
                 }
                 inner.circuit.opens_until()
             };
@@ -155,17 +161,15 @@ impl Gate {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            {
+            let (take, want) = {
                 let mut inner = lock(&self.inner);
                 let now = now();
                 let want = most.min(inner.limit(now)).saturating_sub(held.len());
-                let take = inner.room(now).min(want);
-                inner.in_use += take;
-                drop(inner);
-                held.extend((0..take).map(|_| self.permit()));
-                if take == want {
-                    return;
-                }
+                (inner.take(now, want), want)
+            };
+            held.extend(self.permits(take));
+            if take == want {
+                return;
             }
             tokio::select! {
                 _ = changed => {}
@@ -174,8 +178,9 @@ impl Gate {
         }
     }
 
-    fn permit(self: &Arc<Self>) -> Permit {
-        Permit { gate: self.clone() }
+    /// `n` permits of room already taken.
+    fn permits(self: &Arc<Self>, n: usize) -> impl Iterator<Item = Permit> + '_ {
+        (0..n).map(|_| Permit { gate: self.clone() })
     }
 
     /// Waits until the circuit lets a try at the processor go out.
