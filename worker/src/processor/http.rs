@@ -23,9 +23,8 @@ use crate::pressure::retry_after;
 
 pub struct HttpProcessor {
     pub(super) client: reqwest::Client,
-    pub(super) url: String,
-    /// `url`, parsed once rather than for every request.
-    pub(super) target: reqwest::Url,
+    /// Parsed once, rather than for every request.
+    pub(super) url: reqwest::Url,
     pub(super) timeout: Duration,
     headers: HeaderMap,
     /// `headersFrom` and the bearer token, from mounted Secrets.
@@ -69,15 +68,14 @@ impl HttpProcessor {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()?;
-        let target =
+        let parsed =
             reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("processor url {url:?}: {e}"))?;
-        if !matches!(target.scheme(), "http" | "https") {
+        if !matches!(parsed.scheme(), "http" | "https") {
             bail!("processor url {url:?}: not http or https");
         }
         Ok(Self {
             client,
-            url: url.to_string(),
-            target,
+            url: parsed,
             timeout,
             headers,
             secret_headers: None,
@@ -126,7 +124,7 @@ impl HttpProcessor {
         body: &[u8],
     ) -> anyhow::Result<HeaderMap> {
         if let Some(signer) = &self.signer {
-            headers.extend(signer.sign(&self.url, &headers, body).await?);
+            headers.extend(signer.sign(self.url.as_str(), &headers, body).await?);
         }
         Ok(headers)
     }
@@ -198,7 +196,7 @@ impl Processor for HttpProcessor {
             };
             let request = self
                 .client
-                .post(self.target.clone())
+                .post(self.url.clone())
                 .timeout(self.timeout)
                 .headers(headers)
                 .body(body);
@@ -229,7 +227,7 @@ impl Processor for HttpProcessor {
 
 impl HttpProcessor {
     pub(super) fn send_failure(&self, e: &reqwest::Error) -> Failure {
-        no_answer(e, &self.url, self.timeout)
+        no_answer(e, self.url.as_str(), self.timeout)
     }
 }
 

@@ -47,7 +47,7 @@ impl HttpProcessor {
         ));
         let headers = (self.signed(headers, &body).await)
             .map_err(|e| Failure::transient(format!("{e:#}")))?;
-        let request = (self.client.post(self.target.clone()))
+        let request = (self.client.post(self.url.clone()))
             .timeout(self.timeout)
             .headers(headers)
             .body(body);
