@@ -8,14 +8,10 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use eventpipe_testkit::{Moto, free_port};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use eventpipe_testkit::{Moto, free_port, otlp};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use prost::Message;
 
 #[derive(Clone, Debug)]
 struct Span {
@@ -26,59 +22,26 @@ struct Span {
     attributes: HashMap<String, String>,
 }
 
-type Spans = Arc<Mutex<Vec<Span>>>;
-
-/// An OTLP/HTTP receiver on loopback, decoding export requests with the protocol's own types.
-async fn receiver() -> (String, Spans) {
-    let spans: Spans = Arc::default();
-    let store = spans.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: Bytes| {
-            let store = store.clone();
-            async move {
-                let request =
-                    ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export");
-                let mut out = store.lock().unwrap();
-                for s in request
-                    .resource_spans
-                    .iter()
-                    .flat_map(|r| &r.scope_spans)
-                    .flat_map(|s| &s.spans)
-                {
-                    let attributes = s
-                        .attributes
-                        .iter()
-                        .filter_map(|kv| {
-                            let value = match kv.value.as_ref()?.value.as_ref()? {
-                                AnyValue::StringValue(v) => v.clone(),
-                                AnyValue::IntValue(v) => v.to_string(),
-                                AnyValue::BoolValue(v) => v.to_string(),
-                                other => format!("{other:?}"),
-                            };
-                            Some((kv.key.clone(), value))
-                        })
-                        .collect();
-                    out.push(Span {
-                        name: s.name.clone(),
-                        trace_id: hex(&s.trace_id),
-                        span_id: hex(&s.span_id),
-                        parent: hex(&s.parent_span_id),
-                        attributes,
-                    });
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, spans)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// How the test sees an exported span.
+fn span(s: &otlp::Span) -> Span {
+    let attributes = (s.attributes.iter())
+        .filter_map(|kv| {
+            let value = match kv.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(v) => v.clone(),
+                AnyValue::IntValue(v) => v.to_string(),
+                AnyValue::BoolValue(v) => v.to_string(),
+                other => format!("{other:?}"),
+            };
+            Some((kv.key.clone(), value))
+        })
+        .collect();
+    Span {
+        name: s.name.clone(),
+        trace_id: otlp::hex(&s.trace_id),
+        span_id: otlp::hex(&s.span_id),
+        parent: otlp::hex(&s.parent_span_id),
+        attributes,
+    }
 }
 
 struct Dev(Child);
@@ -94,7 +57,7 @@ impl Drop for Dev {
 async fn one_webhook_is_one_trace_from_the_ingress_to_the_aggregate() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let moto = Moto::start();
-    let (otlp, spans) = receiver().await;
+    let (endpoint, spans) = otlp::receiver(span).await;
     let dir = std::env::temp_dir().join(format!("eventpipe-trace-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("github-webhook")).unwrap();
     std::fs::write(dir.join("github-webhook/secret"), "trace-secret").unwrap();
@@ -113,7 +76,7 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_aggregate() {
         .arg("--secrets-dir")
         .arg(&dir)
         .envs(moto.env())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("RUST_LOG", "info")

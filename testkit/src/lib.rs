@@ -1,7 +1,9 @@
 //! Test support: [`Moto`], moto's server (a real AWS-compatible SQS and DynamoDB) on a
 //! free 127.0.0.1 port for the life of a test, with clients for it. It starts with
 //! core's launcher (which local mode uses too) and fails the test when it cannot.
-//! Nothing beyond `make venv` is needed.
+//! Nothing beyond `make venv` is needed. [`otlp`] receives exported spans.
+
+pub mod otlp;
 
 use std::path::PathBuf;
 

@@ -5,14 +5,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
 use common::batch_sink::BatchSink;
 use common::*;
-use eventpipe_testkit::Moto;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
+use eventpipe_testkit::{Moto, otlp};
 use serde_json::json;
 
 /// A span as exported: its name, trace id and the trace ids it links to.
@@ -23,43 +19,13 @@ struct Span {
     links: Vec<String>,
 }
 
-type Spans = Arc<Mutex<Vec<Span>>>;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An OTLP/HTTP receiver, decoding export requests with the protocol's own types.
-async fn receiver() -> (String, Spans) {
-    let spans: Spans = Arc::default();
-    let store = spans.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: Bytes| {
-            let store = store.clone();
-            async move {
-                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                let mut out = store.lock().expect("not poisoned");
-                let all = (request.resource_spans.iter())
-                    .flat_map(|r| &r.scope_spans)
-                    .flat_map(|s| &s.spans);
-                for s in all {
-                    out.push(Span {
-                        name: s.name.clone(),
-                        trace_id: hex(&s.trace_id),
-                        links: s.links.iter().map(|l| hex(&l.trace_id)).collect(),
-                    });
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let url = format!("http://{}", listener.local_addr().expect("bound"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serves") });
-    (url, spans)
+/// How the test sees an exported span.
+fn span(s: &otlp::Span) -> Span {
+    Span {
+        name: s.name.clone(),
+        trace_id: otlp::hex(&s.trace_id),
+        links: s.links.iter().map(|l| otlp::hex(&l.trace_id)).collect(),
+    }
 }
 
 fn config(sink: &BatchSink) -> String {
@@ -84,7 +50,7 @@ spec:
 #[tokio::test]
 async fn a_batch_span_links_the_trace_of_every_event_in_it() {
     let sink = BatchSink::start(|_, _| (200, vec![])).await;
-    let (otlp, spans) = receiver().await;
+    let (endpoint, spans) = otlp::receiver(span).await;
     let moto = Moto::start();
     let cfg = config(&sink);
     let urls = provision(&moto, &cfg).await;
@@ -97,7 +63,7 @@ async fn a_batch_span_links_the_trace_of_every_event_in_it() {
         send(&sqs, &urls["in"], &event.to_string()).await;
     }
     let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
