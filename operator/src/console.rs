@@ -1,9 +1,10 @@
 //! The web console in a cluster (`--console-listen`): the page `eventpipe dev` serves,
 //! from the same code. It shows the EventPipelines of the watched namespaces, as the
-//! operator's watches hold them (no lists at steady state), with their status, conditions and worker
-//! replicas, the queue depth this replica's metrics cache holds (else the status's)
-//! and the status's DLQ depth; and the recent events of the ingress and worker pods it
-//! finds there, followed over their feeds (`/events/stream` on their `metrics` port).
+//! operator's watches hold them (no lists at steady state), with their status,
+//! conditions and worker replicas, the queue depth and stream lag this replica's
+//! metrics cache holds (else the status's queue depth) and the status's DLQ depth; and
+//! the recent events of the ingress and worker pods it watches there, followed over
+//! their feeds (`/events/stream` on their `metrics` port).
 //!
 //! It is reached through `kubectl port-forward`, so it answers only requests naming a
 //! loopback host (see [`eventpipe_console::auth::host_allowed`]).
