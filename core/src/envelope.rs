@@ -121,14 +121,18 @@ pub enum Decoded {
 /// Reads a message body: a CloudEvent as is, anything else wrapped with `id` as its id.
 pub fn decode(body: &str, id: &str, source: &str) -> Decoded {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let claims_cloudevent = parsed.as_ref().and_then(|v| v.get("specversion")).is_some();
-    if claims_cloudevent {
-        return match serde_json::from_str::<Event>(body) {
-            Ok(event) => Decoded::Event(Box::new(event)),
-            Err(e) => Decoded::Undecodable(format!("invalid CloudEvent: {e}")),
-        };
-    }
-    let data = parsed.unwrap_or_else(|| Value::String(body.to_string()));
+    let data = match parsed {
+        // A CloudEvent is read through a JSON value in any case: reading it from the
+        // one parsed here spares parsing every body twice.
+        Some(value) if value.get("specversion").is_some() => {
+            return match serde_json::from_value::<Event>(value) {
+                Ok(event) => Decoded::Event(Box::new(event)),
+                Err(e) => Decoded::Undecodable(format!("invalid CloudEvent: {e}")),
+            };
+        }
+        Some(value) => value,
+        None => Value::String(body.to_string()),
+    };
     Decoded::Wrapped(Box::new(build(NewEvent {
         id: id.into(),
         source: source.into(),
