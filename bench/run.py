@@ -101,8 +101,13 @@ class Proc:
         )
 
     def cpu_s(self):
+        user, kernel = self.cpu_split()
+        return user + kernel
+
+    def cpu_split(self):
+        """CPU seconds in user space and in the kernel (utime, stime)."""
         fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
     def mib(self, field):
         for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
@@ -372,16 +377,18 @@ def worker_round(name, n, size):
             proc = start_consumer(name, Path(tmp), moto, queue_url, sink)
             done = deleted_counter(proc) if name == "ceiling" else sink.count
             time.sleep(1)  # the first long poll is out
-            cpu0, t0 = proc.cpu_s(), time.monotonic()
+            (user0, kernel0), t0 = proc.cpu_split(), time.monotonic()
             with Profile(proc):
                 feed(moto.sqs, queue_url, n, size, done)
                 wait_until(lambda: done() >= n or not proc.alive(), 120 + n / 10, f"{name} to drain {n}")
             checked(proc)
             last = max(sink.first.values()) if name != "ceiling" else time.monotonic()
-            elapsed, cpu = last - t0, proc.cpu_s() - cpu0
+            user, kernel = proc.cpu_split()
+            elapsed, cpu, kernel = last - t0, user - user0 + kernel - kernel0, kernel - kernel0
             return {
                 "msgs_per_s": n / elapsed,
                 "cpu_s_per_1k": cpu / n * 1000,
+                "kernel_cpu_s_per_1k": kernel / n * 1000,
                 "cpu_share": cpu / elapsed,
                 "peak_rss_mib": proc.mib("VmHWM"),
                 "duplicates": max(sink.deliveries - sink.count(), 0),
@@ -767,11 +774,14 @@ def report(results, command):
         f"Medians of {results['rounds']} rounds.",
         "### Worker: SQS → HTTP sink "
         f"({results['params']['messages']:,} messages of {results['params']['message_bytes']} B)",
-        table(["consumer", "msgs/s", "CPU s per 1k msgs", "share of a core", "peak RSS MiB"],
-              [[k, f"{v['msgs_per_s']:.0f}", f"{v['cpu_s_per_1k']:.3f}", f"{v['cpu_share']:.0%}",
-                f"{v['peak_rss_mib']:.0f}"] for k, v in w.items() if isinstance(v, dict)]
+        table(["consumer", "msgs/s", "CPU s per 1k msgs", "of which kernel", "share of a core",
+               "peak RSS MiB"],
+              [[k, f"{v['msgs_per_s']:.0f}", f"{v['cpu_s_per_1k']:.3f}",
+                f"{v['kernel_cpu_s_per_1k']:.3f}" if "kernel_cpu_s_per_1k" in v else "–",
+                f"{v['cpu_share']:.0%}", f"{v['peak_rss_mib']:.0f}"]
+               for k, v in w.items() if isinstance(v, dict)]
               + [["moto's ceiling (raw receive/delete)", f"{w['backend_ceiling_msgs_per_s']:.0f}",
-                  "", "", ""]]),
+                  "", "", "", ""]]),
         f"### Streams: table → stream → HTTP sink ({results['params']['records']:,} records "
         f"of {results['params']['record_bytes']} B, one shard)",
         table(["consumer", "records/s", "CPU s per 1k records", "share of a core",
