@@ -316,7 +316,7 @@ impl Handler {
         group: Option<&str>,
     ) -> Result<(), Failure> {
         if let (Some(publisher), Some(reply)) = (&self.reply, reply) {
-            let mut reply = with_trace(reply, trace);
+            let mut reply = with_trace(reply, trace).into_owned();
             if envelope::correlation_id(&reply).is_none() {
                 reply.set_extension(
                     envelope::CORRELATION_ID,

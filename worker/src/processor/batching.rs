@@ -10,7 +10,7 @@ use cloudevents::Event;
 use tokio::sync::mpsc::{self, UnboundedReceiver, error::TryRecvError};
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, Delivery, Failure, Outcome, Processor};
+use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
 
 /// A delivery waiting for its batch, owned, with where its outcome goes.
 struct Item {
@@ -108,7 +108,8 @@ impl Processor for Batching {
         Box::pin(async move {
             let (answer, outcome) = oneshot::channel();
             let item = Item {
-                event: d.event.clone(),
+                // Copied with its delivery's trace context, which the batch keeps.
+                event: with_trace(d.event, &d.trace).into_owned(),
                 trace: d.trace,
                 group: d.group.map(str::to_string),
                 completion: d.completion,

@@ -6,6 +6,7 @@
 use cloudevents::{AttributesReader, Event};
 use opentelemetry::trace::TraceContextExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use std::borrow::Cow;
 use std::time::SystemTime;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -21,7 +22,7 @@ impl HttpProcessor {
     pub(super) async fn post_batch(&self, deliveries: Vec<Delivery<'_>>) -> Vec<Outcome> {
         let span = self.batch_span(&deliveries);
         let ids: Vec<&str> = deliveries.iter().map(|d| d.event.id()).collect();
-        let events: Vec<Event> = (deliveries.iter())
+        let events: Vec<Cow<'_, Event>> = (deliveries.iter())
             .map(|d| with_trace(d.event, &d.trace))
             .collect();
         let body = match serde_json::to_vec(&events) {

@@ -14,11 +14,13 @@ mod secret_headers;
 mod sigv4;
 mod sqs;
 
+use std::borrow::Cow;
 use std::time::Duration;
 use std::{future::Future, pin::Pin};
 
 use anyhow::bail;
 use cloudevents::Event;
+use cloudevents::event::ExtensionValue;
 use eventpipe_crds::Pipeline;
 
 use crate::clients::Clients;
@@ -187,11 +189,46 @@ fn batched<P: Processor + 'static>(
 }
 
 /// The event with its trace context replaced by the delivery's, so what it causes
-/// downstream (a table's stream, another queue) continues the same trace.
-pub fn with_trace(event: &Event, trace: &[(String, String)]) -> Event {
+/// downstream (a table's stream, another queue) continues the same trace; the event
+/// itself when it carries that context already (a batched delivery's copy does).
+pub fn with_trace<'a>(event: &'a Event, trace: &[(String, String)]) -> Cow<'a, Event> {
+    let carries = |(key, value): &(String, String)| matches!(event.extension(key), Some(ExtensionValue::String(v)) if v == value);
+    if trace.iter().all(carries) {
+        return Cow::Borrowed(event);
+    }
     let mut event = event.clone();
     for (key, value) in trace {
         event.set_extension(key, value.as_str());
     }
-    event
+    Cow::Owned(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use eventpipe_core::envelope::{self, TRACEPARENT};
+
+    use super::{fixtures, with_trace};
+
+    const DELIVERY: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn an_event_takes_its_deliverys_trace_and_is_copied_only_to_take_it() {
+        let event = fixtures::events(&["e-1"]).remove(0);
+        let trace = vec![(TRACEPARENT.to_string(), DELIVERY.to_string())];
+        let traced = with_trace(&event, &trace);
+        assert!(matches!(traced, Cow::Owned(_)));
+        assert_eq!(envelope::trace_context(&traced), trace);
+        assert!(
+            envelope::trace_context(&event).is_empty(),
+            "the original is left as it was"
+        );
+        let again = with_trace(&traced, &trace);
+        assert!(
+            matches!(again, Cow::Borrowed(_)),
+            "it carries that trace already"
+        );
+        assert_eq!(envelope::trace_context(&again), trace);
+    }
 }
