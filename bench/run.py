@@ -2,8 +2,9 @@
 """eventpipe side by side with what users run instead, on one moto server.
 
   worker   SQS -> HTTP sink: eventpipe-worker (one message per request, and batches),
-           npm sqs-consumer, a boto3 loop, and moto's own ceiling (a raw receive/delete
-           loop)
+           npm sqs-consumer, a boto3 loop, the Rust SDK's own receive/delete loop
+           (the floor under a consumer built on it) and moto's ceiling (a raw
+           receive/delete loop in boto3)
   streams  DynamoDB table -> stream -> HTTP sink: eventpipe-worker (one record per
            request, and batches) and a boto3 GetRecords loop
   ingress  signed 2 KiB GitHub webhooks (wrk): eventpipe-ingress to moto and with
@@ -298,7 +299,9 @@ def checked(proc):
 # ---------------------------------------------------------------- worker
 
 
-WORKER_CONTENDERS = ["eventpipe", "eventpipe-batch", "sqs-consumer", "boto3", "ceiling"]
+WORKER_CONTENDERS = ["eventpipe", "eventpipe-batch", "sqs-consumer", "boto3", "sdk-floor", "ceiling"]
+# Loops that only receive and delete, counted by what they print: nothing reaches the sink.
+DELETE_LOOPS = {"sdk-floor", "ceiling"}
 INGRESS_CONTENDERS = ["eventpipe", "eventpipe-noop", "octokit-node"]
 
 
@@ -308,6 +311,8 @@ def start_consumer(name, tmp, moto, queue_url, sink):
         return start_worker(tmp, moto, sink.url, batch=name == "eventpipe-batch")
     if name == "sqs-consumer":
         return start_peer(name, ["node", BENCH / "peers" / "sqs-consumer.mjs"], env)
+    if name == "sdk-floor":
+        return start_peer(name, [RELEASE / "examples" / "sdk_floor"], env)
     script = BENCH / "peers" / "boto3_consumer.py"
     if name == "boto3":
         return start_peer(name, [PYTHON, script], env)
@@ -315,7 +320,7 @@ def start_consumer(name, tmp, moto, queue_url, sink):
 
 
 def deleted_counter(proc):
-    """The ceiling loop prints one line per deleted batch."""
+    """The delete loops print one line per deleted batch."""
     total = [0]
 
     def read():
@@ -375,14 +380,14 @@ def worker_round(name, n, size):
         with tempfile.TemporaryDirectory() as tmp:
             queue_url = moto.queue("bench-events")
             proc = start_consumer(name, Path(tmp), moto, queue_url, sink)
-            done = deleted_counter(proc) if name == "ceiling" else sink.count
+            done = deleted_counter(proc) if name in DELETE_LOOPS else sink.count
             time.sleep(1)  # the first long poll is out
             (user0, kernel0), t0 = proc.cpu_split(), time.monotonic()
             with Profile(proc):
                 feed(moto.sqs, queue_url, n, size, done)
                 wait_until(lambda: done() >= n or not proc.alive(), 120 + n / 10, f"{name} to drain {n}")
             checked(proc)
-            last = max(sink.first.values()) if name != "ceiling" else time.monotonic()
+            last = time.monotonic() if name in DELETE_LOOPS else max(sink.first.values())
             user, kernel = proc.cpu_split()
             elapsed, cpu, kernel = last - t0, user - user0 + kernel - kernel0, kernel - kernel0
             return {
