@@ -192,8 +192,7 @@ fn batched<P: Processor + 'static>(
 /// downstream (a table's stream, another queue) continues the same trace; the event
 /// itself when it carries that context already (a batched delivery's copy does).
 pub fn with_trace<'a>(event: &'a Event, trace: &[(String, String)]) -> Cow<'a, Event> {
-    let carries = |(key, value): &(String, String)| matches!(event.extension(key), Some(ExtensionValue::String(v)) if v == value);
-    if trace.iter().all(carries) {
+    if trace.iter().all(|pair| carries(event, pair)) {
         return Cow::Borrowed(event);
     }
     let mut event = event.clone();
@@ -201,6 +200,11 @@ pub fn with_trace<'a>(event: &'a Event, trace: &[(String, String)]) -> Cow<'a, E
         event.set_extension(key, value.as_str());
     }
     Cow::Owned(event)
+}
+
+/// Whether `event` has the extension `key` set to the string `value`.
+fn carries(event: &Event, (key, value): &(String, String)) -> bool {
+    matches!(event.extension(key), Some(ExtensionValue::String(v)) if v == value)
 }
 
 #[cfg(test)]
