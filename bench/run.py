@@ -389,7 +389,8 @@ def worker_round(name, n, size):
             checked(proc)
             last = time.monotonic() if name in DELETE_LOOPS else max(sink.first.values())
             user, kernel = proc.cpu_split()
-            elapsed, cpu, kernel = last - t0, user - user0 + kernel - kernel0, kernel - kernel0
+            user, kernel = user - user0, kernel - kernel0
+            elapsed, cpu = last - t0, user + kernel
             return {
                 "msgs_per_s": n / elapsed,
                 "cpu_s_per_1k": cpu / n * 1000,
