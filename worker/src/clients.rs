@@ -14,6 +14,8 @@ pub struct Clients<'a> {
     secrets_dir: &'a Path,
     /// Where `push` processors deliver, instead of their ingress's replicas.
     push_to: Option<SocketAddr>,
+    /// Per binding name, loaded once: a load may ask the instance metadata service.
+    configs: BTreeMap<String, aws_config::SdkConfig>,
     sqs: BTreeMap<String, aws_sdk_sqs::Client>,
 }
 
@@ -22,6 +24,7 @@ impl<'a> Clients<'a> {
         Self {
             secrets_dir,
             push_to: None,
+            configs: BTreeMap::new(),
             sqs: BTreeMap::new(),
         }
     }
@@ -42,8 +45,17 @@ impl<'a> Clients<'a> {
     }
 
     /// The AWS configuration a binding describes (region, endpoint, credentials).
-    pub async fn config(&self, binding: &QueueBinding) -> anyhow::Result<aws_config::SdkConfig> {
-        Ok(aws::config_for(&binding.spec, self.secrets_dir).await?)
+    pub async fn config(
+        &mut self,
+        binding: &QueueBinding,
+    ) -> anyhow::Result<aws_config::SdkConfig> {
+        let name = binding.metadata.name.clone().unwrap_or_default();
+        if let Some(c) = self.configs.get(&name) {
+            return Ok(c.clone());
+        }
+        let config = aws::config_for(&binding.spec, self.secrets_dir).await?;
+        self.configs.insert(name, config.clone());
+        Ok(config)
     }
 
     pub async fn sqs(&mut self, binding: &QueueBinding) -> anyhow::Result<aws_sdk_sqs::Client> {

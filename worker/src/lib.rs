@@ -23,6 +23,7 @@ mod pressure;
 mod processor;
 mod publish;
 mod runtime;
+mod sigv4;
 mod sources;
 mod verdict;
 

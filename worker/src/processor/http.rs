@@ -17,9 +17,9 @@ use reqwest::header::{
 };
 
 use super::secret_headers::SecretHeaders;
-use super::sigv4::Signer;
 use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor};
 use crate::pressure::retry_after;
+use crate::sigv4::Signer;
 
 pub struct HttpProcessor {
     pub(super) client: reqwest::Client,

@@ -11,7 +11,6 @@ mod http;
 mod http_batch;
 mod push;
 mod secret_headers;
-mod sigv4;
 mod sqs;
 
 use std::borrow::Cow;

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::SqsSource;
+use super::wire::Wire;
 use crate::backoff::visibility_seconds;
 use crate::sources::lock;
 
@@ -22,7 +21,7 @@ const DELETE_LINGER: Duration = Duration::from_millis(50);
 /// Deletes acknowledged messages (sent as receipt handles) in batches of up to ten,
 /// waiting at most `DELETE_LINGER` for a batch to fill.
 pub(super) fn spawn_acker(
-    sqs: aws_sdk_sqs::Client,
+    wire: Arc<Wire>,
     url: String,
 ) -> (mpsc::UnboundedSender<String>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -37,38 +36,25 @@ pub(super) fn spawn_acker(
                     _ = &mut linger => break,
                 }
             }
-            delete(&sqs, &url, &batch).await;
+            delete(&wire, &url, &batch).await;
         }
     });
     (tx, task)
 }
 
 /// One `DeleteMessageBatch`; failures are logged, as the messages come back anyway.
-async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, receipts: &[String]) {
-    let entries = receipts.iter().enumerate().map(|(i, r)| {
-        DeleteMessageBatchRequestEntry::builder()
-            .id(i.to_string())
-            .receipt_handle(r)
-            .build()
-            .expect("id and receipt set")
-    });
-    let request = sqs
-        .delete_message_batch()
-        .queue_url(url)
-        .set_entries(Some(entries.collect()));
-    match request.send().await {
-        Ok(out) => {
-            for failed in out.failed() {
+async fn delete(wire: &Wire, url: &str, receipts: &[String]) {
+    match wire.delete(url, receipts).await {
+        Ok(failed) => {
+            for f in failed {
                 tracing::warn!(
-                    code = failed.code(),
-                    message = failed.message(),
+                    code = f.code,
+                    message = f.message,
                     "delete failed; the message may be redelivered"
                 );
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete failed; messages may be redelivered")
-        }
+        Err(e) => tracing::warn!(error = %e, "delete failed; messages may be redelivered"),
     }
 }
 

@@ -9,6 +9,7 @@ mod dead_letter;
 mod lanes;
 mod poll;
 mod process;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::lanes::Lanes;
+use self::wire::Wire;
 use super::{Binding, Kind, Source};
 use crate::clients::Clients;
 use crate::handler::Handler;
@@ -71,6 +73,8 @@ impl InFlight {
 pub struct SqsConfig {
     pub labels: Labels,
     pub sqs: aws_sdk_sqs::Client,
+    /// Receives and deletes, the calls made for every few messages.
+    pub wire: Arc<Wire>,
     pub url: String,
     pub queue: SqsQueue,
     pub policy: Option<DeadLetterPolicySpec>,
@@ -90,6 +94,7 @@ impl SqsConfig {
         clients: &mut Clients<'_>,
     ) -> anyhow::Result<Self> {
         let sqs = clients.sqs(source.binding).await?;
+        let wire = Wire::new(&clients.config(source.binding).await?).await?;
         let url = resolve::queue_url(&sqs, queue).await?;
         let policy = source.pipeline.policy_of(source.binding);
         let dlq_url = match policy {
@@ -100,6 +105,7 @@ impl SqsConfig {
         Ok(Self {
             labels: source.labels,
             sqs,
+            wire: Arc::new(wire),
             url,
             queue: queue.clone(),
             policy: policy.map(|p| p.spec.clone()),
@@ -115,6 +121,7 @@ impl SqsConfig {
         SqsSource {
             labels: self.labels,
             sqs: self.sqs,
+            wire: self.wire,
             url: self.url,
             queue: self.queue,
             policy: self.policy,
@@ -131,6 +138,7 @@ impl SqsConfig {
 pub struct SqsSource {
     labels: Labels,
     sqs: aws_sdk_sqs::Client,
+    wire: Arc<Wire>,
     url: String,
     queue: SqsQueue,
     policy: Option<DeadLetterPolicySpec>,
@@ -182,7 +190,7 @@ impl SqsSource {
         stop: CancellationToken,
         grace: Duration,
     ) {
-        let (acks, acker) = ack::spawn_acker(self.sqs.clone(), self.url.clone());
+        let (acks, acker) = ack::spawn_acker(self.wire.clone(), self.url.clone());
         let release = CancellationToken::new();
         let run = Arc::new(Run {
             acks,

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName as SysAttr;
 use eventpipe_core::envelope::{self, Decoded};
 use eventpipe_core::sqs_message;
 use opentelemetry::trace::TraceContextExt;
@@ -14,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{InFlight, Received, Run, SqsSource};
+use super::{InFlight, Received, Run, SqsSource, wire};
 use crate::backoff::visibility_seconds;
 use crate::gate::Permit;
 use crate::sources::lock;
@@ -76,18 +75,16 @@ impl SqsSource {
     /// `None` after an error (logged, with a pause so an unreachable queue is not
     /// hammered).
     async fn receive(&self, max: usize, stop: &CancellationToken) -> Option<Vec<Received>> {
-        let request = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max as i32)
-            .wait_time_seconds(self.queue.wait_time.as_std().as_secs().min(20) as i32)
-            .visibility_timeout(visibility_seconds(self.visibility()))
+        let ask = wire::Receive {
+            queue_url: &self.url,
+            max_number_of_messages: max as i32,
+            wait_time_seconds: self.queue.wait_time.as_std().as_secs().min(20) as i32,
+            visibility_timeout: visibility_seconds(self.visibility()),
             // Only what the worker reads: every attribute is parsed on each receive.
-            .message_system_attribute_names(SysAttr::ApproximateReceiveCount)
-            .message_system_attribute_names(SysAttr::MessageGroupId)
-            .message_attribute_names("All")
-            .send();
+            message_system_attribute_names: &["ApproximateReceiveCount", "MessageGroupId"],
+            message_attribute_names: &["All"],
+        };
+        let request = self.wire.receive(&ask);
         let queue = self.queue_name();
         let span = tracing::info_span!(
             "receive",
@@ -112,7 +109,7 @@ impl SqsSource {
         match answer {
             Ok(out) => {
                 let source = self.event_source();
-                let messages: Vec<Received> = (out.messages.unwrap_or_default().into_iter())
+                let messages: Vec<Received> = (out.into_iter())
                     .map(|message| Received {
                         decoded: sqs_message::decode(&message, &source),
                         message,
@@ -122,7 +119,7 @@ impl SqsSource {
                 Some(messages)
             }
             Err(e) => {
-                tracing::error!(queue = self.queue_name(), error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
+                tracing::error!(queue = self.queue_name(), error = %e, "receive failed");
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.cancelled() => {} }
                 None
             }

@@ -1,5 +1,6 @@
-//! AWS Signature Version 4 for HTTP deliveries (API Gateway with IAM authorization,
-//! Lambda function URLs), with the worker's credentials from the SDK's default chain.
+//! AWS Signature Version 4, with the credentials of an SDK configuration: for HTTP
+//! deliveries (API Gateway with IAM authorization, Lambda function URLs) and for the
+//! SQS calls the worker makes without the SDK.
 
 use std::time::{Duration, SystemTime};
 
@@ -25,19 +26,34 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// The signer a processor's `sigv4` asks for.
     pub fn new(spec: &SigV4, aws: &SdkConfig) -> anyhow::Result<Self> {
-        let region = match (&spec.region, aws.region()) {
-            (Some(r), _) => r.clone(),
-            (None, Some(r)) => r.to_string(),
-            (None, None) => bail!(
-                "processor.http.sigv4: no region; set sigv4.region or the worker's AWS_REGION"
-            ),
+        let Some(region) = spec.region.clone().or(aws.region().map(|r| r.to_string())) else {
+            bail!("processor.http.sigv4: no region; set sigv4.region or the worker's AWS_REGION")
         };
+        Self::build(spec.service.name(), region, aws, "processor.http.sigv4")
+    }
+
+    /// A signer for calls to `service` in the configuration's region.
+    pub fn for_service(service: &'static str, aws: &SdkConfig) -> anyhow::Result<Self> {
+        let Some(region) = aws.region() else {
+            bail!("{service}: no region; set the binding's region or AWS_REGION")
+        };
+        Self::build(service, region.to_string(), aws, service)
+    }
+
+    /// `what` names the signer in errors.
+    fn build(
+        service: &'static str,
+        region: String,
+        aws: &SdkConfig,
+        what: &str,
+    ) -> anyhow::Result<Self> {
         let Some(provider) = aws.credentials_provider() else {
-            bail!("processor.http.sigv4: the worker has no AWS credentials to sign with");
+            bail!("{what}: the worker has no AWS credentials to sign with");
         };
         Ok(Self {
-            service: spec.service.name(),
+            service,
             region,
             provider,
             cached: tokio::sync::Mutex::new(None),
