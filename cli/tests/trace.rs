@@ -175,6 +175,12 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_aggregate() {
         aggregate.attributes["messaging.destination.name"],
         "github-comments"
     );
+    assert!(!ingest.attributes["messaging.message.id"].is_empty());
+    assert!(
+        aggregate
+            .attributes
+            .contains_key("messaging.destination.partition.id")
+    );
 
     // Log lines about this event name the same trace (info lines are flushed within
     // a fraction of a second).
@@ -186,7 +192,8 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_aggregate() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|l| l["correlation_id"] == "4242")
             .collect();
-        if lines.len() >= 2 {
+        let consumer = |l: &serde_json::Value| l["span"]["name"] == "process";
+        if lines.len() >= 2 && lines.iter().any(consumer) {
             break lines;
         }
         assert!(
@@ -201,4 +208,9 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_aggregate() {
             .all(|l| l["trace_id"] == server.trace_id.as_str()),
         "{lines:#?}"
     );
+    // The consumers' messaging attributes are the trace's; their lines do not repeat them.
+    for l in lines.iter().filter(|l| l["span"]["name"] == "process") {
+        assert!(l["span"].get("messaging.system").is_none(), "{l:#}");
+        assert_eq!(l["span"]["event.id"], l["event_id"], "{l:#}");
+    }
 }

@@ -17,6 +17,7 @@ use eventpipe_core::sqs_message::{self, DeadLetterReasons};
 use eventpipe_core::{envelope, telemetry};
 use futures::future::join_all;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::lanes::{finished_prefix, split};
 use super::reader::Reader;
@@ -379,15 +380,20 @@ impl Reader {
             "process",
             otel.name = format!("process {table}"),
             otel.kind = "consumer",
-            messaging.system = "aws_dynamodb_streams",
-            messaging.operation.type = "process",
-            messaging.destination.name = %table,
-            messaging.destination.partition.id = self.shard(),
-            messaging.message.id = records::sequence_number(record),
             pipeline = %self.source.labels.pipeline,
             correlation.id = envelope::correlation_id(event).unwrap_or_default(),
             event.id = event.id(),
         );
+        // For the trace alone: as fields, every log line of the span would repeat them.
+        span.set_attribute("messaging.system", "aws_dynamodb_streams");
+        span.set_attribute("messaging.operation.type", "process");
+        span.set_attribute("messaging.destination.name", table.to_string());
+        span.set_attribute(
+            "messaging.destination.partition.id",
+            self.shard().to_string(),
+        );
+        let sequence = records::sequence_number(record).to_string();
+        span.set_attribute("messaging.message.id", sequence);
         let trace = envelope::trace_context(event);
         eventpipe_core::telemetry::continue_trace(
             &span,
