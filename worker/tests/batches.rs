@@ -145,7 +145,11 @@ async fn a_failed_batch_fails_every_event_and_a_throttled_one_spends_no_receive(
     }
     let letters = drain(&sqs, &urls["in-dlq"]).await;
     let why: Vec<&str> = (letters.iter())
-        .filter_map(|m| m.message_attributes()?.get("eventpipe-error")?.string_value())
+        .filter_map(|m| {
+            m.message_attributes()?
+                .get("eventpipe-error")?
+                .string_value()
+        })
         .collect();
     assert!(letters.is_empty(), "nothing dead-lettered, but: {why:?}");
 }
