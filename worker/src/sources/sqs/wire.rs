@@ -125,7 +125,7 @@ impl Wire {
         let answer = self
             .call("DeleteMessageBatch", body, Duration::ZERO)
             .await?;
-        Ok(serde_json::from_slice::<Deleted>(&answer)?.failed)
+        Ok(serde_json::from_slice::<DeleteAnswer>(&answer)?.failed)
     }
 
     /// One action, tried again while its failure is transient.
@@ -242,14 +242,14 @@ fn delete_request<'a>(url: &'a str, receipts: &'a [String]) -> DeleteRequest<'a>
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Deleted {
+struct DeleteAnswer {
     #[serde(default)]
     failed: Vec<Failed>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Received {
+struct ReceiveAnswer {
     #[serde(default)]
     messages: Vec<Wired>,
 }
@@ -277,7 +277,7 @@ struct WiredAttribute {
 
 /// A receive's answer, as SDK messages (what the rest of the source reads).
 fn messages(answer: &[u8]) -> Result<Vec<Message>, WireError> {
-    let received: Received = serde_json::from_slice(answer)?;
+    let received: ReceiveAnswer = serde_json::from_slice(answer)?;
     Ok(received.messages.into_iter().map(message).collect())
 }
 
