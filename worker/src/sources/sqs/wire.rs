@@ -92,7 +92,8 @@ pub struct Failed {
 
 pub struct Wire {
     http: reqwest::Client,
-    endpoint: String,
+    /// Parsed once: every request is posted to it and signed for it.
+    endpoint: reqwest::Url,
     signer: Signer,
 }
 
@@ -104,9 +105,12 @@ impl Wire {
             .connect_timeout(CONNECT_TIMEOUT)
             .no_proxy()
             .build()?;
+        let endpoint = endpoint(aws).await?;
+        let endpoint = reqwest::Url::parse(&endpoint)
+            .map_err(|e| anyhow::anyhow!("the SQS endpoint {endpoint:?}: {e}"))?;
         Ok(Self {
             http,
-            endpoint: endpoint(aws).await?,
+            endpoint,
             signer: Signer::for_service("sqs", aws)?,
         })
     }
@@ -157,10 +161,13 @@ impl Wire {
         let mut headers = HeaderMap::with_capacity(6);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT));
         headers.insert(TARGET.clone(), target(action));
-        let signed =
-            (self.signer.sign(&self.endpoint, &headers, body).await).map_err(WireError::Sign)?;
+        let signed = (self
+            .signer
+            .sign(self.endpoint.as_str(), &headers, body)
+            .await)
+            .map_err(WireError::Sign)?;
         headers.extend(signed);
-        let response = (self.http.post(&self.endpoint))
+        let response = (self.http.post(self.endpoint.clone()))
             .headers(headers)
             .body(body.to_vec())
             .timeout(wait + ANSWER_TIMEOUT)
