@@ -151,6 +151,20 @@ pub fn continue_trace<'a>(
     }
 }
 
+/// A consumer's `process` span's messaging attributes (OpenTelemetry's conventions),
+/// set on its trace alone: as span fields, every log line in the span would repeat them.
+pub fn process_attributes(
+    span: &tracing::Span,
+    system: &'static str,
+    destination: &str,
+    message_id: &str,
+) {
+    span.set_attribute("messaging.system", system);
+    span.set_attribute("messaging.operation.type", "process");
+    span.set_attribute("messaging.destination.name", destination.to_string());
+    span.set_attribute("messaging.message.id", message_id.to_string());
+}
+
 /// The trace id of `span` (32 hex digits), for log lines and summaries.
 pub fn trace_id(span: &tracing::Span) -> String {
     span.context().span().span_context().trace_id().to_string()

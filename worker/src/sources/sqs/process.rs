@@ -7,7 +7,6 @@ use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope::{self, Decoded, NewEvent};
 use eventpipe_core::sqs_message;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{Received, Run, SqsSource};
 use crate::backoff::visibility_seconds;
@@ -154,12 +153,8 @@ impl SqsSource {
             correlation.id = event.and_then(|e| envelope::correlation_id(e)),
             event.id = event.map(|e| e.id()),
         );
-        // For the trace alone: as fields, every log line of the span would repeat them.
-        span.set_attribute("messaging.system", "aws_sqs");
-        span.set_attribute("messaging.operation.type", "process");
-        span.set_attribute("messaging.destination.name", queue.to_string());
-        let id = message.message_id.clone().unwrap_or_default();
-        span.set_attribute("messaging.message.id", id);
+        let id = message.message_id.as_deref().unwrap_or_default();
+        eventpipe_core::telemetry::process_attributes(&span, "aws_sqs", queue, id);
         let trace = event
             .map(|e| envelope::trace_context(e))
             .unwrap_or_default();

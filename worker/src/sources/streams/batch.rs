@@ -384,16 +384,10 @@ impl Reader {
             correlation.id = envelope::correlation_id(event).unwrap_or_default(),
             event.id = event.id(),
         );
-        // For the trace alone: as fields, every log line of the span would repeat them.
-        span.set_attribute("messaging.system", "aws_dynamodb_streams");
-        span.set_attribute("messaging.operation.type", "process");
-        span.set_attribute("messaging.destination.name", table.to_string());
-        span.set_attribute(
-            "messaging.destination.partition.id",
-            self.shard().to_string(),
-        );
-        let sequence = records::sequence_number(record).to_string();
-        span.set_attribute("messaging.message.id", sequence);
+        let sequence = records::sequence_number(record);
+        telemetry::process_attributes(&span, "aws_dynamodb_streams", table, sequence);
+        let shard = self.shard().to_string();
+        span.set_attribute("messaging.destination.partition.id", shard);
         let trace = envelope::trace_context(event);
         eventpipe_core::telemetry::continue_trace(
             &span,
