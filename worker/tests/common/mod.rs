@@ -302,6 +302,19 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// The worker's log lines that name an event but were written in another event's span.
+pub fn lines_in_another_events_span(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| {
+            let Ok(l) = serde_json::from_str::<serde_json::Value>(line) else {
+                return false;
+            };
+            let span = &l["span"]["event.id"];
+            l["event_id"].is_string() && span.is_string() && *span != l["event_id"]
+        })
+        .collect()
+}
+
 /// A CloudEvent body with this id and data.
 pub fn cloudevent(id: &str, ty: &str, data: serde_json::Value) -> String {
     serde_json::json!({

@@ -48,7 +48,6 @@ impl SqsSource {
                 return false;
             }
         };
-        let _enter = span.enter();
         // Every line about an event names it, its correlation id and its trace.
         let correlation_id = envelope::correlation_id(&event).unwrap_or_default();
         let event_id = event.id().to_string();
@@ -60,25 +59,30 @@ impl SqsSource {
             Decision::DeadLetter(_) => "dead_lettered",
         };
         (self.handler.metrics).record(&self.labels, &event, outcome, &trace_id);
-        match decision {
-            Decision::Ack(outcome) => {
-                tracing::info!(outcome, receive_count, %correlation_id, %event_id, %trace_id, "acknowledged");
-                self.handler.metrics.outcome(&self.labels, outcome);
-                let _ = acks.send(receipt);
-                true
-            }
-            Decision::Retry(delay, error) => {
-                tracing::warn!(error = %error, retry_in = ?delay, %correlation_id, %event_id, %trace_id, "delivery failed; will retry");
-                self.handler.metrics.outcome(&self.labels, "retried");
-                if let Some(delay) = delay {
-                    Box::pin(self.set_visibility(&receipt, visibility_seconds(delay))).await;
+        // Instrumented, not entered: a span entered across an await would be current
+        // for whatever else runs on the thread meanwhile.
+        let conclude = async {
+            match decision {
+                Decision::Ack(outcome) => {
+                    tracing::info!(outcome, receive_count, %correlation_id, %event_id, %trace_id, "acknowledged");
+                    self.handler.metrics.outcome(&self.labels, outcome);
+                    let _ = acks.send(receipt);
+                    true
                 }
-                false
+                Decision::Retry(delay, error) => {
+                    tracing::warn!(error = %error, retry_in = ?delay, %correlation_id, %event_id, %trace_id, "delivery failed; will retry");
+                    self.handler.metrics.outcome(&self.labels, "retried");
+                    if let Some(delay) = delay {
+                        Box::pin(self.set_visibility(&receipt, visibility_seconds(delay))).await;
+                    }
+                    false
+                }
+                Decision::DeadLetter(error) => {
+                    Box::pin(self.dead_letter(&message, &event, &error, acks)).await
+                }
             }
-            Decision::DeadLetter(error) => {
-                Box::pin(self.dead_letter(&message, &event, &error, acks)).await
-            }
-        }
+        };
+        conclude.instrument(span).await
     }
 
     pub(super) fn event_source(&self) -> String {
