@@ -143,6 +143,7 @@ impl Wire {
         loop {
             match self.attempt(action, &body, wait).await {
                 Err(e) if e.transient() && attempt < ATTEMPTS => {
+                    tracing::warn!(action, attempt, error = %e, "SQS call failed; trying again");
                     let pause = FIRST_RETRY * 2u32.pow(attempt - 1);
                     tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
                     attempt += 1;
