@@ -1,8 +1,15 @@
 //! The event envelope: CloudEvents 1.0 in structured JSON mode, with the extensions
 //! that carry one correlation id and one trace from the webhook to the last sink.
 
+use std::collections::BTreeMap;
+
+use cloudevents::event::SpecVersion;
 use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// CloudEvent extension names (lowercase alphanumerics, as the spec requires).
 pub const CORRELATION_ID: &str = "correlationid";
@@ -44,7 +51,61 @@ pub fn build(new: NewEvent) -> Event {
 
 /// The event in structured JSON mode, as it travels in an SQS message body.
 pub fn to_json(event: &Event) -> String {
-    serde_json::to_string(event).expect("a CloudEvent serializes")
+    serde_json::to_string(&Structured(event)).expect("a CloudEvent serializes")
+}
+
+/// The event in structured JSON mode, where JSON data kept as the bytes it arrived
+/// in is written as they are (the SDK would write any bytes as `data_base64`).
+pub struct Structured<'a>(pub &'a Event);
+
+impl Serialize for Structured<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let (SpecVersion::V10, Some(data)) = (e.specversion(), json_bytes(e)) else {
+            return e.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("specversion", "1.0")?;
+        map.serialize_entry("id", e.id())?;
+        map.serialize_entry("type", e.ty())?;
+        map.serialize_entry("source", e.source())?;
+        if let Some(content_type) = e.datacontenttype() {
+            map.serialize_entry("datacontenttype", content_type)?;
+        }
+        if let Some(schema) = e.dataschema() {
+            map.serialize_entry("dataschema", schema.as_str())?;
+        }
+        if let Some(subject) = e.subject() {
+            map.serialize_entry("subject", subject)?;
+        }
+        if let Some(time) = e.time() {
+            map.serialize_entry("time", time)?;
+        }
+        map.serialize_entry("data", data)?;
+        for (name, value) in e.iter_extensions() {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// Whether data of this content type is JSON (no content type: JSON, as in
+/// structured mode).
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(t) = content_type else { return true };
+    let t = t.split(';').next().unwrap_or_default().trim();
+    t == "application/json" || t.ends_with("+json")
+}
+
+/// The event's data when it is JSON held as bytes (valid JSON, a JSON content type).
+fn json_bytes(event: &Event) -> Option<&RawValue> {
+    let Some(Data::Binary(bytes)) = event.data() else {
+        return None;
+    };
+    if !is_json(event.datacontenttype()) {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
 }
 
 /// A string extension of the event.
@@ -89,8 +150,7 @@ pub fn with_json_data(mut event: Event) -> Event {
         .datacontenttype()
         .unwrap_or("application/json")
         .to_string();
-    let is_json = content_type.starts_with("application/json") || content_type.ends_with("+json");
-    if let (Some(value), true) = (json, is_json) {
+    if let (Some(value), true) = (json, is_json(Some(&content_type))) {
         event.set_data(content_type, value);
     }
     event
@@ -118,29 +178,66 @@ pub enum Decoded {
     Undecodable(String),
 }
 
+/// Whether a JSON object has a `specversion` member, read without building it.
+#[derive(serde::Deserialize)]
+struct Probe {
+    #[serde(default, deserialize_with = "present")]
+    specversion: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
 /// Reads a message body: a CloudEvent as is, anything else wrapped with `id` as its id.
+/// JSON data stays the bytes received: most processors take it as it came, and
+/// parsing it only to write it out again would cost more than the rest of the event.
 pub fn decode(body: &str, id: &str, source: &str) -> Decoded {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let data = match parsed {
-        // A CloudEvent is read through a JSON value in any case: reading it from the
-        // one parsed here spares parsing every body twice.
-        Some(value) if value.get("specversion").is_some() => {
-            return match serde_json::from_value::<Event>(value) {
+    let object = body.trim_start().starts_with('{');
+    let data = match object.then(|| serde_json::from_str::<Probe>(body)) {
+        Some(Ok(Probe { specversion: true })) => {
+            return match cloudevent(body) {
                 Ok(event) => Decoded::Event(Box::new(event)),
                 Err(e) => Decoded::Undecodable(format!("invalid CloudEvent: {e}")),
             };
         }
-        Some(value) => value,
-        None => Value::String(body.to_string()),
+        Some(Ok(_)) => Data::Binary(body.trim().as_bytes().to_vec()),
+        _ if serde_json::from_str::<IgnoredAny>(body).is_ok() => {
+            Data::Binary(body.trim().as_bytes().to_vec())
+        }
+        _ => Data::Json(Value::String(body.to_string())),
     };
-    Decoded::Wrapped(Box::new(build(NewEvent {
+    let mut event = build(NewEvent {
         id: id.into(),
         source: source.into(),
         event_type: "eventpipe.message".into(),
         correlation_id: id.into(),
-        data,
         ..Default::default()
-    })))
+    });
+    event.set_data("application/json", data);
+    Decoded::Wrapped(Box::new(event))
+}
+
+/// A structured-mode CloudEvent; JSON data is kept as its bytes in the body.
+fn cloudevent(body: &str) -> Result<Event, serde_json::Error> {
+    let mut members: BTreeMap<String, &RawValue> = serde_json::from_str(body)?;
+    let data = members.remove("data");
+    let mut object = serde_json::Map::new();
+    for (name, value) in members {
+        object.insert(name, serde_json::from_str(value.get())?);
+    }
+    let content_type = object.get("datacontenttype").and_then(Value::as_str);
+    let v10 = object.get("specversion").and_then(Value::as_str) == Some("1.0");
+    let keep = v10 && is_json(content_type) && !object.contains_key("data_base64");
+    if let (Some(d), false) = (data, keep) {
+        // Text, both forms at once, or CloudEvents 0.3: the SDK reads (or refuses) them.
+        object.insert("data".into(), serde_json::from_str(d.get())?);
+    }
+    let mut event: Event = serde_json::from_value(Value::Object(object))?;
+    if let (Some(d), true) = (data, keep) {
+        event.set_data_unchecked(Data::Binary(d.get().as_bytes().to_vec()));
+    }
+    Ok(event)
 }
 
 #[cfg(test)]
@@ -216,6 +313,59 @@ mod tests {
         let mut text = sample();
         text.set_data("text/plain", cloudevents::Data::Binary(b"{}".to_vec()));
         assert!(matches!(with_json_data(text).data(), Some(Data::Binary(_))));
+    }
+
+    #[test]
+    fn json_data_stays_the_bytes_received_and_is_written_back_as_json() {
+        let data = r#"{"z": 1, "a": [true, null],  "s": "x\"y"}"#;
+        let body = format!(
+            r#"{{"specversion":"1.0","id":"e-1","source":"/s","type":"t","data":{data},"correlationid":"c"}}"#
+        );
+        let Decoded::Event(e) = decode(&body, "m", "q") else {
+            panic!()
+        };
+        assert_eq!(e.data(), Some(&Data::Binary(data.as_bytes().to_vec())));
+        assert_eq!(correlation_id(&e).as_deref(), Some("c"));
+        assert_eq!(data_json(&e), serde_json::from_str::<Value>(data).unwrap());
+        let json = to_json(&e);
+        assert!(json.contains(&format!(r#""data":{data}"#)), "{json}");
+        assert!(!json.contains("data_base64"), "{json}");
+        let Decoded::Event(again) = decode(&json, "m", "q") else {
+            panic!("{json}")
+        };
+        assert_eq!(again, e);
+
+        let Decoded::Wrapped(w) = decode(&format!(" {data}\n"), "m", "q") else {
+            panic!()
+        };
+        assert_eq!(w.data(), Some(&Data::Binary(data.as_bytes().to_vec())));
+        assert_eq!(w.datacontenttype(), Some("application/json"));
+        let json = to_json(&w);
+        assert!(json.contains(&format!(r#""data":{data}"#)), "{json}");
+        let Decoded::Wrapped(list) = decode("[1, 2]", "m", "q") else {
+            panic!()
+        };
+        assert_eq!(data_json(&list), json!([1, 2]));
+    }
+
+    #[test]
+    fn text_data_and_bytes_that_are_not_json_keep_their_cloudevents_forms() {
+        let text = r#"{"specversion":"1.0","id":"e","source":"/s","type":"t","datacontenttype":"text/plain","data":"hi"}"#;
+        let Decoded::Event(e) = decode(text, "m", "q") else {
+            panic!()
+        };
+        assert_eq!(e.data(), Some(&Data::String("hi".into())));
+        assert_eq!(
+            serde_json::from_str::<Value>(&to_json(&e)).unwrap()["data"],
+            "hi"
+        );
+        let mut broken = sample();
+        broken.set_data("application/json", Data::Binary(b"{not json".to_vec()));
+        let json: Value = serde_json::from_str(&to_json(&broken)).unwrap();
+        assert!(json.get("data").is_none(), "{json}");
+        assert_eq!(json["data_base64"], "e25vdCBqc29u");
+        let both = r#"{"specversion":"1.0","id":"e","source":"/s","type":"t","data":{},"data_base64":"e30="}"#;
+        assert!(matches!(decode(both, "m", "q"), Decoded::Undecodable(_)));
     }
 
     #[test]

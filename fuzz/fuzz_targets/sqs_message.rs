@@ -71,14 +71,15 @@ fuzz_target!(|data: &[u8]| {
     );
 });
 
-/// An event on its way to a FIFO queue travels unchanged and within SQS's rules.
+/// An event on its way to a FIFO queue travels unchanged (seen as JSON) and within
+/// SQS's rules.
 fn resend(event: &cloudevents::Event) {
     let out = Outgoing::event(event, true, None);
     assert!(out.attributes.values().all(|v| !v.is_empty()));
     assert_eq!(out.deduplication_id, Some(sqs::fifo_id(event.id())));
     let received = Message::builder().message_id("m-2").body(&out.body).build();
     match sqs::decode(&received, "/other") {
-        Decoded::Event(again) => assert_eq!(*again, *event),
+        Decoded::Event(again) => assert_eq!(envelope::as_json(&again), envelope::as_json(event)),
         other => panic!("{} decodes as {other:?}", out.body),
     }
 }

@@ -56,6 +56,25 @@ async fn setup(
 }
 
 #[tokio::test]
+async fn json_data_reaches_the_processor_byte_for_byte() {
+    let sink = Sink::ok().await;
+    let (moto, urls, cfg) = setup(&sink, STANDARD, "  delivery: {concurrency: 1}").await;
+    let sqs = moto.sqs();
+    // Numbers no float holds, an order and spacing a re-encoding would not keep.
+    let data = r#"{"z": 12345678901234567890123, "a": 2.50, "e": 1E3}"#;
+    let event =
+        format!(r#"{{"specversion":"1.0","id":"e1","source":"/s","type":"t","data": {data} }}"#);
+    send(&sqs, &urls["in"], &event).await;
+    send(&sqs, &urls["in"], &format!("  {data}\n")).await;
+    let _worker = WorkerProcess::start(&moto, &cfg, &[]).await;
+    eventually(30 * SECONDS, "2 deliveries", async || sink.count() >= 2).await;
+    let received = sink.received.lock().unwrap().clone();
+    for r in &received {
+        assert_eq!(r.body, data, "{:?}", r.headers);
+    }
+}
+
+#[tokio::test]
 async fn delivers_every_message_once_and_deletes_it() {
     let sink = Sink::ok().await;
     let (moto, urls, cfg) = setup(&sink, STANDARD, "  delivery: {concurrency: 4}").await;

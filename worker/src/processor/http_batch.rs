@@ -4,6 +4,7 @@
 //! which failed ([`failed_items`]); a non-2xx status fails them all.
 
 use cloudevents::{AttributesReader, Event};
+use eventpipe_core::envelope::Structured;
 use opentelemetry::trace::TraceContextExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use std::borrow::Cow;
@@ -25,7 +26,8 @@ impl HttpProcessor {
         let events: Vec<Cow<'_, Event>> = (deliveries.iter())
             .map(|d| with_trace(d.event, &d.trace))
             .collect();
-        let body = match serde_json::to_vec(&events) {
+        let structured: Vec<Structured<'_>> = events.iter().map(|e| Structured(e)).collect();
+        let body = match serde_json::to_vec(&structured) {
             Ok(b) => b,
             Err(e) => return every(ids.len(), Failure::invalid(format!("batch body: {e}"))),
         };

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use eventpipe_core::envelope::Structured;
 use eventpipe_crds::PushProcessor as Spec;
 use futures::future::join_all;
 use reqwest::header::CONTENT_TYPE;
@@ -90,7 +91,7 @@ impl Processor for PushProcessor {
     fn deliver<'a>(&'a self, d: Delivery<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let event = with_trace(d.event, &d.trace);
-            let body = match serde_json::to_vec(&event) {
+            let body = match serde_json::to_vec(&Structured(&event)) {
                 Ok(body) => body,
                 Err(e) => return Outcome::Failed(Failure::invalid(e.to_string())),
             };
