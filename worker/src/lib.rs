@@ -17,6 +17,7 @@ pub mod fuzzing;
 mod gate;
 mod handler;
 mod holding;
+mod http_client;
 mod idempotency;
 pub mod metrics;
 mod pressure;

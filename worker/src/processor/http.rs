@@ -12,19 +12,20 @@ use aws_config::SdkConfig;
 use cloudevents::{AttributesReader, Event, binding::http::to_event};
 use eventpipe_core::envelope;
 use eventpipe_crds::{ContainerProcessor, HttpProcessor as Spec};
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
-};
+use http::Uri;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::secret_headers::SecretHeaders;
 use super::{BoxFuture, Delivery, Failure, FailureKind, Outcome, Processor};
+use crate::http_client::{self, Answer, HttpClient, HttpError};
 use crate::pressure::retry_after;
 use crate::sigv4::Signer;
 
 pub struct HttpProcessor {
-    pub(super) client: reqwest::Client,
-    /// Parsed once, rather than for every request.
-    pub(super) url: reqwest::Url,
+    pub(super) client: HttpClient,
+    /// The URL (what SigV4 signs and errors name), and parsed once.
+    pub(super) url: String,
+    pub(super) uri: Uri,
     pub(super) timeout: Duration,
     headers: HeaderMap,
     /// `headersFrom` and the bearer token, from mounted Secrets.
@@ -65,17 +66,12 @@ impl HttpProcessor {
                 HeaderValue::try_from(v.as_str())?,
             );
         }
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()?;
-        let parsed =
-            reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("processor url {url:?}: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            bail!("processor url {url:?}: not http or https");
-        }
+        let uri =
+            http_client::uri(url).map_err(|e| anyhow::anyhow!("processor url {url:?}: {e}"))?;
         Ok(Self {
-            client,
-            url: parsed,
+            client: HttpClient::new(64)?,
+            url: uri.to_string(),
+            uri,
             timeout,
             headers,
             secret_headers: None,
@@ -124,7 +120,7 @@ impl HttpProcessor {
         body: &[u8],
     ) -> anyhow::Result<HeaderMap> {
         if let Some(signer) = &self.signer {
-            headers.extend(signer.sign(self.url.as_str(), &headers, body).await?);
+            headers.extend(signer.sign(&self.url, &headers, body).await?);
         }
         Ok(headers)
     }
@@ -194,28 +190,11 @@ impl Processor for HttpProcessor {
                 Ok(h) => h,
                 Err(e) => return Outcome::Failed(Failure::transient(format!("{e:#}"))),
             };
-            let request = self
-                .client
-                .post(self.url.clone())
-                .timeout(self.timeout)
-                .headers(headers)
-                .body(body);
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) => return Outcome::Failed(self.send_failure(&e)),
-            };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = response.bytes().await.unwrap_or_default();
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-                return Outcome::Failed(Failure {
-                    kind: status_kind(status.as_u16(), &headers, SystemTime::now()),
-                    message: format!("HTTP {status}: {text}"),
-                });
-            }
-            Outcome::Delivered {
-                reply: reply(&headers, bytes.to_vec()).map(Box::new),
+            match self.exchange(headers, body).await {
+                Ok(answer) => Outcome::Delivered {
+                    reply: reply(&answer.headers, answer.body.to_vec()).map(Box::new),
+                },
+                Err(failure) => Outcome::Failed(failure),
             }
         })
     }
@@ -226,20 +205,42 @@ impl Processor for HttpProcessor {
 }
 
 impl HttpProcessor {
-    pub(super) fn send_failure(&self, e: &reqwest::Error) -> Failure {
-        no_answer(e, self.url.as_str(), self.timeout)
+    /// The POST and its 2xx answer; a failure for anything else.
+    pub(super) async fn exchange(
+        &self,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<Answer, Failure> {
+        let answer = (self
+            .client
+            .post(&self.uri, headers, body, self.timeout)
+            .await)
+            .map_err(|e| no_answer(&e, &self.url))?;
+        refused(answer)
     }
+}
+
+/// A non-2xx answer as the failure it is.
+pub(super) fn refused(answer: Answer) -> Result<Answer, Failure> {
+    let status = answer.status;
+    if status.is_success() {
+        return Ok(answer);
+    }
+    let body = &answer.body[..answer.body.len().min(200)];
+    Err(Failure {
+        kind: status_kind(status.as_u16(), &answer.headers, SystemTime::now()),
+        message: format!("HTTP {status}: {}", String::from_utf8_lossy(body)),
+    })
 }
 
 /// A request to `target` that got no answer: a timeout or a refused connection is
 /// the receiver being unable to take it now; anything else is transient.
-pub(super) fn no_answer(e: &reqwest::Error, target: &str, timeout: Duration) -> Failure {
-    if e.is_timeout() {
-        Failure::throttled(None, format!("{target}: timed out after {timeout:?}"))
-    } else if e.is_connect() {
-        Failure::throttled(None, format!("{target}: cannot connect: {e}"))
-    } else {
-        Failure::transient(format!("{target}: {e}"))
+pub(super) fn no_answer(e: &HttpError, target: &str) -> Failure {
+    match e {
+        HttpError::Timeout(_) | HttpError::Connect(_) => {
+            Failure::throttled(None, format!("{target}: {e}"))
+        }
+        HttpError::Broken(_) => Failure::transient(format!("{target}: {e}")),
     }
 }
 
@@ -336,25 +337,27 @@ mod tests {
         let url = format!("http://{}/", closed.local_addr().unwrap());
         drop(closed);
         let p = HttpProcessor::new(&url, Duration::from_millis(200), &BTreeMap::new()).unwrap();
-        let e = p.client.post(&url).send().await.unwrap_err();
-        assert!(matches!(
-            p.send_failure(&e).kind,
-            FailureKind::Throttled(None)
-        ));
+        let Err(failure) = p.exchange(HeaderMap::new(), vec![]).await else {
+            panic!("answered")
+        };
+        assert!(
+            matches!(failure.kind, FailureKind::Throttled(None)),
+            "{failure:?}"
+        );
+        assert!(failure.message.contains("cannot connect"), "{failure:?}");
 
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", silent.local_addr().unwrap());
         let p = HttpProcessor::new(&url, Duration::from_millis(200), &BTreeMap::new()).unwrap();
-        let e = p
-            .client
-            .post(&url)
-            .timeout(p.timeout)
-            .send()
-            .await
-            .unwrap_err();
-        let failure = p.send_failure(&e);
+        let Err(failure) = p.exchange(HeaderMap::new(), vec![]).await else {
+            panic!("answered")
+        };
         assert!(
             matches!(failure.kind, FailureKind::Throttled(None)),
+            "{failure:?}"
+        );
+        assert!(
+            failure.message.contains("timed out after 200ms"),
             "{failure:?}"
         );
         drop(silent);

@@ -5,15 +5,14 @@
 
 use cloudevents::{AttributesReader, Event};
 use eventpipe_core::envelope::Structured;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use opentelemetry::trace::TraceContextExt;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use std::borrow::Cow;
-use std::time::SystemTime;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::batch_response::failed_items;
-use super::http::{HttpProcessor, status_kind};
+use super::http::HttpProcessor;
 use super::{Delivery, Failure, Outcome, with_trace};
 
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
@@ -50,22 +49,8 @@ impl HttpProcessor {
         ));
         let headers = (self.signed(headers, &body).await)
             .map_err(|e| Failure::transient(format!("{e:#}")))?;
-        let request = (self.client.post(self.url.clone()))
-            .timeout(self.timeout)
-            .headers(headers)
-            .body(body);
-        let response = request.send().await.map_err(|e| self.send_failure(&e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap_or_default().to_vec();
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-            return Err(Failure {
-                kind: status_kind(status.as_u16(), &headers, SystemTime::now()),
-                message: format!("HTTP {status}: {text}"),
-            });
-        }
-        Ok((headers, bytes))
+        let answer = self.exchange(headers, body).await?;
+        Ok((answer.headers, answer.body.to_vec()))
     }
 
     /// The span of one batch request, linked to the trace of every event in it.

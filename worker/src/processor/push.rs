@@ -13,10 +13,13 @@ use std::time::{Duration, SystemTime};
 use eventpipe_core::envelope::Structured;
 use eventpipe_crds::PushProcessor as Spec;
 use futures::future::join_all;
-use reqwest::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use super::http::{no_answer, status_kind};
 use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
+use crate::http_client::{self, HttpClient};
+
+const JSON: &str = "application/json";
 
 /// Where the ingress replicas are.
 #[derive(Clone, Debug)]
@@ -28,7 +31,7 @@ pub enum Replicas {
 }
 
 pub struct PushProcessor {
-    client: reqwest::Client,
+    client: HttpClient,
     replicas: Replicas,
     pipeline: String,
     timeout: Duration,
@@ -44,7 +47,7 @@ impl PushProcessor {
             None => Replicas::Resolved(format!("{}:{}", Spec::service_name(&pipeline), Spec::PORT)),
         };
         Ok(Self {
-            client: reqwest::Client::builder().build()?,
+            client: HttpClient::new(8)?,
             replicas,
             pipeline,
             timeout,
@@ -67,19 +70,19 @@ impl PushProcessor {
 
     async fn send(&self, addr: SocketAddr, body: &[u8]) -> Result<(), Failure> {
         let url = format!("http://{addr}/push/{}", self.pipeline);
-        let sent = (self.client.post(&url))
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(self.timeout)
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| no_answer(&e, &url, self.timeout))?;
-        let status = sent.status();
+        let uri = http_client::uri(&url).map_err(|e| Failure::invalid(format!("{url}: {e}")))?;
+        let headers = HeaderMap::from_iter([(CONTENT_TYPE, HeaderValue::from_static(JSON))]);
+        let answer = (self
+            .client
+            .post(&uri, headers, body.to_vec(), self.timeout)
+            .await)
+            .map_err(|e| no_answer(&e, &url))?;
+        let status = answer.status;
         if status.is_success() {
             return Ok(());
         }
-        let kind = status_kind(status.as_u16(), sent.headers(), SystemTime::now());
-        let text = sent.text().await.unwrap_or_default();
+        let kind = status_kind(status.as_u16(), &answer.headers, SystemTime::now());
+        let text = String::from_utf8_lossy(&answer.body);
         Err(Failure {
             kind,
             message: format!("push to {addr}: {status}: {text}"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use eventpipe_crds::{HttpProcessor as Spec, SecretKeyRef};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
 /// How often the files are read again; kubelet refreshes mounted Secrets about every minute.
 const RELOAD_EVERY: Duration = Duration::from_secs(15);

@@ -14,23 +14,27 @@ use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeN
 use aws_types::service_config::ServiceConfigKey;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::Uri;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use crate::http_client::{self, HttpClient, HttpError};
 use crate::sigv4::Signer;
 
 const CONTENT: &str = "application/x-amz-json-1.0";
 /// Tries per call; transport errors, throttling and server errors are tried again.
 const ATTEMPTS: u32 = 3;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections kept to the endpoint (SQS keeps them open; moto closes each).
+const POOLED: usize = 16;
 /// Beyond a long poll's wait, how long an answer may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("{}", with_causes(.0))]
-    Transport(#[from] reqwest::Error),
+    #[error("{0}")]
+    Transport(#[from] HttpError),
     #[error("{code}: {message} (HTTP {status})")]
     Service {
         status: u16,
@@ -54,17 +58,6 @@ impl WireError {
             Self::Decode(_) | Self::Sign(_) => false,
         }
     }
-}
-
-/// An error and what caused it, as one line (reqwest's own says little).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        line = format!("{line}: {c}");
-        cause = c.source();
-    }
-    line
 }
 
 /// What a receive asks for.
@@ -91,25 +84,22 @@ pub struct Failed {
 }
 
 pub struct Wire {
-    http: reqwest::Client,
+    http: HttpClient,
     /// Parsed once: every request is posted to it and signed for it.
-    endpoint: reqwest::Url,
+    endpoint: Uri,
+    url: String,
     signer: Signer,
 }
 
 impl Wire {
     /// Calls to where the SDK would send this configuration's SQS calls.
     pub async fn new(aws: &SdkConfig) -> anyhow::Result<Self> {
-        // No proxy from the environment: the SDK, which makes every other call, uses none.
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
-            .build()?;
         let endpoint = endpoint(aws).await?;
-        let endpoint = reqwest::Url::parse(&endpoint)
+        let endpoint = http_client::uri(&endpoint)
             .map_err(|e| anyhow::anyhow!("the SQS endpoint {endpoint:?}: {e}"))?;
         Ok(Self {
-            http,
+            http: HttpClient::new(POOLED)?,
+            url: endpoint.to_string(),
             endpoint,
             signer: Signer::for_service("sqs", aws)?,
         })
@@ -133,12 +123,7 @@ impl Wire {
     }
 
     /// One action, tried again while its failure is transient.
-    async fn call(
-        &self,
-        action: &str,
-        body: Vec<u8>,
-        wait: Duration,
-    ) -> Result<Vec<u8>, WireError> {
+    async fn call(&self, action: &str, body: Vec<u8>, wait: Duration) -> Result<Bytes, WireError> {
         let mut attempt = 1;
         loop {
             match self.attempt(action, &body, wait).await {
@@ -153,32 +138,20 @@ impl Wire {
         }
     }
 
-    async fn attempt(
-        &self,
-        action: &str,
-        body: &[u8],
-        wait: Duration,
-    ) -> Result<Vec<u8>, WireError> {
+    async fn attempt(&self, action: &str, body: &[u8], wait: Duration) -> Result<Bytes, WireError> {
         let mut headers = HeaderMap::with_capacity(6);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT));
         headers.insert(TARGET.clone(), target(action));
-        let signed = (self
-            .signer
-            .sign(self.endpoint.as_str(), &headers, body)
-            .await)
-            .map_err(WireError::Sign)?;
+        let signed =
+            (self.signer.sign(&self.url, &headers, body).await).map_err(WireError::Sign)?;
         headers.extend(signed);
-        let response = (self.http.post(self.endpoint.clone()))
-            .headers(headers)
-            .body(body.to_vec())
-            .timeout(wait + ANSWER_TIMEOUT)
-            .send()
+        let timeout = wait + ANSWER_TIMEOUT;
+        let answer = (self.http)
+            .post(&self.endpoint, headers, body.to_vec(), timeout)
             .await?;
-        let status = response.status().as_u16();
-        let answer = response.bytes().await?;
-        match status {
-            200..=299 => Ok(answer.into()),
-            _ => Err(service_error(status, &answer)),
+        match answer.status.as_u16() {
+            200..=299 => Ok(answer.body),
+            status => Err(service_error(status, &answer.body)),
         }
     }
 }
