@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use cloudevents::event::SpecVersion;
 use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
-use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
@@ -178,25 +177,16 @@ pub enum Decoded {
     Undecodable(String),
 }
 
-/// Whether a JSON object has a `specversion` member, read without building it.
-#[derive(serde::Deserialize)]
-struct Probe {
-    #[serde(default, deserialize_with = "present")]
-    specversion: bool,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(d).map(|_| true)
-}
-
 /// Reads a message body: a CloudEvent as is, anything else wrapped with `id` as its id.
 /// JSON data stays the bytes received: most processors take it as it came, and
 /// parsing it only to write it out again would cost more than the rest of the event.
 pub fn decode(body: &str, id: &str, source: &str) -> Decoded {
+    // The top level only: members stay the text they are in the body.
     let object = body.trim_start().starts_with('{');
-    let data = match object.then(|| serde_json::from_str::<Probe>(body)) {
-        Some(Ok(Probe { specversion: true })) => {
-            return match cloudevent(body) {
+    let members = object.then(|| serde_json::from_str::<BTreeMap<String, &RawValue>>(body));
+    let data = match members {
+        Some(Ok(members)) if members.contains_key("specversion") => {
+            return match cloudevent(members) {
                 Ok(event) => Decoded::Event(Box::new(event)),
                 Err(e) => Decoded::Undecodable(format!("invalid CloudEvent: {e}")),
             };
@@ -218,9 +208,8 @@ pub fn decode(body: &str, id: &str, source: &str) -> Decoded {
     Decoded::Wrapped(Box::new(event))
 }
 
-/// A structured-mode CloudEvent; JSON data is kept as its bytes in the body.
-fn cloudevent(body: &str) -> Result<Event, serde_json::Error> {
-    let mut members: BTreeMap<String, &RawValue> = serde_json::from_str(body)?;
+/// A structured-mode CloudEvent from its members; JSON data is kept as its bytes.
+fn cloudevent(mut members: BTreeMap<String, &RawValue>) -> Result<Event, serde_json::Error> {
     let data = members.remove("data");
     let mut object = serde_json::Map::new();
     for (name, value) in members {
