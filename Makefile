@@ -84,7 +84,7 @@ e2e: venv tools
 ## writes bench/results.json and BENCHMARKS.md. BENCH_ARGS="--rounds 1" for a quick look.
 bench: venv $(TOOLS)/wrk $(PEERS)/node_modules/.installed
 	cargo build --release -p eventpipe-worker -p eventpipe-ingress -p eventpipe-cli
-	cargo build --release -p eventpipe-worker --example sdk_floor  # apart: examples take dev features
+	cargo build --release -p eventpipe-worker --example sdk_floor --example floor  # apart: examples take dev features
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 ## Faults under load (~20 min): webhooks -> ingress -> SQS -> worker -> table -> stream

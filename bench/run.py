@@ -2,9 +2,9 @@
 """eventpipe side by side with what users run instead, on one moto server.
 
   worker   SQS -> HTTP sink: eventpipe-worker (one message per request, and batches),
-           npm sqs-consumer, a boto3 loop, the Rust SDK's own receive/delete loop
-           (the floor under a consumer built on it) and moto's ceiling (a raw
-           receive/delete loop in boto3)
+           the worker's floor (its own requests and nothing else), npm sqs-consumer,
+           a boto3 loop, the Rust SDK's own receive/delete loop (the floor under a
+           consumer built on it) and moto's ceiling (a raw receive/delete loop in boto3)
   streams  DynamoDB table -> stream -> HTTP sink: eventpipe-worker (one record per
            request, and batches) and a boto3 GetRecords loop
   ingress  signed 2 KiB GitHub webhooks (wrk): eventpipe-ingress to moto and with
@@ -299,7 +299,8 @@ def checked(proc):
 # ---------------------------------------------------------------- worker
 
 
-WORKER_CONTENDERS = ["eventpipe", "eventpipe-batch", "sqs-consumer", "boto3", "sdk-floor", "ceiling"]
+WORKER_CONTENDERS = ["eventpipe", "eventpipe-batch", "floor", "floor-batch", "sqs-consumer", "boto3",
+                     "sdk-floor", "ceiling"]
 # Loops that only receive and delete, counted by what they print: nothing reaches the sink.
 DELETE_LOOPS = {"sdk-floor", "ceiling"}
 INGRESS_CONTENDERS = ["eventpipe", "eventpipe-noop", "octokit-node"]
@@ -311,6 +312,9 @@ def start_consumer(name, tmp, moto, queue_url, sink):
         return start_worker(tmp, moto, sink.url, batch=name == "eventpipe-batch")
     if name == "sqs-consumer":
         return start_peer(name, ["node", BENCH / "peers" / "sqs-consumer.mjs"], env)
+    if name.startswith("floor"):
+        batch = {"BATCH": "1"} if name == "floor-batch" else {}
+        return start_peer(name, [RELEASE / "examples" / "floor"], env | batch)
     if name == "sdk-floor":
         return start_peer(name, [RELEASE / "examples" / "sdk_floor"], env)
     script = BENCH / "peers" / "boto3_consumer.py"
@@ -747,12 +751,16 @@ def goals(results):
     peers = min(w["sqs-consumer"]["cpu_s_per_1k"], w["boto3"]["cpu_s_per_1k"])
     ceiling = w["backend_ceiling_msgs_per_s"]
     fastest = max(ep["msgs_per_s"], batched["msgs_per_s"])
+    # The floor makes the same requests and does nothing else: the least any worker pays.
+    floor = {k: w[f"floor{k}"]["cpu_s_per_1k"] if f"floor{k}" in w else float("nan")
+             for k in ("", "-batch")}
     checks = [
         ("worker CPU per message ≤ 1/10 of either peer, batch delivery",
-         f"{batched['cpu_s_per_1k']:.3f} vs {peers:.3f} s/1k",
+         f"{batched['cpu_s_per_1k']:.3f} vs {peers:.3f} s/1k (floor {floor['-batch']:.3f})",
          batched["cpu_s_per_1k"] <= peers / 10),
         ("worker CPU per message ≤ 1/4 of either peer, one message per request",
-         f"{ep['cpu_s_per_1k']:.3f} vs {peers:.3f} s/1k", ep["cpu_s_per_1k"] <= peers / 4),
+         f"{ep['cpu_s_per_1k']:.3f} vs {peers:.3f} s/1k (floor {floor['']:.3f})",
+         ep["cpu_s_per_1k"] <= peers / 4),
         ("worker ≥ 90 % of the backend's ceiling",
          f"{fastest / ceiling:.0%}", fastest >= 0.9 * ceiling),
         ("worker ≤ 25 % of a core",

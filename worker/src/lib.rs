@@ -35,6 +35,14 @@ pub use self::sources::streams::StreamOptions;
 // The pipeline filter's event patterns, which `eventpipe dlq redrive --filter` uses too.
 pub use self::filter::{Pattern, PatternError};
 
+/// The worker's own SQS receives and deletes and its HTTP client, for the benchmark's
+/// floor (`examples/floor.rs`): not API.
+#[doc(hidden)]
+pub mod wire {
+    pub use crate::http_client::HttpClient;
+    pub use crate::sources::sqs::wire::{Receive, Wire};
+}
+
 /// Sharing DynamoDB streams between replicas: this replica's default name and the
 /// lease table replicas coordinate through, which the operator reads for stream lag
 /// and tests write to as another replica would.

@@ -9,7 +9,7 @@ mod dead_letter;
 mod lanes;
 mod poll;
 mod process;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
