@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cloudevents::event::SpecVersion;
+use cloudevents::event::{ExtensionValue, SpecVersion};
 use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
 use serde::de::IgnoredAny;
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -116,12 +116,22 @@ pub fn correlation_id(event: &Event) -> Option<String> {
     extension(event, CORRELATION_ID)
 }
 
-/// The event's W3C trace context, for continuing its trace.
+/// The event's W3C trace context, for carrying it along.
 pub fn trace_context(event: &Event) -> Vec<(String, String)> {
+    (trace_pairs(event))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The event's W3C trace context where it is, for continuing its trace (only text
+/// is a trace context).
+pub fn trace_pairs(event: &Event) -> impl Iterator<Item = (&str, &str)> {
     [TRACEPARENT, TRACESTATE]
         .into_iter()
-        .filter_map(|k| extension(event, k).map(|v| (k.to_string(), v)))
-        .collect()
+        .filter_map(|k| match event.extension(k)? {
+            ExtensionValue::String(v) => Some((k, v.as_str())),
+            _ => None,
+        })
 }
 
 /// The event's data as JSON: JSON data as is, text as a string, binary as base64 text.

@@ -24,6 +24,7 @@ pub mod token;
 // Running a component: logs and traces, the ops endpoints, the feed of recent events.
 pub mod feed;
 pub mod feed_http;
+mod json_log;
 pub mod log_writer;
 pub mod ops;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -18,6 +18,7 @@ use tracing_subscriber::{
     EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
+use crate::json_log::JsonLines;
 use crate::log_writer::{self, LogGuard};
 
 /// Keeps the tracer provider and the log writer alive; flushes both on
@@ -79,19 +80,20 @@ pub fn init_with(service: &str, format: LogFormat) -> Telemetry {
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer("eventpipe");
     // Only eventpipe's own spans: the AWS SDK and HTTP stacks emit many internal ones.
+    // Each span and event without the source location and thread attributes, and
+    // spans without busy/idle timing and without activating an OpenTelemetry context
+    // at every entry: a worker's futures enter their spans at each poll, and these
+    // cost more per message than the spans themselves.
     let traces = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
         .with_filter(filter_fn(|meta| meta.target().starts_with("eventpipe")));
     let (writer, guard) = log_writer::buffered(stdout(), log_writer::FLUSH_EVERY);
     let logs = match format {
-        // json-subscriber keeps span fields as JSON values: tracing-subscriber's JSON
-        // format re-parses a span's fields for every record and every line inside it.
-        LogFormat::Json => json_subscriber::layer()
-            .with_writer(writer)
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => JsonLines::new(writer).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_target(false)
@@ -132,11 +134,22 @@ pub fn inject(span: &tracing::Span) -> Vec<(String, String)> {
 pub fn context_of<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> opentelemetry::Context {
-    let carrier: HashMap<String, String> = pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_lowercase(), v.to_string()))
-        .collect();
-    TraceContextPropagator::new().extract(&carrier)
+    TraceContextPropagator::new().extract(&Pairs(pairs.into_iter().collect()))
+}
+
+/// Trace context pairs as the propagator reads them, names in any case: a map of
+/// lowercased copies cost more than the two lookups.
+struct Pairs<'a>(Vec<(&'a str, &'a str)>);
+
+impl Extractor for Pairs<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let named = self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key));
+        named.map(|(_, v)| *v)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
 }
 
 /// Makes `span` continue the trace described by `pairs` (`traceparent`, `tracestate`);

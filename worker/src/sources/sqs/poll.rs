@@ -194,10 +194,7 @@ fn link_traces(span: &tracing::Span, messages: &[Received]) {
         let (Decoded::Event(event) | Decoded::Wrapped(event)) = &m.decoded else {
             continue;
         };
-        let trace = envelope::trace_context(event);
-        let cx = eventpipe_core::telemetry::context_of(
-            trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        let cx = eventpipe_core::telemetry::context_of(envelope::trace_pairs(event));
         span.add_link(cx.span().span_context().clone());
     }
 }

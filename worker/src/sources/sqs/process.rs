@@ -159,13 +159,9 @@ impl SqsSource {
         );
         let id = message.message_id.as_deref().unwrap_or_default();
         eventpipe_core::telemetry::process_attributes(&span, "aws_sqs", queue, id);
-        let trace = event
-            .map(|e| envelope::trace_context(e))
-            .unwrap_or_default();
-        eventpipe_core::telemetry::continue_trace(
-            &span,
-            trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        if let Some(event) = event {
+            eventpipe_core::telemetry::continue_trace(&span, envelope::trace_pairs(event));
+        }
         span
     }
 }

@@ -388,11 +388,7 @@ impl Reader {
         telemetry::process_attributes(&span, "aws_dynamodb_streams", table, sequence);
         let shard = self.shard().to_string();
         span.set_attribute("messaging.destination.partition.id", shard);
-        let trace = envelope::trace_context(event);
-        eventpipe_core::telemetry::continue_trace(
-            &span,
-            trace.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        eventpipe_core::telemetry::continue_trace(&span, envelope::trace_pairs(event));
         span
     }
 
