@@ -5,12 +5,11 @@
 //! `OTEL_EXPORTER_OTLP_PROTOCOL`, service name from `OTEL_SERVICE_NAME`). Trace
 //! context travels as W3C `traceparent` / `tracestate`.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -121,13 +120,23 @@ fn stdout() -> Box<dyn std::io::Write + Send> {
     }
 }
 
-/// The W3C trace context of `span`, as `(traceparent, ...)` pairs to carry along.
+/// The W3C trace context of `span`, as `(traceparent, ...)` pairs to carry along; an
+/// empty `tracestate` is none, not an empty header or extension.
 pub fn inject(span: &tracing::Span) -> Vec<(String, String)> {
-    let mut carrier = HashMap::new();
+    let mut carrier = Carrier(Vec::with_capacity(2));
     TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    let mut pairs: Vec<_> = carrier.into_iter().collect();
-    pairs.sort();
-    pairs
+    carrier.0
+}
+
+/// The pairs a propagator writes, in its order (`traceparent` first).
+struct Carrier(Vec<(String, String)>);
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        if !value.is_empty() {
+            self.0.push((key.to_string(), value));
+        }
+    }
 }
 
 /// The trace context described by `pairs` (`traceparent`, `tracestate`).
@@ -186,6 +195,44 @@ pub fn trace_id(span: &tracing::Span) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// `check` with spans traced as the binaries trace them.
+    fn traced(check: impl FnOnce()) {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), check);
+    }
+
+    #[test]
+    fn a_continued_trace_is_carried_on_without_an_empty_tracestate() {
+        traced(|| {
+            let span = tracing::info_span!("process");
+            continue_trace(&span, [("traceparent", TRACEPARENT)]);
+            let pairs = inject(&span);
+            assert_eq!(pairs.len(), 1, "{pairs:?}");
+            assert_eq!(pairs[0].0, "traceparent");
+            assert!(
+                pairs[0]
+                    .1
+                    .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            );
+        });
+    }
+
+    #[test]
+    fn trace_context_names_are_read_in_any_case_and_carried_in_order() {
+        traced(|| {
+            let span = tracing::info_span!("process");
+            let given = [("TraceState", "vendor=x"), ("Traceparent", TRACEPARENT)];
+            continue_trace(&span, given);
+            let pairs = inject(&span);
+            let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(names, ["traceparent", "tracestate"]);
+            assert_eq!(pairs[1].1, "vendor=x");
+        });
+    }
 
     #[test]
     fn a_terminal_reads_text_and_a_pipe_reads_json() {

@@ -121,8 +121,7 @@ impl Route {
             s.record("event.id", event_id.as_str());
             s.record("correlation.id", correlation_id.as_str());
         }
-        let mut trace = telemetry::inject(&producer);
-        trace.retain(|(_, v)| !v.is_empty()); // no tracestate is no extension, not an empty one
+        let trace = telemetry::inject(&producer);
         let mut event = envelope::build(NewEvent {
             id: event_id.clone(),
             source: self.source.clone(),
