@@ -176,6 +176,10 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_aggregate() {
         "github-comments"
     );
     assert!(!ingest.attributes["messaging.message.id"].is_empty());
+    for s in [&ingest, &aggregate] {
+        let outcome = s.attributes.get("eventpipe.outcome").map(String::as_str);
+        assert_eq!(outcome, Some("delivered"), "{}", s.name);
+    }
     assert!(
         aggregate
             .attributes

@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
@@ -78,7 +79,9 @@ pub fn init_with(service: &str, format: LogFormat) -> Telemetry {
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer("eventpipe");
-    // Only eventpipe's own spans: the AWS SDK and HTTP stacks emit many internal ones.
+    // Only eventpipe's own spans (the AWS SDK and HTTP stacks emit many internal ones),
+    // and of its lines only warnings and errors, as span events: an info line about
+    // every event cost as much as its span; what became of an event is an attribute.
     // Each span and event without the source location and thread attributes, and
     // spans without busy/idle timing and without activating an OpenTelemetry context
     // at every entry: a worker's futures enter their spans at each poll, and these
@@ -89,7 +92,10 @@ pub fn init_with(service: &str, format: LogFormat) -> Telemetry {
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_context_activation(false)
-        .with_filter(filter_fn(|meta| meta.target().starts_with("eventpipe")));
+        .with_filter(filter_fn(|meta| {
+            meta.target().starts_with("eventpipe")
+                && (meta.is_span() || *meta.level() <= Level::WARN)
+        }));
     let (writer, guard) = log_writer::buffered(stdout(), log_writer::FLUSH_EVERY);
     let logs = match format {
         LogFormat::Json => JsonLines::new(writer).boxed(),

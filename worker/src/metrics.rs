@@ -10,6 +10,7 @@ use prometheus_client::metrics::{
 };
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Source {
@@ -150,7 +151,10 @@ impl Metrics {
     }
 
     /// Adds what became of `event` to the feed (metadata only, never its data).
-    pub fn record(&self, source: &Source, event: &Event, outcome: &str, trace_id: &str) {
+    /// What became of `event`, in the feed and on its span (where a trace search finds
+    /// it: the span carries no line at info level).
+    pub fn record(&self, source: &Source, event: &Event, outcome: &str, span: &tracing::Span) {
+        span.set_attribute("eventpipe.outcome", outcome.to_string());
         let time = event.time().copied();
         self.feed.record(Record {
             component: "worker".into(),
@@ -161,7 +165,7 @@ impl Metrics {
             correlation_id: eventpipe_core::envelope::correlation_id(event).unwrap_or_default(),
             outcome: outcome.into(),
             latency_ms: feed::latency_ms(time, feed::now_ms()),
-            trace_id: trace_id.into(),
+            trace_id: eventpipe_core::telemetry::trace_id(span),
             ..Default::default()
         });
     }

@@ -58,7 +58,7 @@ impl SqsSource {
             Decision::Retry(..) => "retried",
             Decision::DeadLetter(_) => "dead_lettered",
         };
-        (self.handler.metrics).record(&self.labels, &event, outcome, &trace_id);
+        (self.handler.metrics).record(&self.labels, &event, outcome, &span);
         // Instrumented, not entered: a span entered across an await would be current
         // for whatever else runs on the thread meanwhile.
         let conclude = async {

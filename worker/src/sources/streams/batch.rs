@@ -341,13 +341,13 @@ impl Reader {
             Step::Done(Decision::Ack(outcome)) => {
                 tracing::debug!(parent: span, outcome, "done");
                 metrics.outcome(labels, outcome);
-                metrics.record(labels, item.event, outcome, &telemetry::trace_id(span));
+                metrics.record(labels, item.event, outcome, span);
                 round::Result::Done
             }
             Step::Done(Decision::Retry(delay, error)) => {
                 tracing::warn!(parent: span, error = %error, retry_in = ?delay, "delivery failed; will retry");
                 metrics.outcome(labels, "retried");
-                metrics.record(labels, item.event, "retried", &telemetry::trace_id(span));
+                metrics.record(labels, item.event, "retried", span);
                 tries.last_error.insert(p, error.clone());
                 round::Result::Retry(delay, error)
             }
@@ -415,8 +415,12 @@ impl Reader {
         // Given up either way: the feed shows it, under the record's span.
         let given_up = |outcome: &str| {
             metrics.outcome(&self.source.labels, outcome);
-            let trace_id = telemetry::trace_id(&tracing::Span::current());
-            metrics.record(&self.source.labels, event, outcome, &trace_id);
+            metrics.record(
+                &self.source.labels,
+                event,
+                outcome,
+                &tracing::Span::current(),
+            );
         };
         let Some(dlq) = &self.source.dlq else {
             tracing::error!(
