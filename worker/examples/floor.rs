@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use aws_sdk_sqs::types::Message;
 use eventpipe_worker::wire::{HttpClient, Receive, Wire};
 use http::Uri;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -57,7 +56,9 @@ impl Floor {
                     futures::future::try_join_all(posts).await?;
                 }
             }
-            let receipts: Vec<String> = messages.into_iter().filter_map(receipt).collect();
+            let receipts: Vec<String> = (messages.into_iter())
+                .filter_map(|m| m.receipt_handle)
+                .collect();
             let failed = self.wire.delete(&self.queue, &receipts).await?;
             if !failed.is_empty() {
                 bail!("deletes refused: {failed:?}");
@@ -85,8 +86,4 @@ impl Floor {
         }
         Ok(())
     }
-}
-
-fn receipt(m: Message) -> Option<String> {
-    m.receipt_handle
 }

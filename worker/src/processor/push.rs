@@ -8,14 +8,14 @@
 //! is still taken (`200`), never retried.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use eventpipe_core::envelope::Structured;
 use eventpipe_crds::PushProcessor as Spec;
 use futures::future::join_all;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use super::http::{no_answer, status_kind};
+use super::http::{no_answer, refused};
 use super::{BoxFuture, Delivery, Failure, Outcome, Processor, with_trace};
 use crate::http_client::{self, HttpClient};
 
@@ -77,15 +77,9 @@ impl PushProcessor {
             .post(&uri, headers, body.to_vec(), self.timeout)
             .await)
             .map_err(|e| no_answer(&e, &url))?;
-        let status = answer.status;
-        if status.is_success() {
-            return Ok(());
-        }
-        let kind = status_kind(status.as_u16(), &answer.headers, SystemTime::now());
-        let text = String::from_utf8_lossy(&answer.body);
-        Err(Failure {
-            kind,
-            message: format!("push to {addr}: {status}: {text}"),
+        refused(answer).map(drop).map_err(|f| Failure {
+            message: format!("push to {addr}: {}", f.message),
+            ..f
         })
     }
 }
